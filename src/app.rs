@@ -1,0 +1,155 @@
+//! The application: state built from a `Config`, and a server bound to a port. Tests build
+//! the very same `App` on port 0 and read the port it reports.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use sea_orm::DatabaseConnection;
+
+use crate::auth::Authenticator;
+use crate::cache::ResponseCache;
+use crate::cache::key::document_hash;
+use crate::config::{Config, ConfigError};
+use crate::db::seed::{self, SeedPlan};
+use crate::db::{self, DatabaseError};
+use crate::graphql::SchemaLimits;
+use crate::graphql::executor::Executor;
+use crate::telemetry::Metrics;
+use crate::{graphql, http};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Database(#[from] DatabaseError),
+    #[error("cannot seed the demo data: {0}")]
+    Seed(sea_orm::DbErr),
+    #[error("cannot set up the cache: {0}")]
+    Cache(#[from] crate::cache::storage::StorageError),
+    #[error("cannot read the persisted query manifest {path}: {reason}")]
+    Manifest { path: String, reason: String },
+    #[error("cannot listen on {address}: {source}")]
+    Bind { address: SocketAddr, source: std::io::Error },
+}
+
+/// Everything a request handler needs, cloned cheaply into each request.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub db: DatabaseConnection,
+    pub executor: Arc<Executor>,
+    pub authenticator: Authenticator,
+    pub metrics: Arc<Metrics>,
+    pub cache: Option<ResponseCache>,
+    pub redis_pool: Option<deadpool_redis::Pool>,
+}
+
+impl AppState {
+    /// Connects, migrates, loads the demo data into an empty database when asked, and builds
+    /// the cache and the schema.
+    pub async fn build(config: Config) -> Result<AppState, StartupError> {
+        config.validate()?;
+        let metrics = Arc::new(Metrics::new());
+        let db = db::connect(&config, Some(Arc::clone(&metrics))).await?;
+        db::migrate(&db).await?;
+        if config.demo_data && seed::is_empty(&db).await.map_err(StartupError::Seed)? {
+            let plan = SeedPlan::DEMO;
+            tracing::info!(categories = plan.categories, products = plan.products, "empty database: loading the demo data");
+            seed::seed(&db, plan).await.map_err(StartupError::Seed)?;
+        }
+        let (cache, redis_pool) = match crate::cache::from_config(&config, Arc::clone(&metrics))? {
+            Some((cache, pool)) => (Some(cache), pool),
+            None => (None, None),
+        };
+        let manifest = match &config.persisted_only {
+            Some(path) => Some(load_manifest(path)?),
+            None => None,
+        };
+        let limits = SchemaLimits {
+            max_depth: config.max_depth,
+            max_complexity: config.max_complexity,
+            introspection: config.introspection,
+        };
+        let mut schema = graphql::schema::builder(limits).data(db.clone());
+        if let Some(cache) = &cache {
+            schema = schema.data(cache.clone());
+        }
+        let executor = Executor::new(
+            schema.finish(),
+            db.clone(),
+            cache.clone(),
+            Arc::clone(&metrics),
+            manifest,
+            config.allow_cache_bypass,
+        );
+        Ok(AppState {
+            config: Arc::new(config),
+            authenticator: Authenticator::new(db.clone(), cache.clone()),
+            db,
+            executor: Arc::new(executor),
+            metrics,
+            cache,
+            redis_pool,
+        })
+    }
+}
+
+/// Reads an Apollo persisted query manifest into a map from document SHA-256 to document.
+pub fn load_manifest(path: &std::path::Path) -> Result<HashMap<String, String>, StartupError> {
+    let fail = |reason: String| StartupError::Manifest { path: path.display().to_string(), reason };
+    let text = std::fs::read_to_string(path).map_err(|error| fail(error.to_string()))?;
+    let manifest: serde_json::Value = serde_json::from_str(&text).map_err(|error| fail(error.to_string()))?;
+    let operations = manifest
+        .get("operations")
+        .and_then(serde_json::Value::as_array)
+        .ok_or_else(|| fail("no `operations` array (expected Apollo's persisted query list format)".into()))?;
+    let mut documents = HashMap::new();
+    for operation in operations {
+        let body = operation
+            .get("body")
+            .and_then(serde_json::Value::as_str)
+            .ok_or_else(|| fail("an operation has no `body`".into()))?;
+        let hash = document_hash(body);
+        if let Some(id) = operation.get("id").and_then(serde_json::Value::as_str)
+            && id != hash
+        {
+            return Err(fail(format!("operation id {id} is not the SHA-256 of its body")));
+        }
+        documents.insert(hash, body.to_owned());
+    }
+    Ok(documents)
+}
+
+/// A server bound to its port, not yet serving.
+pub struct App {
+    state: AppState,
+    listener: tokio::net::TcpListener,
+    address: SocketAddr,
+}
+
+impl App {
+    pub async fn build(config: Config) -> Result<App, StartupError> {
+        let address = config.bind;
+        let state = AppState::build(config).await?;
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .map_err(|source| StartupError::Bind { address, source })?;
+        let address = listener.local_addr().map_err(|source| StartupError::Bind { address, source })?;
+        Ok(App { state, listener, address })
+    }
+
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` resolves, then lets in-flight requests finish.
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        axum::serve(self.listener, http::router(self.state)).with_graceful_shutdown(shutdown).await
+    }
+}

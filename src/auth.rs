@@ -1,0 +1,141 @@
+//! Bearer tokens: generation, hashing, validation and the guard on protected fields.
+//!
+//! A token is 256 random bits from the operating system's CSPRNG, shown once. Only its
+//! SHA-256 is stored or cached, so neither the database nor the cache can leak a token.
+
+use async_graphql::{Context, Guard};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, Set};
+use sha2::{Digest, Sha256};
+
+use crate::catalog::products::now;
+use crate::entities::api_token;
+use crate::error::ApiError;
+
+const TOKEN_PREFIX: &str = "cat_";
+
+/// Who is asking. Private cache entries are keyed to `TokenHash`, never to the token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    Anonymous,
+    Token { token_id: i32, token_hash: String },
+}
+
+impl Principal {
+    pub fn is_authenticated(&self) -> bool {
+        matches!(self, Principal::Token { .. })
+    }
+}
+
+pub fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+pub fn generate_token() -> Result<String, getrandom::Error> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)?;
+    Ok(format!("{TOKEN_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes)))
+}
+
+/// The bearer token of an `Authorization` header value, or an error for any other shape.
+pub fn bearer_token(header: &str) -> Result<&str, ApiError> {
+    let (scheme, token) = header.trim().split_once(' ').ok_or(ApiError::InvalidToken)?;
+    let token = token.trim();
+    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() || token.len() > 256 {
+        return Err(ApiError::InvalidToken);
+    }
+    Ok(token)
+}
+
+/// The unrevoked token with this hash, if any.
+pub async fn find_active<C: ConnectionTrait>(db: &C, token_hash: &str) -> Result<Option<api_token::Model>, DbErr> {
+    api_token::Entity::find()
+        .filter(api_token::Column::TokenHash.eq(token_hash))
+        .filter(api_token::Column::RevokedAt.is_null())
+        .one(db)
+        .await
+}
+
+/// Creates a token and returns it with its record; the token is not recoverable afterwards.
+pub async fn create<C: ConnectionTrait>(db: &C, name: &str) -> Result<(String, api_token::Model), ApiError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(ApiError::bad_input("a token name has 1 to 100 characters"));
+    }
+    let token = generate_token().map_err(|error| ApiError::Internal(format!("random source: {error}")))?;
+    let record = api_token::ActiveModel {
+        name: Set(name.to_owned()),
+        token_hash: Set(hash_token(&token)),
+        created_at: Set(now()),
+        revoked_at: Set(None),
+        ..Default::default()
+    }
+    .insert(db)
+    .await?;
+    Ok((token, record))
+}
+
+pub async fn list<C: ConnectionTrait>(db: &C) -> Result<Vec<api_token::Model>, DbErr> {
+    api_token::Entity::find().order_by_asc(api_token::Column::Id).all(db).await
+}
+
+/// Marks a token revoked and returns its hash, so callers can drop it from caches at once.
+pub async fn revoke<C: ConnectionTrait>(db: &C, id: i32) -> Result<String, ApiError> {
+    let record = api_token::Entity::find_by_id(id)
+        .one(db)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("token {id} does not exist")))?;
+    let token_hash = record.token_hash.clone();
+    if record.revoked_at.is_none() {
+        let mut active: api_token::ActiveModel = record.into();
+        active.revoked_at = Set(Some(now()));
+        active.update(db).await?;
+    }
+    Ok(token_hash)
+}
+
+/// Guards fields that need a valid token (mutations, dashboard statistics).
+pub struct RequireToken;
+
+impl Guard for RequireToken {
+    async fn check(&self, ctx: &Context<'_>) -> async_graphql::Result<()> {
+        match ctx.data_opt::<Principal>() {
+            Some(principal) if principal.is_authenticated() => Ok(()),
+            _ => Err(ApiError::Unauthenticated.into()),
+        }
+    }
+}
+
+/// Turns an `Authorization` header into a `Principal`, consulting the token cache first.
+#[derive(Clone)]
+pub struct Authenticator {
+    db: sea_orm::DatabaseConnection,
+    cache: Option<crate::cache::ResponseCache>,
+}
+
+impl Authenticator {
+    pub fn new(db: sea_orm::DatabaseConnection, cache: Option<crate::cache::ResponseCache>) -> Self {
+        Authenticator { db, cache }
+    }
+
+    /// No header is an anonymous caller; a header with a bad or revoked token is an error,
+    /// whatever the operation, so a client never silently loses its identity.
+    pub async fn authenticate(&self, header: Option<&axum::http::HeaderValue>) -> Result<Principal, ApiError> {
+        let Some(header) = header else {
+            return Ok(Principal::Anonymous);
+        };
+        let header = header.to_str().map_err(|_| ApiError::InvalidToken)?;
+        let token_hash = hash_token(bearer_token(header)?);
+        if let Some(cache) = &self.cache
+            && let Some(token_id) = cache.cached_token(&token_hash).await
+        {
+            return Ok(Principal::Token { token_id, token_hash });
+        }
+        let record = find_active(&self.db, &token_hash).await?.ok_or(ApiError::InvalidToken)?;
+        if let Some(cache) = &self.cache {
+            cache.remember_token(&token_hash, record.id).await;
+        }
+        Ok(Principal::Token { token_id: record.id, token_hash })
+    }
+}

@@ -1,0 +1,85 @@
+//! Cache keys. A response key is a SHA-256 over a version, the document's hash, the
+//! operation name, the variables in canonical form (object keys sorted, so key order never
+//! matters) and the scope: `public`, or the hash of the token for private results.
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+const KEY_VERSION: &str = "v1";
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Scope {
+    Public,
+    /// Keyed to the SHA-256 of the bearer token; the token itself never reaches the cache.
+    Private(String),
+}
+
+/// SHA-256 of a GraphQL document, hex encoded (also the APQ hash of that document).
+pub fn document_hash(query: &str) -> String {
+    hex::encode(Sha256::digest(query.as_bytes()))
+}
+
+pub fn response_key(document: &str, operation_name: Option<&str>, variables: &Value, scope: &Scope) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(KEY_VERSION);
+    hasher.update([0]);
+    hasher.update(document);
+    hasher.update([0]);
+    hasher.update(operation_name.unwrap_or(""));
+    hasher.update([0]);
+    write_canonical(&mut hasher, variables);
+    hasher.update([0]);
+    match scope {
+        Scope::Public => hasher.update("public"),
+        Scope::Private(token_hash) => {
+            hasher.update("private:");
+            hasher.update(token_hash);
+        }
+    }
+    format!("resp:{}", hex::encode(hasher.finalize()))
+}
+
+/// Feeds `value` to the hasher as JSON with object keys in sorted order.
+fn write_canonical(hasher: &mut Sha256, value: &Value) {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            hasher.update("{");
+            for key in keys {
+                hasher.update(serde_json::to_string(key).unwrap_or_default());
+                hasher.update(":");
+                write_canonical(hasher, &map[key]);
+                hasher.update(",");
+            }
+            hasher.update("}");
+        }
+        Value::Array(items) => {
+            hasher.update("[");
+            for item in items {
+                write_canonical(hasher, item);
+                hasher.update(",");
+            }
+            hasher.update("]");
+        }
+        Value::Null => hasher.update("null"),
+        other => hasher.update(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn variable_key_order_does_not_matter_but_values_and_scope_do() {
+        let document = document_hash("query { products { totalCount } }");
+        let a = response_key(&document, None, &json!({"a": 1, "b": {"x": 1, "y": 2}}), &Scope::Public);
+        let b = response_key(&document, None, &json!({"b": {"y": 2, "x": 1}, "a": 1}), &Scope::Public);
+        assert_eq!(a, b);
+        assert_ne!(a, response_key(&document, None, &json!({"a": 2, "b": {"x": 1, "y": 2}}), &Scope::Public));
+        assert_ne!(a, response_key(&document, None, &json!({"a": 1, "b": {"x": 1, "y": 2}}), &Scope::Private("t".into())));
+        assert_ne!(a, response_key(&document, Some("Op"), &json!({"a": 1, "b": {"x": 1, "y": 2}}), &Scope::Public));
+    }
+}

@@ -1,0 +1,290 @@
+//! The response cache: whole query results, keyed by document, variables and scope,
+//! invalidated by the tags that committed mutations announce.
+//!
+//! Freshness rule (race-safe): a fill records the backend's invalidation sequence *before*
+//! it executes; an invalidation advances the sequence and stamps each changed tag with it.
+//! An entry is fresh only while none of its tags carries a stamp newer than its fill, so a
+//! fill that read the database before a commit can never outlive that commit's invalidation.
+//! A failed invalidation is kept and replayed, and until it succeeds this instance does not
+//! read from the backend. The cache never fails a request: backend errors become misses.
+
+pub mod entry;
+pub mod extension;
+pub mod key;
+pub mod monitor;
+pub mod single_flight;
+pub mod storage;
+pub mod tags;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+
+use self::entry::Entry;
+use self::monitor::{Monitor, Outcome};
+use self::storage::{GuardedStorage, Lookup, StorageError};
+use self::tags::{Changes, Tag};
+use crate::telemetry::Metrics;
+
+/// What the static analysis of a document says about caching it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    pub max_age: u32,
+    pub private: bool,
+}
+
+pub enum CacheLookup {
+    Hit(Entry),
+    /// Not cached; a fill must record this sequence.
+    Miss { seq: u64 },
+    /// The backend is unavailable: execute without caching.
+    Unavailable,
+}
+
+/// Longest TTL any entry may have; tag stamps live a little longer than that.
+pub const MAX_TTL: Duration = Duration::from_secs(3600);
+pub const TAG_TTL: Duration = Duration::from_secs(3600 + 60);
+const PERSISTED_QUERY_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+struct Inner {
+    storage: GuardedStorage,
+    policies: moka::sync::Cache<(String, Option<String>), Policy>,
+    metrics: Arc<Metrics>,
+    monitor: Monitor,
+    compress_above: usize,
+    token_ttl: Option<Duration>,
+    pending_invalidations: Mutex<BTreeSet<String>>,
+}
+
+#[derive(Clone)]
+pub struct ResponseCache {
+    inner: Arc<Inner>,
+}
+
+impl ResponseCache {
+    /// `token_ttl` is `None` when validated tokens must not be cached (an in-process backend
+    /// cannot hear about a revocation made by another process).
+    pub fn new(storage: GuardedStorage, metrics: Arc<Metrics>, compress_above: usize, token_ttl: Option<Duration>) -> Self {
+        let cache = ResponseCache {
+            inner: Arc::new(Inner {
+                storage,
+                policies: moka::sync::Cache::builder().max_capacity(10_000).build(),
+                metrics,
+                monitor: Monitor::default(),
+                compress_above,
+                token_ttl,
+                pending_invalidations: Mutex::new(BTreeSet::new()),
+            }),
+        };
+        cache.spawn_background_flush();
+        cache
+    }
+
+    /// Flushes monitoring buffers and replays failed invalidations, until the cache is dropped.
+    fn spawn_background_flush(&self) {
+        let weak = Arc::downgrade(&self.inner);
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(Duration::from_millis(200));
+            let mut ticks: u64 = 0;
+            loop {
+                ticker.tick().await;
+                ticks += 1;
+                let Some(inner) = weak.upgrade() else { return };
+                let cache = ResponseCache { inner };
+                cache.replay_invalidations().await;
+                if ticks % 5 == 0 {
+                    let _ = cache.inner.monitor.flush(&cache.inner.storage).await;
+                }
+            }
+        });
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        self.inner.storage.backend_name()
+    }
+
+    pub fn storage(&self) -> &GuardedStorage {
+        &self.inner.storage
+    }
+
+    pub fn monitor(&self) -> &Monitor {
+        &self.inner.monitor
+    }
+
+    pub fn policy(&self, document: &str, operation_name: Option<&str>) -> Option<Policy> {
+        self.inner.policies.get(&(document.to_owned(), operation_name.map(str::to_owned)))
+    }
+
+    pub fn learn_policy(&self, document: &str, operation_name: Option<&str>, policy: Policy) {
+        self.inner.policies.insert((document.to_owned(), operation_name.map(str::to_owned)), policy);
+    }
+
+    fn reads_allowed(&self) -> bool {
+        self.inner.pending_invalidations.lock().is_empty()
+    }
+
+    pub async fn lookup(&self, key: &str) -> CacheLookup {
+        if !self.reads_allowed() {
+            self.record(Outcome::Error);
+            return CacheLookup::Unavailable;
+        }
+        match self.inner.storage.lookup(key).await {
+            Ok(Lookup::Hit(bytes)) => match Entry::decode(&bytes) {
+                Ok(entry) => {
+                    self.record(Outcome::Hit);
+                    CacheLookup::Hit(entry)
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "discarding an undecodable cache entry");
+                    self.record(Outcome::Miss);
+                    CacheLookup::Miss { seq: 0 }
+                }
+            },
+            Ok(Lookup::Miss { seq }) => {
+                self.record(Outcome::Miss);
+                CacheLookup::Miss { seq }
+            }
+            Err(_) => {
+                self.record(Outcome::Error);
+                CacheLookup::Unavailable
+            }
+        }
+    }
+
+    /// The sequence to record for a fill whose key is not known before execution.
+    pub async fn sequence(&self) -> Option<u64> {
+        if !self.reads_allowed() {
+            return None;
+        }
+        self.inner.storage.sequence().await.ok()
+    }
+
+    fn record(&self, outcome: Outcome) {
+        match outcome {
+            Outcome::Hit => self.inner.metrics.cache_hits.inc(),
+            Outcome::Miss => self.inner.metrics.cache_misses.inc(),
+            Outcome::Error => 0,
+        };
+        self.inner.monitor.record_outcome(outcome);
+    }
+
+    pub fn record_bypass(&self) {
+        self.inner.metrics.cache_bypasses.inc();
+    }
+
+    /// Stores a successful result; errors are logged by the storage guard and ignored.
+    pub async fn fill(&self, key: &str, seq: u64, tags: &[Tag], body: Bytes, etag: String, policy: Policy) {
+        let entry = Entry {
+            seq,
+            tags: tags.iter().map(Tag::key).collect(),
+            etag,
+            max_age: policy.max_age,
+            body,
+        };
+        let ttl = Duration::from_secs(u64::from(policy.max_age)).min(MAX_TTL);
+        if self.inner.storage.store(key, entry.encode(self.inner.compress_above), ttl).await.is_ok() {
+            self.inner.metrics.cache_fills.inc();
+        }
+    }
+
+    /// Invalidates everything a committed mutation made stale, before its response is sent.
+    pub async fn invalidate(&self, changes: &Changes) {
+        if changes.is_empty() {
+            return;
+        }
+        let tags: Vec<String> = changes.tags().map(Tag::key).collect();
+        self.inner.metrics.cache_invalidations.inc_by(tags.len() as u64);
+        if self.inner.storage.invalidate(&tags).await.is_err() {
+            tracing::warn!(tags = tags.len(), "invalidation deferred until the cache backend answers");
+            self.inner.pending_invalidations.lock().extend(tags);
+        }
+    }
+
+    async fn replay_invalidations(&self) {
+        let pending: Vec<String> = self.inner.pending_invalidations.lock().iter().cloned().collect();
+        if pending.is_empty() {
+            return;
+        }
+        if self.inner.storage.invalidate(&pending).await.is_ok() {
+            let mut remaining = self.inner.pending_invalidations.lock();
+            for tag in &pending {
+                remaining.remove(tag);
+            }
+            tracing::info!(tags = pending.len(), "replayed deferred invalidations");
+        }
+    }
+
+    pub fn record_execution(&self, operation: &str, milliseconds: f64) {
+        self.inner.monitor.record_execution(operation, milliseconds);
+    }
+
+    pub fn record_operation(&self, id: String, operation: monitor::RecordedOperation) {
+        self.inner.monitor.record_operation(id, operation);
+    }
+
+    pub async fn flush_monitor(&self) -> Result<(), StorageError> {
+        self.inner.monitor.flush(&self.inner.storage).await
+    }
+
+    // Persisted queries live in the backend, so every instance knows every registered hash.
+
+    pub async fn persisted_query(&self, hash: &str) -> Option<String> {
+        let bytes = self.inner.storage.get(&format!("apq:{hash}")).await.ok()??;
+        String::from_utf8(bytes).ok()
+    }
+
+    pub async fn register_persisted_query(&self, hash: &str, query: &str) {
+        let _ = self.inner.storage.set(&format!("apq:{hash}"), query.as_bytes().to_vec(), PERSISTED_QUERY_TTL).await;
+    }
+
+    // Validated tokens: only the hash is a key, and revocation deletes it at once.
+
+    pub async fn cached_token(&self, token_hash: &str) -> Option<i32> {
+        self.inner.token_ttl?;
+        let bytes = self.inner.storage.get(&format!("token:{token_hash}")).await.ok()??;
+        std::str::from_utf8(&bytes).ok()?.parse().ok()
+    }
+
+    pub async fn remember_token(&self, token_hash: &str, token_id: i32) {
+        if let Some(ttl) = self.inner.token_ttl {
+            let _ = self.inner.storage.set(&format!("token:{token_hash}"), token_id.to_string().into_bytes(), ttl).await;
+        }
+    }
+
+    pub async fn forget_token(&self, token_hash: &str) -> Result<(), StorageError> {
+        self.inner.storage.delete(&format!("token:{token_hash}")).await
+    }
+}
+
+/// The cache a configuration asks for: Redis when `REDIS_URL` is set, else in-process;
+/// `None` when caching is turned off. Returns the Redis pool too, for `/metrics`.
+pub fn from_config(
+    config: &crate::config::Config,
+    metrics: Arc<Metrics>,
+) -> Result<Option<(ResponseCache, Option<deadpool_redis::Pool>)>, StorageError> {
+    if !config.cache_enabled {
+        return Ok(None);
+    }
+    let (storage, pool, token_ttl): (Arc<dyn storage::CacheStorage>, _, _) = match &config.redis_url {
+        Some(url) => {
+            let redis = storage::redis::RedisStorage::new(
+                url,
+                &config.cache_prefix,
+                config.redis_pool_size,
+                config.redis_connect_timeout(),
+                TAG_TTL,
+            )?;
+            let pool = redis.pool().clone();
+            (Arc::new(redis), Some(pool), Some(Duration::from_secs(config.token_cache_secs)))
+        }
+        None => {
+            let memory = storage::memory::MemoryStorage::new(config.cache_local_bytes, TAG_TTL, Some(Arc::clone(&metrics)));
+            (Arc::new(memory), None, None)
+        }
+    };
+    let guarded = GuardedStorage::new(storage, config.redis_command_timeout(), Arc::clone(&metrics));
+    Ok(Some((ResponseCache::new(guarded, metrics, config.cache_compress_above, token_ttl), pool)))
+}

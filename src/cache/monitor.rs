@@ -1,0 +1,169 @@
+//! Cache monitoring kept in the cache backend, so every instance reports the same numbers:
+//! hits, misses and errors per day; the last 100 execution times of each operation; and a
+//! ranking of executed operations (with their variables) that `cache warm-up` replays.
+//!
+//! Requests only touch in-process buffers; a background task flushes them once a second in a
+//! few pipelined commands, so monitoring adds nothing to a request's round trips.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::{NaiveDate, Utc};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+
+use super::storage::{GuardedStorage, StorageError};
+
+pub const SAMPLES_KEPT: usize = 100;
+const DAY_COUNTER_TTL: Duration = Duration::from_secs(40 * 24 * 3600);
+const OPERATION_DOC_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+pub const RANKING_KEY: &str = "ops:rank";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Hit,
+    Miss,
+    Error,
+}
+
+/// An operation as executed, enough to replay it during warm-up.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RecordedOperation {
+    pub query: String,
+    #[serde(rename = "operationName")]
+    pub operation_name: Option<String>,
+    pub variables: serde_json::Value,
+}
+
+#[derive(Default)]
+struct Buffer {
+    outcomes: HashMap<(NaiveDate, &'static str), i64>,
+    samples: HashMap<String, Vec<f64>>,
+    ranking: HashMap<String, f64>,
+    documents: HashMap<String, RecordedOperation>,
+}
+
+#[derive(Default)]
+pub struct Monitor {
+    buffer: Mutex<Buffer>,
+}
+
+fn outcome_key(date: NaiveDate, outcome: &str) -> String {
+    format!("stats:{date}:{outcome}")
+}
+
+impl Monitor {
+    pub fn record_outcome(&self, outcome: Outcome) {
+        let name = match outcome {
+            Outcome::Hit => "hits",
+            Outcome::Miss => "misses",
+            Outcome::Error => "errors",
+        };
+        *self.buffer.lock().outcomes.entry((Utc::now().date_naive(), name)).or_default() += 1;
+    }
+
+    pub fn record_execution(&self, operation: &str, milliseconds: f64) {
+        self.buffer.lock().samples.entry(format!("perf:{operation}")).or_default().push(milliseconds);
+    }
+
+    pub fn record_operation(&self, id: String, operation: RecordedOperation) {
+        let mut buffer = self.buffer.lock();
+        *buffer.ranking.entry(id.clone()).or_default() += 1.0;
+        buffer.documents.entry(id).or_insert(operation);
+    }
+
+    /// Writes buffered numbers to the backend; on failure they are kept for the next flush.
+    pub async fn flush(&self, storage: &GuardedStorage) -> Result<(), StorageError> {
+        let buffer = std::mem::take(&mut *self.buffer.lock());
+        let counters: Vec<(String, i64)> =
+            buffer.outcomes.iter().map(|((date, name), count)| (outcome_key(*date, name), *count)).collect();
+        let samples: Vec<(String, Vec<f64>)> = buffer.samples.iter().map(|(key, values)| (key.clone(), values.clone())).collect();
+        let ranking: Vec<(String, f64)> = buffer.ranking.iter().map(|(key, score)| (key.clone(), *score)).collect();
+        let result = async {
+            storage.add_counters(&counters, DAY_COUNTER_TTL).await?;
+            storage.push_samples(&samples, SAMPLES_KEPT).await?;
+            storage.rank_add(RANKING_KEY, &ranking).await?;
+            for (id, operation) in &buffer.documents {
+                let json = serde_json::to_vec(operation).unwrap_or_default();
+                storage.set(&format!("ops:doc:{id}"), json, OPERATION_DOC_TTL).await?;
+            }
+            Ok(())
+        }
+        .await;
+        if result.is_err() {
+            let mut current = self.buffer.lock();
+            for (key, count) in buffer.outcomes {
+                *current.outcomes.entry(key).or_default() += count;
+            }
+        }
+        result
+    }
+
+    pub async fn day(&self, storage: &GuardedStorage, date: NaiveDate) -> Result<(i64, i64, i64), StorageError> {
+        let keys: Vec<String> = ["hits", "misses", "errors"].iter().map(|name| outcome_key(date, name)).collect();
+        let values = storage.counters(&keys).await?;
+        Ok((values.first().copied().unwrap_or(0), values.get(1).copied().unwrap_or(0), values.get(2).copied().unwrap_or(0)))
+    }
+
+    pub async fn samples(&self, storage: &GuardedStorage, operation: &str) -> Result<Vec<f64>, StorageError> {
+        storage.samples(&format!("perf:{operation}")).await
+    }
+
+    pub async fn top_operations(&self, storage: &GuardedStorage, count: usize) -> Result<Vec<RecordedOperation>, StorageError> {
+        let ids = storage.rank_top(RANKING_KEY, count).await?;
+        let mut operations = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(bytes) = storage.get(&format!("ops:doc:{id}")).await?
+                && let Ok(operation) = serde_json::from_slice(&bytes)
+            {
+                operations.push(operation);
+            }
+        }
+        Ok(operations)
+    }
+}
+
+/// Summary statistics of execution times in milliseconds (nearest-rank percentiles).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Summary {
+    pub count: usize,
+    pub avg: f64,
+    pub min: f64,
+    pub max: f64,
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+}
+
+pub fn summarize(mut samples: Vec<f64>) -> Option<Summary> {
+    if samples.is_empty() {
+        return None;
+    }
+    samples.sort_by(f64::total_cmp);
+    let percentile = |p: f64| {
+        let rank = ((p / 100.0) * samples.len() as f64).ceil() as usize;
+        samples[rank.clamp(1, samples.len()) - 1]
+    };
+    Some(Summary {
+        count: samples.len(),
+        avg: samples.iter().sum::<f64>() / samples.len() as f64,
+        min: samples[0],
+        max: samples[samples.len() - 1],
+        p50: percentile(50.0),
+        p95: percentile(95.0),
+        p99: percentile(99.0),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_use_nearest_rank() {
+        let summary = summarize((1..=100).map(f64::from).collect()).expect("samples");
+        assert_eq!((summary.min, summary.max, summary.p50, summary.p95, summary.p99), (1.0, 100.0, 50.0, 95.0, 99.0));
+        assert_eq!(summary.avg, 50.5);
+        assert!(summarize(Vec::new()).is_none());
+    }
+}

@@ -1,0 +1,143 @@
+//! The one wrapper every cache call goes through: a command timeout, latency and error
+//! metrics, a log line per outage (not per request), and a short circuit-breaker so that
+//! while the backend is down requests skip it at once instead of each waiting a timeout.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+
+use super::{BackendStats, CacheStorage, Lookup, StorageError};
+use crate::telemetry::Metrics;
+
+/// How long a failed backend is skipped before one request probes it again.
+const RETRY_AFTER: Duration = Duration::from_millis(500);
+
+#[derive(Default)]
+struct Health {
+    retry_at: Option<Instant>,
+    failures_in_outage: u64,
+}
+
+pub struct GuardedStorage {
+    inner: Arc<dyn CacheStorage>,
+    timeout: Duration,
+    metrics: Arc<Metrics>,
+    health: Mutex<Health>,
+}
+
+impl GuardedStorage {
+    pub fn new(inner: Arc<dyn CacheStorage>, timeout: Duration, metrics: Arc<Metrics>) -> Self {
+        GuardedStorage { inner, timeout, metrics, health: Mutex::new(Health::default()) }
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        self.inner.name()
+    }
+
+    /// True while the backend is considered down.
+    pub fn is_down(&self) -> bool {
+        self.health.lock().retry_at.is_some()
+    }
+
+    async fn guard<T>(&self, operation: impl Future<Output = Result<T, StorageError>>) -> Result<T, StorageError> {
+        if let Some(retry_at) = self.health.lock().retry_at
+            && Instant::now() < retry_at
+        {
+            return Err(StorageError::CircuitOpen);
+        }
+        let started = Instant::now();
+        let outcome = match tokio::time::timeout(self.timeout, operation).await {
+            Ok(result) => result,
+            Err(_) => Err(StorageError::Timeout(self.timeout)),
+        };
+        self.metrics.redis_seconds.observe(started.elapsed().as_secs_f64());
+        let mut health = self.health.lock();
+        match &outcome {
+            Ok(_) => {
+                if health.retry_at.take().is_some() {
+                    tracing::warn!(
+                        backend = self.inner.name(),
+                        failed_calls = health.failures_in_outage,
+                        "cache backend is back; caching resumes"
+                    );
+                    health.failures_in_outage = 0;
+                }
+            }
+            Err(error) => {
+                self.metrics.cache_errors.inc();
+                if health.failures_in_outage == 0 {
+                    tracing::error!(
+                        backend = self.inner.name(),
+                        %error,
+                        "cache backend failed; requests are answered from the database until it returns"
+                    );
+                }
+                health.failures_in_outage += 1;
+                health.retry_at = Some(Instant::now() + RETRY_AFTER);
+            }
+        }
+        outcome
+    }
+
+    pub async fn lookup(&self, key: &str) -> Result<Lookup, StorageError> {
+        self.guard(self.inner.lookup(key)).await
+    }
+
+    pub async fn sequence(&self) -> Result<u64, StorageError> {
+        self.guard(self.inner.sequence()).await
+    }
+
+    pub async fn store(&self, key: &str, encoded: Vec<u8>, ttl: Duration) -> Result<(), StorageError> {
+        self.guard(self.inner.store(key, encoded, ttl)).await
+    }
+
+    pub async fn invalidate(&self, tags: &[String]) -> Result<u64, StorageError> {
+        self.guard(self.inner.invalidate(tags)).await
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        self.guard(self.inner.get(key)).await
+    }
+
+    pub async fn set(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), StorageError> {
+        self.guard(self.inner.set(key, value, ttl)).await
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        self.guard(self.inner.delete(key)).await
+    }
+
+    pub async fn add_counters(&self, counters: &[(String, i64)], ttl: Duration) -> Result<(), StorageError> {
+        self.guard(self.inner.add_counters(counters, ttl)).await
+    }
+
+    pub async fn counters(&self, keys: &[String]) -> Result<Vec<i64>, StorageError> {
+        self.guard(self.inner.counters(keys)).await
+    }
+
+    pub async fn push_samples(&self, samples: &[(String, Vec<f64>)], keep: usize) -> Result<(), StorageError> {
+        self.guard(self.inner.push_samples(samples, keep)).await
+    }
+
+    pub async fn samples(&self, key: &str) -> Result<Vec<f64>, StorageError> {
+        self.guard(self.inner.samples(key)).await
+    }
+
+    pub async fn rank_add(&self, key: &str, scores: &[(String, f64)]) -> Result<(), StorageError> {
+        self.guard(self.inner.rank_add(key, scores)).await
+    }
+
+    pub async fn rank_top(&self, key: &str, count: usize) -> Result<Vec<String>, StorageError> {
+        self.guard(self.inner.rank_top(key, count)).await
+    }
+
+    /// Management commands run without the request timeout: they may scan a large prefix.
+    pub async fn clear(&self) -> Result<u64, StorageError> {
+        self.inner.clear().await
+    }
+
+    pub async fn stats(&self) -> Result<BackendStats, StorageError> {
+        self.inner.stats().await
+    }
+}

@@ -1,0 +1,195 @@
+//! The in-process backend (moka): the embedded default when no Redis is configured, and the
+//! model the Redis backend follows: the same versioned-tag freshness rule, in memory.
+//!
+//! Entries are bounded in bytes and expire per entry; tag versions expire after the longest
+//! entry TTL, so bookkeeping never outgrows the entries it guards.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use moka::Expiry;
+use moka::notification::RemovalCause;
+use parking_lot::Mutex;
+
+use super::{BackendStats, CacheStorage, Lookup, StorageError, is_fresh};
+use crate::cache::entry::split_header;
+use crate::telemetry::Metrics;
+
+#[derive(Clone)]
+struct Stored {
+    bytes: Arc<Vec<u8>>,
+    ttl: Duration,
+}
+
+struct PerEntryTtl;
+
+impl Expiry<String, Stored> for PerEntryTtl {
+    fn expire_after_create(&self, _key: &String, value: &Stored, _created_at: Instant) -> Option<Duration> {
+        Some(value.ttl)
+    }
+
+    fn expire_after_update(
+        &self,
+        _key: &String,
+        value: &Stored,
+        _updated_at: Instant,
+        _duration_until_expiry: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(value.ttl)
+    }
+}
+
+pub struct MemoryStorage {
+    values: moka::future::Cache<String, Stored>,
+    tag_versions: moka::sync::Cache<String, u64>,
+    sequence: AtomicU64,
+    counters: Mutex<HashMap<String, i64>>,
+    samples: Mutex<HashMap<String, VecDeque<f64>>>,
+    rankings: Mutex<HashMap<String, HashMap<String, f64>>>,
+}
+
+impl MemoryStorage {
+    /// `capacity_bytes` bounds entries; `tag_ttl` must exceed the longest entry TTL.
+    pub fn new(capacity_bytes: u64, tag_ttl: Duration, metrics: Option<Arc<Metrics>>) -> Self {
+        let values = moka::future::Cache::builder()
+            .max_capacity(capacity_bytes)
+            .weigher(|key: &String, value: &Stored| (key.len() + value.bytes.len()).min(u32::MAX as usize) as u32)
+            .expire_after(PerEntryTtl)
+            .eviction_listener(move |_key, _value, cause| {
+                if cause == RemovalCause::Size
+                    && let Some(metrics) = &metrics
+                {
+                    metrics.cache_evictions.inc();
+                }
+            })
+            .build();
+        MemoryStorage {
+            values,
+            tag_versions: moka::sync::Cache::builder().time_to_live(tag_ttl).max_capacity(1_000_000).build(),
+            sequence: AtomicU64::new(0),
+            counters: Mutex::new(HashMap::new()),
+            samples: Mutex::new(HashMap::new()),
+            rankings: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+#[async_trait]
+impl CacheStorage for MemoryStorage {
+    fn name(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn lookup(&self, key: &str) -> Result<Lookup, StorageError> {
+        let seq = self.sequence.load(Ordering::SeqCst);
+        let Some(stored) = self.values.get(key).await else {
+            return Ok(Lookup::Miss { seq });
+        };
+        let Ok((filled_at, tags, _)) = split_header(&stored.bytes) else {
+            return Ok(Lookup::Miss { seq });
+        };
+        if is_fresh(filled_at, tags.iter().map(|tag| self.tag_versions.get(tag))) {
+            Ok(Lookup::Hit(stored.bytes.as_ref().clone()))
+        } else {
+            self.values.invalidate(key).await;
+            Ok(Lookup::Miss { seq })
+        }
+    }
+
+    async fn sequence(&self) -> Result<u64, StorageError> {
+        Ok(self.sequence.load(Ordering::SeqCst))
+    }
+
+    async fn store(&self, key: &str, encoded: Vec<u8>, ttl: Duration) -> Result<(), StorageError> {
+        self.values.insert(key.to_owned(), Stored { bytes: Arc::new(encoded), ttl }).await;
+        Ok(())
+    }
+
+    async fn invalidate(&self, tags: &[String]) -> Result<u64, StorageError> {
+        let seq = self.sequence.fetch_add(1, Ordering::SeqCst) + 1;
+        for tag in tags {
+            self.tag_versions.insert(tag.clone(), seq);
+        }
+        Ok(seq)
+    }
+
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.values.get(key).await.map(|stored| stored.bytes.as_ref().clone()))
+    }
+
+    async fn set(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), StorageError> {
+        self.store(key, value, ttl).await
+    }
+
+    async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        self.values.invalidate(key).await;
+        Ok(())
+    }
+
+    async fn add_counters(&self, counters: &[(String, i64)], _ttl: Duration) -> Result<(), StorageError> {
+        let mut stored = self.counters.lock();
+        for (key, delta) in counters {
+            *stored.entry(key.clone()).or_default() += delta;
+        }
+        Ok(())
+    }
+
+    async fn counters(&self, keys: &[String]) -> Result<Vec<i64>, StorageError> {
+        let stored = self.counters.lock();
+        Ok(keys.iter().map(|key| stored.get(key).copied().unwrap_or(0)).collect())
+    }
+
+    async fn push_samples(&self, samples: &[(String, Vec<f64>)], keep: usize) -> Result<(), StorageError> {
+        let mut stored = self.samples.lock();
+        for (key, values) in samples {
+            let list = stored.entry(key.clone()).or_default();
+            for value in values {
+                list.push_front(*value);
+            }
+            list.truncate(keep);
+        }
+        Ok(())
+    }
+
+    async fn samples(&self, key: &str) -> Result<Vec<f64>, StorageError> {
+        Ok(self.samples.lock().get(key).map(|list| list.iter().copied().collect()).unwrap_or_default())
+    }
+
+    async fn rank_add(&self, key: &str, scores: &[(String, f64)]) -> Result<(), StorageError> {
+        let mut rankings = self.rankings.lock();
+        let ranking = rankings.entry(key.to_owned()).or_default();
+        for (member, score) in scores {
+            *ranking.entry(member.clone()).or_default() += score;
+        }
+        Ok(())
+    }
+
+    async fn rank_top(&self, key: &str, count: usize) -> Result<Vec<String>, StorageError> {
+        let rankings = self.rankings.lock();
+        let mut members: Vec<(&String, &f64)> = rankings.get(key).map(|ranking| ranking.iter().collect()).unwrap_or_default();
+        members.sort_by(|a, b| b.1.total_cmp(a.1).then_with(|| a.0.cmp(b.0)));
+        Ok(members.into_iter().take(count).map(|(member, _)| member.clone()).collect())
+    }
+
+    async fn clear(&self) -> Result<u64, StorageError> {
+        let count = self.values.entry_count();
+        self.values.invalidate_all();
+        self.counters.lock().clear();
+        self.samples.lock().clear();
+        self.rankings.lock().clear();
+        Ok(count)
+    }
+
+    async fn stats(&self) -> Result<BackendStats, StorageError> {
+        self.values.run_pending_tasks().await;
+        Ok(BackendStats {
+            backend: "memory".into(),
+            prefix_keys: self.values.entry_count(),
+            prefix_bytes: self.values.weighted_size(),
+            ..BackendStats::default()
+        })
+    }
+}

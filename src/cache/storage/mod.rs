@@ -1,0 +1,81 @@
+//! Where cache data lives, behind one trait with two real backends: Redis and an
+//! in-process moka cache. `GuardedStorage` wraps either one and is the only place that
+//! applies command timeouts, records latency and errors, logs an outage once per burst,
+//! and stops calling a backend that is down until a probe finds it back.
+
+pub mod guarded;
+pub mod memory;
+pub mod redis;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+pub use guarded::GuardedStorage;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("cache backend timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("cache backend unavailable: {0}")]
+    Unavailable(String),
+    #[error("cache backend skipped while it recovers")]
+    CircuitOpen,
+}
+
+/// The result of looking up a response entry.
+#[derive(Debug)]
+pub enum Lookup {
+    /// A fresh, encoded entry.
+    Hit(Vec<u8>),
+    /// No fresh entry; `seq` is the invalidation sequence a fill must record.
+    Miss { seq: u64 },
+}
+
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct BackendStats {
+    pub backend: String,
+    pub version: Option<String>,
+    pub used_memory_bytes: Option<u64>,
+    pub connected_clients: Option<u64>,
+    pub commands_processed: Option<u64>,
+    pub prefix_keys: u64,
+    pub prefix_bytes: u64,
+}
+
+/// Keys are given without the configured prefix; each backend adds it.
+#[async_trait]
+pub trait CacheStorage: Send + Sync + 'static {
+    fn name(&self) -> &'static str;
+
+    /// Returns the entry at `key` if none of its tags was invalidated after it was filled.
+    async fn lookup(&self, key: &str) -> Result<Lookup, StorageError>;
+    /// The current invalidation sequence (taken before a fill executes).
+    async fn sequence(&self) -> Result<u64, StorageError>;
+    async fn store(&self, key: &str, encoded: Vec<u8>, ttl: Duration) -> Result<(), StorageError>;
+    /// Advances the invalidation sequence and stamps every tag with it; returns the sequence.
+    async fn invalidate(&self, tags: &[String]) -> Result<u64, StorageError>;
+
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError>;
+    async fn set(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), StorageError>;
+    async fn delete(&self, key: &str) -> Result<(), StorageError>;
+
+    /// Adds to counters (creating them), each expiring after `ttl`.
+    async fn add_counters(&self, counters: &[(String, i64)], ttl: Duration) -> Result<(), StorageError>;
+    async fn counters(&self, keys: &[String]) -> Result<Vec<i64>, StorageError>;
+    /// Appends samples to bounded lists that keep the newest `keep`.
+    async fn push_samples(&self, samples: &[(String, Vec<f64>)], keep: usize) -> Result<(), StorageError>;
+    async fn samples(&self, key: &str) -> Result<Vec<f64>, StorageError>;
+    /// Adds scores to members of a ranking, and reads its top members.
+    async fn rank_add(&self, key: &str, scores: &[(String, f64)]) -> Result<(), StorageError>;
+    async fn rank_top(&self, key: &str, count: usize) -> Result<Vec<String>, StorageError>;
+
+    /// Deletes every key under this server's prefix (management only; never on a request path).
+    async fn clear(&self) -> Result<u64, StorageError>;
+    async fn stats(&self) -> Result<BackendStats, StorageError>;
+}
+
+/// Whether an entry filled at `seq` is still fresh given its tags' versions.
+pub fn is_fresh(seq: u64, versions: impl IntoIterator<Item = Option<u64>>) -> bool {
+    versions.into_iter().all(|version| version.is_none_or(|version| version <= seq))
+}

@@ -1,0 +1,21 @@
+//! Entity ids as clients send them: a GraphQL `ID` holding a positive integer.
+
+use async_graphql::ID;
+
+use crate::error::{ApiError, ApiResult};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EntityId(pub i32);
+
+impl EntityId {
+    pub fn parse(id: &ID) -> ApiResult<Self> {
+        match id.as_str().trim().parse::<i32>() {
+            Ok(value) if value > 0 => Ok(EntityId(value)),
+            _ => Err(ApiError::bad_input(format!("malformed ID {:?}: expected a positive integer", id.as_str()))),
+        }
+    }
+
+    pub fn to_graphql(self) -> ID {
+        ID(self.0.to_string())
+    }
+}

@@ -1,0 +1,199 @@
+//! The one configuration struct, parsed once from flags and environment variables.
+//!
+//! Every setting has a flag and an environment variable; `validate` turns a bad combination
+//! into one clear line at start-up instead of a failure deep in a request.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Database to serve: SQLite (the embedded default) or PostgreSQL.
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://catalog.db?mode=rwc", global = true)]
+    pub database_url: String,
+
+    /// Maximum database connections in the pool.
+    #[arg(long, env = "CATALOG_DB_POOL_SIZE", default_value_t = 16, global = true)]
+    pub db_pool_size: u32,
+
+    /// Address the HTTP server listens on (port 0 picks a free port).
+    #[arg(long, env = "CATALOG_BIND", default_value = "127.0.0.1:8000", global = true)]
+    pub bind: SocketAddr,
+
+    /// Log format: human-readable or one JSON object per line.
+    #[arg(long, env = "CATALOG_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty, global = true)]
+    pub log_format: LogFormat,
+
+    /// Origins allowed by CORS, comma separated; `*` allows any origin.
+    #[arg(long, env = "CATALOG_CORS_ORIGINS", value_delimiter = ',', global = true)]
+    pub cors_origins: Vec<String>,
+
+    /// Serve schema introspection (GraphiQL and codegen need it).
+    #[arg(long, env = "CATALOG_INTROSPECTION", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    pub introspection: bool,
+
+    /// Load the demo data set when the database is empty at start.
+    #[arg(long, env = "CATALOG_DEMO_DATA", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    pub demo_data: bool,
+
+    /// Deepest selection nesting a query may have.
+    #[arg(long, env = "CATALOG_MAX_DEPTH", default_value_t = 12, global = true)]
+    pub max_depth: usize,
+
+    /// Highest complexity score a query may have.
+    #[arg(long, env = "CATALOG_MAX_COMPLEXITY", default_value_t = 5_000, global = true)]
+    pub max_complexity: usize,
+
+    /// Most operations in one batched (JSON array) request.
+    #[arg(long, env = "CATALOG_MAX_BATCH", default_value_t = 10, global = true)]
+    pub max_batch: usize,
+
+    /// Largest request body in bytes.
+    #[arg(long, env = "CATALOG_MAX_BODY_BYTES", default_value_t = 1024 * 1024, global = true)]
+    pub max_body_bytes: usize,
+
+    /// Redis for the response cache; without it an in-process cache is used.
+    #[arg(long, env = "REDIS_URL", global = true)]
+    pub redis_url: Option<String>,
+
+    /// Maximum Redis connections in the pool.
+    #[arg(long, env = "CATALOG_REDIS_POOL_SIZE", default_value_t = 32, global = true)]
+    pub redis_pool_size: usize,
+
+    /// Redis connect timeout in milliseconds.
+    #[arg(long, env = "CATALOG_REDIS_CONNECT_TIMEOUT_MS", default_value_t = 500, global = true)]
+    pub redis_connect_timeout_ms: u64,
+
+    /// Redis command timeout in milliseconds; a slower Redis is treated as down.
+    #[arg(long, env = "CATALOG_REDIS_COMMAND_TIMEOUT_MS", default_value_t = 250, global = true)]
+    pub redis_command_timeout_ms: u64,
+
+    /// Prefix of every cache key, so the cache can share a Redis with other applications.
+    #[arg(long, env = "CATALOG_CACHE_PREFIX", default_value = "catalog:", global = true)]
+    pub cache_prefix: String,
+
+    /// Turn the response cache off entirely.
+    #[arg(long, env = "CATALOG_CACHE_ENABLED", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    pub cache_enabled: bool,
+
+    /// In-process first tier in front of Redis (kept coherent by Redis pub/sub).
+    #[arg(long, env = "CATALOG_CACHE_LOCAL_TIER", default_value_t = false, action = clap::ArgAction::Set, global = true)]
+    pub cache_local_tier: bool,
+
+    /// Capacity of the in-process cache in bytes (the embedded backend and the first tier).
+    #[arg(long, env = "CATALOG_CACHE_LOCAL_BYTES", default_value_t = 64 * 1024 * 1024, global = true)]
+    pub cache_local_bytes: u64,
+
+    /// Longest time an entry stays in the in-process first tier, in seconds.
+    #[arg(long, env = "CATALOG_CACHE_LOCAL_TTL_SECS", default_value_t = 5, global = true)]
+    pub cache_local_ttl_secs: u64,
+
+    /// Cached values larger than this many bytes are compressed (lz4).
+    #[arg(long, env = "CATALOG_CACHE_COMPRESS_ABOVE", default_value_t = 1024, global = true)]
+    pub cache_compress_above: usize,
+
+    /// Honour the `X-Bypass-Cache: 1` request header (benchmarks only; never in production).
+    #[arg(long, env = "CATALOG_ALLOW_CACHE_BYPASS", default_value_t = false, action = clap::ArgAction::Set, global = true)]
+    pub allow_cache_bypass: bool,
+
+    /// Only operations of this persisted-query manifest may run (Apollo's format).
+    #[arg(long, env = "CATALOG_PERSISTED_ONLY", global = true)]
+    pub persisted_only: Option<PathBuf>,
+
+    /// Seconds a validated bearer token is remembered by the cache.
+    #[arg(long, env = "CATALOG_TOKEN_CACHE_SECS", default_value_t = 300, global = true)]
+    pub token_cache_secs: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("DATABASE_URL must start with sqlite:// or postgres:// (got {0:?})")]
+    DatabaseUrl(String),
+    #[error("REDIS_URL must start with redis:// or rediss:// (got {0:?})")]
+    RedisUrl(String),
+    #[error("{0} must be greater than zero")]
+    Zero(&'static str),
+    #[error("CATALOG_CACHE_PREFIX must be 1 to 64 printable characters without spaces")]
+    CachePrefix,
+}
+
+impl Config {
+    /// A configuration with every default, as a test or library user starts from.
+    pub fn for_database(database_url: impl Into<String>) -> Self {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            config: Config,
+        }
+        let mut config = Wrapper::parse_from(["catalog-api"]).config;
+        config.database_url = database_url.into();
+        config
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let url = self.database_url.as_str();
+        if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Err(ConfigError::DatabaseUrl(redact(url)));
+        }
+        if let Some(redis) = &self.redis_url
+            && !(redis.starts_with("redis://") || redis.starts_with("rediss://"))
+        {
+            return Err(ConfigError::RedisUrl(redact(redis)));
+        }
+        for (name, value) in [
+            ("CATALOG_DB_POOL_SIZE", self.db_pool_size as usize),
+            ("CATALOG_REDIS_POOL_SIZE", self.redis_pool_size),
+            ("CATALOG_MAX_DEPTH", self.max_depth),
+            ("CATALOG_MAX_COMPLEXITY", self.max_complexity),
+            ("CATALOG_MAX_BATCH", self.max_batch),
+            ("CATALOG_MAX_BODY_BYTES", self.max_body_bytes),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Zero(name));
+            }
+        }
+        let prefix_ok = !self.cache_prefix.is_empty()
+            && self.cache_prefix.len() <= 64
+            && self.cache_prefix.chars().all(|c| c.is_ascii_graphic());
+        if !prefix_ok {
+            return Err(ConfigError::CachePrefix);
+        }
+        Ok(())
+    }
+
+    pub fn redis_command_timeout(&self) -> Duration {
+        Duration::from_millis(self.redis_command_timeout_ms)
+    }
+
+    pub fn redis_connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.redis_connect_timeout_ms)
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.database_url.starts_with("postgres")
+    }
+}
+
+/// Hides a password in a connection URL before it is printed.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let credentials = &url[scheme_end + 3..at];
+            match credentials.find(':') {
+                Some(colon) => format!("{}{}:***{}", &url[..scheme_end + 3], &credentials[..colon], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}

@@ -1,0 +1,53 @@
+//! The database: connecting (SQLite or PostgreSQL), counting statements, migrating, seeding.
+//!
+//! Every statement sea-orm runs passes the metric callback installed here, which feeds
+//! `catalog_db_statements_total`; tests read that counter to prove DataLoader batching.
+
+pub mod seed;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use migration::{Migrator, MigratorTrait};
+use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr};
+
+use crate::config::{Config, redact};
+use crate::telemetry::Metrics;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DatabaseError {
+    #[error("cannot connect to the database at {url}: {source}")]
+    Connect { url: String, source: DbErr },
+    #[error("cannot migrate the database: {0}")]
+    Migrate(DbErr),
+}
+
+pub async fn connect(config: &Config, metrics: Option<Arc<Metrics>>) -> Result<DatabaseConnection, DatabaseError> {
+    let mut options = ConnectOptions::new(config.database_url.clone());
+    options
+        .max_connections(config.db_pool_size)
+        .min_connections(1)
+        .connect_timeout(Duration::from_secs(5))
+        .acquire_timeout(Duration::from_secs(10))
+        .sqlx_logging(false)
+        .map_sqlx_sqlite_opts(|options| {
+            options
+                .journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
+                .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(10))
+                .foreign_keys(true)
+        });
+    let mut db = Database::connect(options)
+        .await
+        .map_err(|source| DatabaseError::Connect { url: redact(&config.database_url), source })?;
+    if let Some(metrics) = metrics {
+        db.set_metric_callback(move |_info| {
+            metrics.db_statements.inc();
+        });
+    }
+    Ok(db)
+}
+
+pub async fn migrate(db: &DatabaseConnection) -> Result<(), DatabaseError> {
+    Migrator::up(db, None).await.map_err(DatabaseError::Migrate)
+}

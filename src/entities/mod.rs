@@ -1,0 +1,5 @@
+//! sea-orm entities, one per table, and nothing else: queries live in `catalog`.
+
+pub mod api_token;
+pub mod category;
+pub mod product;

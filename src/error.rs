@@ -1,0 +1,122 @@
+//! The errors a client can see, and their one mapping to GraphQL `extensions.code`.
+//!
+//! Resolvers return `ApiError`; `?` turns it into an async-graphql error that keeps the
+//! `ApiError` as its source, and `assign_code` (run on every response) reads the code from
+//! there: `code()` is the only table of codes. Internal errors are logged with the request id
+//! and reach the client only as "internal server error" plus that id, never with internals.
+
+use sea_orm::{DbErr, SqlErr};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadUserInput(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("authentication required: send `Authorization: Bearer <token>`")]
+    Unauthenticated,
+    #[error("the bearer token is invalid or revoked")]
+    InvalidToken,
+    #[error("{0}")]
+    Conflict(String),
+    #[error("PersistedQueryNotFound")]
+    PersistedQueryNotFound,
+    #[error("the provided sha256Hash does not match the query")]
+    PersistedQueryHashMismatch,
+    #[error("only persisted operations may run on this server")]
+    PersistedQueryNotAllowed,
+    #[error("internal server error")]
+    Internal(String),
+}
+
+/// Every code a client can receive, so that tests and documentation use one list.
+pub mod codes {
+    pub const BAD_USER_INPUT: &str = "BAD_USER_INPUT";
+    pub const BAD_REQUEST: &str = "BAD_REQUEST";
+    pub const NOT_FOUND: &str = "NOT_FOUND";
+    pub const UNAUTHENTICATED: &str = "UNAUTHENTICATED";
+    pub const CONFLICT: &str = "CONFLICT";
+    pub const GRAPHQL_PARSE_FAILED: &str = "GRAPHQL_PARSE_FAILED";
+    pub const GRAPHQL_VALIDATION_FAILED: &str = "GRAPHQL_VALIDATION_FAILED";
+    pub const PERSISTED_QUERY_NOT_FOUND: &str = "PERSISTED_QUERY_NOT_FOUND";
+    pub const PERSISTED_QUERY_NOT_ALLOWED: &str = "PERSISTED_QUERY_NOT_ALLOWED";
+    pub const METHOD_NOT_ALLOWED: &str = "METHOD_NOT_ALLOWED";
+    pub const PAYLOAD_TOO_LARGE: &str = "PAYLOAD_TOO_LARGE";
+    pub const INTERNAL_SERVER_ERROR: &str = "INTERNAL_SERVER_ERROR";
+}
+
+impl ApiError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadUserInput(_) | ApiError::PersistedQueryHashMismatch => codes::BAD_USER_INPUT,
+            ApiError::NotFound(_) => codes::NOT_FOUND,
+            ApiError::Unauthenticated | ApiError::InvalidToken => codes::UNAUTHENTICATED,
+            ApiError::Conflict(_) => codes::CONFLICT,
+            ApiError::PersistedQueryNotFound => codes::PERSISTED_QUERY_NOT_FOUND,
+            ApiError::PersistedQueryNotAllowed => codes::PERSISTED_QUERY_NOT_ALLOWED,
+            ApiError::Internal(_) => codes::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn bad_input(message: impl Into<String>) -> Self {
+        ApiError::BadUserInput(message.into())
+    }
+
+}
+
+impl From<DbErr> for ApiError {
+    fn from(error: DbErr) -> Self {
+        match error.sql_err() {
+            Some(SqlErr::UniqueConstraintViolation(_)) => ApiError::Conflict("a record with this value already exists".into()),
+            Some(SqlErr::ForeignKeyConstraintViolation(_)) => {
+                ApiError::Conflict("the record is referenced by other records".into())
+            }
+            _ => ApiError::Internal(format!("database: {error}")),
+        }
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+/// Where in async-graphql's pipeline an error without a code arose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Parse,
+    Validation,
+    /// Execution errors without a code come from async-graphql's input coercion
+    /// (a string where an Int belongs, an unparsable Decimal): the client's input.
+    Execution,
+}
+
+/// Gives every error a code: the rest of this table, for errors async-graphql raised itself.
+pub fn assign_code(error: &mut async_graphql::ServerError, phase: Phase, request_id: Option<&str>) {
+    let from_source = error.source::<ApiError>().map(|api_error| {
+        if let ApiError::Internal(detail) = api_error {
+            tracing::error!(error = %detail, request_id = request_id.unwrap_or("-"), "internal error");
+        }
+        api_error.code()
+    });
+    let extensions = error.extensions.get_or_insert_with(Default::default);
+    let code = match extensions.get("code") {
+        Some(async_graphql::Value::String(code)) => code.clone(),
+        _ => {
+            let code = from_source.unwrap_or(match phase {
+                Phase::Parse => codes::GRAPHQL_PARSE_FAILED,
+                Phase::Validation => codes::GRAPHQL_VALIDATION_FAILED,
+                Phase::Execution => codes::BAD_USER_INPUT,
+            });
+            extensions.set("code", code);
+            code.to_owned()
+        }
+    };
+    if code == codes::INTERNAL_SERVER_ERROR
+        && let Some(request_id) = request_id
+    {
+        extensions.set("requestId", request_id);
+    }
+}
+
+/// A GraphQL-shaped error body for failures before execution (bad JSON, wrong method...).
+pub fn request_error_body(message: &str, code: &str) -> serde_json::Value {
+    serde_json::json!({ "errors": [{ "message": message, "extensions": { "code": code } }] })
+}

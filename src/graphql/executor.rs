@@ -1,0 +1,378 @@
+//! Runs one GraphQL operation the way the product promises: resolve a persisted query,
+//! answer from the response cache when a fresh entry exists, otherwise execute once (single
+//! flight) with per-request DataLoaders and tag recording, then fill the cache.
+//!
+//! The cache sits in front of async-graphql's parser on purpose: a hit costs a key hash and
+//! one backend round trip, not a parse and validation. What a document may be cached as
+//! (`Policy`: max-age, public or private) is learned from async-graphql's static cache-control
+//! analysis the first time the document executes, and is a property of the document alone.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_graphql::parser::types::OperationType;
+use async_graphql::{Request, Variables};
+use bytes::Bytes;
+use sea_orm::DatabaseConnection;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use super::CatalogSchema;
+use super::loaders::Loaders;
+use crate::auth::Principal;
+use crate::cache::extension::ExecutionFacts;
+use crate::cache::key::{Scope, document_hash, response_key};
+use crate::cache::monitor::RecordedOperation;
+use crate::cache::single_flight::SingleFlight;
+use crate::cache::tags::TagRecorder;
+use crate::cache::{CacheLookup, Policy, ResponseCache};
+use crate::error::{ApiError, codes};
+use crate::http::RequestId;
+use crate::telemetry::Metrics;
+
+/// One GraphQL request as a client sent it (one element of a batch).
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Operation {
+    #[serde(default)]
+    pub query: Option<String>,
+    #[serde(default)]
+    pub operation_name: Option<String>,
+    #[serde(default)]
+    pub variables: Option<Value>,
+    #[serde(default)]
+    pub extensions: Option<Map<String, Value>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Get,
+    Post,
+}
+
+/// Who sent the operation and how.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub principal: Principal,
+    pub request_id: RequestId,
+    pub transport: Transport,
+    /// `X-Bypass-Cache: 1`, honoured only when the server allows it.
+    pub bypass_cache: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheStatus {
+    Hit,
+    Miss,
+    Bypass,
+}
+
+impl CacheStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheStatus::Hit => "HIT",
+            CacheStatus::Miss => "MISS",
+            CacheStatus::Bypass => "BYPASS",
+        }
+    }
+}
+
+/// A finished operation, ready to become an HTTP response.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub body: Bytes,
+    pub cache: CacheStatus,
+    /// `Some` for cacheable query results.
+    pub policy: Option<Policy>,
+    pub etag: Option<String>,
+    /// True when the response has no `data` (the request failed before execution).
+    pub data_absent: bool,
+}
+
+/// A request the HTTP layer refuses outright.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    MutationOverGet,
+}
+
+pub struct Executor {
+    schema: CatalogSchema,
+    db: DatabaseConnection,
+    cache: Option<ResponseCache>,
+    metrics: Arc<Metrics>,
+    /// The safelist: when set, only these documents (by SHA-256) may run.
+    manifest: Option<HashMap<String, String>>,
+    allow_cache_bypass: bool,
+    flights: SingleFlight<Outcome>,
+}
+
+pub fn etag_of(body: &[u8]) -> String {
+    format!("\"{}\"", &hex::encode(Sha256::digest(body))[..32])
+}
+
+fn error_outcome(error: ApiError) -> Outcome {
+    let code = error.code();
+    let body = serde_json::to_vec(&crate::error::request_error_body(&error.to_string(), code)).unwrap_or_default();
+    Outcome { body: Bytes::from(body), cache: CacheStatus::Bypass, policy: None, etag: None, data_absent: true }
+}
+
+struct Resolved {
+    query: String,
+    document: String,
+}
+
+impl Executor {
+    pub fn new(
+        schema: CatalogSchema,
+        db: DatabaseConnection,
+        cache: Option<ResponseCache>,
+        metrics: Arc<Metrics>,
+        manifest: Option<HashMap<String, String>>,
+        allow_cache_bypass: bool,
+    ) -> Self {
+        Executor { schema, db, cache, metrics, manifest, allow_cache_bypass, flights: SingleFlight::default() }
+    }
+
+    pub fn cache(&self) -> Option<&ResponseCache> {
+        self.cache.as_ref()
+    }
+
+    /// Finds the document to run: the query text, or a persisted query by its hash.
+    async fn resolve(&self, operation: &Operation) -> Result<Resolved, ApiError> {
+        let persisted = operation.extensions.as_ref().and_then(|extensions| extensions.get("persistedQuery"));
+        let Some(persisted) = persisted else {
+            let query = operation
+                .query
+                .clone()
+                .filter(|query| !query.trim().is_empty())
+                .ok_or_else(|| ApiError::bad_input("the request has no `query`"))?;
+            let document = document_hash(&query);
+            if let Some(manifest) = &self.manifest
+                && !manifest.contains_key(&document)
+            {
+                return Err(ApiError::PersistedQueryNotAllowed);
+            }
+            return Ok(Resolved { query, document });
+        };
+        let version = persisted.get("version").and_then(Value::as_i64);
+        if version != Some(1) {
+            return Err(ApiError::bad_input("persistedQuery.version must be 1"));
+        }
+        let hash = persisted
+            .get("sha256Hash")
+            .and_then(Value::as_str)
+            .filter(|hash| hash.len() == 64 && hash.bytes().all(|byte| byte.is_ascii_hexdigit()))
+            .ok_or_else(|| ApiError::bad_input("persistedQuery.sha256Hash must be 64 hex digits"))?
+            .to_ascii_lowercase();
+        if let Some(query) = operation.query.as_ref().filter(|query| !query.is_empty()) {
+            if document_hash(query) != hash {
+                return Err(ApiError::PersistedQueryHashMismatch);
+            }
+            if let Some(manifest) = &self.manifest {
+                if !manifest.contains_key(&hash) {
+                    return Err(ApiError::PersistedQueryNotAllowed);
+                }
+            } else if let Some(cache) = &self.cache {
+                cache.register_persisted_query(&hash, query).await;
+            }
+            return Ok(Resolved { query: query.clone(), document: hash });
+        }
+        if let Some(query) = self.manifest.as_ref().and_then(|manifest| manifest.get(&hash)) {
+            return Ok(Resolved { query: query.clone(), document: hash });
+        }
+        if self.manifest.is_some() {
+            return Err(ApiError::PersistedQueryNotAllowed);
+        }
+        match &self.cache {
+            Some(cache) => match cache.persisted_query(&hash).await {
+                Some(query) => Ok(Resolved { query, document: hash }),
+                None => Err(ApiError::PersistedQueryNotFound),
+            },
+            None => Err(ApiError::PersistedQueryNotFound),
+        }
+    }
+
+    pub async fn execute(&self, operation: Operation, caller: &Caller) -> Result<Outcome, Refusal> {
+        let started = Instant::now();
+        let label = self.metrics.operation_label(operation.operation_name.as_deref());
+        let outcome = self.execute_inner(operation, caller, &label).await;
+        if let Ok(outcome) = &outcome {
+            self.metrics.record_request(label, outcome.cache.as_str(), started.elapsed().as_secs_f64());
+        }
+        outcome
+    }
+
+    async fn execute_inner(&self, operation: Operation, caller: &Caller, label: &str) -> Result<Outcome, Refusal> {
+        let resolved = match self.resolve(&operation).await {
+            Ok(resolved) => resolved,
+            Err(error) => {
+                self.metrics.record_error(error.code());
+                return Ok(error_outcome(error));
+            }
+        };
+        let operation_name = operation.operation_name.clone().filter(|name| !name.is_empty());
+        let variables = match operation.variables {
+            None | Some(Value::Null) => Value::Object(Map::new()),
+            Some(Value::Object(map)) => Value::Object(map),
+            Some(_) => {
+                self.metrics.record_error(codes::BAD_USER_INPUT);
+                return Ok(error_outcome(ApiError::bad_input("`variables` must be a JSON object")));
+            }
+        };
+        let cache = self.cache.as_ref().filter(|_| !(caller.bypass_cache && self.allow_cache_bypass));
+        let policy = cache.and_then(|cache| cache.policy(&resolved.document, operation_name.as_deref()));
+
+        if caller.transport == Transport::Get && policy.is_none() && is_mutation(&resolved.query, operation_name.as_deref()) {
+            return Err(Refusal::MutationOverGet);
+        }
+
+        let Some(cache) = cache else {
+            if let Some(cache) = &self.cache {
+                cache.record_bypass();
+            }
+            let run = self.run(resolved, operation_name, variables, caller, label, None);
+            return Ok(run.await);
+        };
+
+        let principal_scope = match &caller.principal {
+            Principal::Token { token_hash, .. } => Scope::Private(token_hash.clone()),
+            Principal::Anonymous => Scope::Private("anonymous".to_owned()),
+        };
+        let (flight_key, seq) = match policy {
+            Some(policy) => {
+                let scope = if policy.private { principal_scope } else { Scope::Public };
+                let private_without_token = policy.private && !caller.principal.is_authenticated();
+                if private_without_token {
+                    cache.record_bypass();
+                    return Ok(self.run(resolved, operation_name, variables, caller, label, None).await);
+                }
+                let key = response_key(&resolved.document, operation_name.as_deref(), &variables, &scope);
+                match cache.lookup(&key).await {
+                    CacheLookup::Hit(entry) => {
+                        return Ok(Outcome {
+                            body: entry.body,
+                            cache: CacheStatus::Hit,
+                            policy: Some(policy),
+                            etag: Some(entry.etag),
+                            data_absent: false,
+                        });
+                    }
+                    CacheLookup::Miss { seq } => (key, Some(seq)),
+                    CacheLookup::Unavailable => (key, None),
+                }
+            }
+            None => {
+                // First sight of this document: its policy is unknown until it executes, so
+                // concurrent first requests are coalesced per principal.
+                let key = response_key(&resolved.document, operation_name.as_deref(), &variables, &principal_scope);
+                (format!("first:{key}"), cache.sequence().await)
+            }
+        };
+
+        let run = self.run(resolved, operation_name, variables, caller, label, seq);
+        Ok(self.flights.run(flight_key, run).await.unwrap_or_else(|| {
+            error_outcome(ApiError::Internal("the execution task failed".into()))
+        }))
+    }
+
+    /// Executes against the database and, when `seq` is known and the result is cacheable,
+    /// fills the cache. Owns everything it needs, so it can run as a single-flight task.
+    fn run(
+        &self,
+        resolved: Resolved,
+        operation_name: Option<String>,
+        variables: Value,
+        caller: &Caller,
+        label: &str,
+        seq: Option<u64>,
+    ) -> impl Future<Output = Outcome> + Send + 'static {
+        let schema = self.schema.clone();
+        let db = self.db.clone();
+        let cache = self.cache.clone();
+        let metrics = Arc::clone(&self.metrics);
+        let caller = caller.clone();
+        let label = label.to_owned();
+        async move {
+            let started = Instant::now();
+            let facts = Arc::new(ExecutionFacts::default());
+            let tags = Arc::new(TagRecorder::default());
+            let mut request = Request::new(resolved.query.clone())
+                .variables(Variables::from_json(variables.clone()))
+                .data(Loaders::new(&db))
+                .data(caller.principal.clone())
+                .data(caller.request_id.clone())
+                .data(Arc::clone(&facts))
+                .data(Arc::clone(&tags));
+            if let Some(name) = &operation_name {
+                request = request.operation_name(name.clone());
+            }
+            let mut response = schema.execute(request).await;
+            for error in &mut response.errors {
+                crate::error::assign_code(error, crate::error::Phase::Validation, Some(&caller.request_id.0));
+                if let Some(async_graphql::Value::String(code)) =
+                    error.extensions.as_ref().and_then(|extensions| extensions.get("code"))
+                {
+                    metrics.record_error(code);
+                }
+            }
+            let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+            let is_query = facts.operation_type(operation_name.as_deref()) == Some(OperationType::Query);
+            let data_absent = response.data == async_graphql::Value::Null && !response.errors.is_empty();
+            let body = Bytes::from(serde_json::to_vec(&response).unwrap_or_default());
+            let etag = is_query.then(|| etag_of(&body));
+            let control = response.cache_control;
+            let policy = (is_query && response.errors.is_empty() && control.max_age > 0)
+                .then_some(Policy { max_age: control.max_age as u32, private: !control.public });
+
+            let mut status = CacheStatus::Bypass;
+            if let Some(cache) = &cache {
+                cache.record_execution(&label, elapsed_ms);
+                if let Some(policy) = policy {
+                    cache.learn_policy(&resolved.document, operation_name.as_deref(), policy);
+                    let scope = match (&caller.principal, policy.private) {
+                        (_, false) => Some(Scope::Public),
+                        (Principal::Token { token_hash, .. }, true) => Some(Scope::Private(token_hash.clone())),
+                        (Principal::Anonymous, true) => None,
+                    };
+                    if let (Some(scope), Some(seq)) = (scope, seq) {
+                        status = CacheStatus::Miss;
+                        let key = response_key(&resolved.document, operation_name.as_deref(), &variables, &scope);
+                        let tag_list = tags.take().normalized();
+                        if let Some(etag) = &etag {
+                            cache.fill(&key, seq, &tag_list, body.clone(), etag.clone(), policy).await;
+                        }
+                        if !policy.private {
+                            let id = response_key(&resolved.document, operation_name.as_deref(), &variables, &Scope::Public);
+                            cache.record_operation(
+                                id.trim_start_matches("resp:").to_owned(),
+                                RecordedOperation { query: resolved.query.clone(), operation_name: operation_name.clone(), variables },
+                            );
+                        }
+                    }
+                } else {
+                    cache.record_bypass();
+                }
+            }
+            Outcome { body, cache: status, policy, etag, data_absent }
+        }
+    }
+}
+
+/// Whether the operation a GET request selects is a mutation (parsing only; errors are left
+/// for execution to report).
+fn is_mutation(query: &str, operation_name: Option<&str>) -> bool {
+    use async_graphql::parser::types::DocumentOperations;
+    let Ok(document) = async_graphql::parser::parse_query(query) else {
+        return false;
+    };
+    match (&document.operations, operation_name) {
+        (DocumentOperations::Single(operation), _) => operation.node.ty == OperationType::Mutation,
+        (DocumentOperations::Multiple(operations), Some(name)) => operations
+            .iter()
+            .any(|(candidate, operation)| candidate.as_str() == name && operation.node.ty == OperationType::Mutation),
+        (DocumentOperations::Multiple(operations), None) => {
+            operations.len() == 1 && operations.values().all(|operation| operation.node.ty == OperationType::Mutation)
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! All DataLoaders, created per request in one function so each request batches and
+//! de-duplicates its own lookups: a list of any size costs a constant number of statements.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_graphql::dataloader::{DataLoader, Loader};
+use sea_orm::{DatabaseConnection, DbErr};
+
+use crate::catalog::{PageSize, categories, products};
+use crate::entities::{category, product};
+
+pub type LoadError = Arc<DbErr>;
+
+pub struct CategoryLoader(DatabaseConnection);
+
+impl Loader<i32> for CategoryLoader {
+    type Value = category::Model;
+    type Error = LoadError;
+
+    async fn load(&self, ids: &[i32]) -> Result<HashMap<i32, Self::Value>, Self::Error> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let rows = categories::find_by_ids(&self.0, ids).await.map_err(Arc::new)?;
+        Ok(rows.into_iter().map(|row| (row.id, row)).collect())
+    }
+}
+
+pub struct ProductLoader(DatabaseConnection);
+
+impl Loader<i32> for ProductLoader {
+    type Value = product::Model;
+    type Error = LoadError;
+
+    async fn load(&self, ids: &[i32]) -> Result<HashMap<i32, Self::Value>, Self::Error> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let rows = products::find_by_ids(&self.0, ids).await.map_err(Arc::new)?;
+        Ok(rows.into_iter().map(|row| (row.id, row)).collect())
+    }
+}
+
+/// `Category.productCount`, keyed by category id.
+pub struct ProductCountLoader(DatabaseConnection);
+
+impl Loader<i32> for ProductCountLoader {
+    type Value = u64;
+    type Error = LoadError;
+
+    async fn load(&self, category_ids: &[i32]) -> Result<HashMap<i32, u64>, Self::Error> {
+        if category_ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let counts = products::count_by_categories(&self.0, category_ids).await.map_err(Arc::new)?;
+        Ok(category_ids.iter().map(|id| (*id, counts.get(id).copied().unwrap_or(0))).collect())
+    }
+}
+
+/// One page of `Category.products`: categories asking for the same page shape share a statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CategoryPageKey {
+    pub category_id: i32,
+    pub size: PageSize,
+    pub after_id: Option<i32>,
+}
+
+pub struct CategoryPageLoader(DatabaseConnection);
+
+impl Loader<CategoryPageKey> for CategoryPageLoader {
+    type Value = Vec<product::Model>;
+    type Error = LoadError;
+
+    async fn load(&self, keys: &[CategoryPageKey]) -> Result<HashMap<CategoryPageKey, Self::Value>, Self::Error> {
+        let mut shapes: HashMap<(PageSize, Option<i32>), Vec<i32>> = HashMap::new();
+        for key in keys {
+            shapes.entry((key.size, key.after_id)).or_default().push(key.category_id);
+        }
+        let mut pages = HashMap::with_capacity(keys.len());
+        for ((size, after_id), category_ids) in shapes {
+            let rows = products::pages_by_category(&self.0, &category_ids, size, after_id).await.map_err(Arc::new)?;
+            for category_id in &category_ids {
+                pages.insert(CategoryPageKey { category_id: *category_id, size, after_id }, Vec::new());
+            }
+            for row in rows {
+                if let Some(page) = pages.get_mut(&CategoryPageKey { category_id: row.category_id, size, after_id }) {
+                    page.push(row);
+                }
+            }
+        }
+        Ok(pages)
+    }
+}
+
+pub struct Loaders {
+    pub categories: DataLoader<CategoryLoader>,
+    pub products: DataLoader<ProductLoader>,
+    pub product_counts: DataLoader<ProductCountLoader>,
+    pub category_pages: DataLoader<CategoryPageLoader>,
+}
+
+impl Loaders {
+    pub fn new(db: &DatabaseConnection) -> Self {
+        Loaders {
+            categories: DataLoader::new(CategoryLoader(db.clone()), tokio::spawn),
+            products: DataLoader::new(ProductLoader(db.clone()), tokio::spawn),
+            product_counts: DataLoader::new(ProductCountLoader(db.clone()), tokio::spawn),
+            category_pages: DataLoader::new(CategoryPageLoader(db.clone()), tokio::spawn),
+        }
+    }
+}

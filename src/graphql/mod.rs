@@ -1,0 +1,13 @@
+//! The GraphQL layer: the schema and its resolvers, the DataLoaders they share, and the
+//! executor that runs one operation through the response cache.
+
+pub mod context;
+pub mod error_codes;
+pub mod executor;
+pub mod loaders;
+pub mod mutation;
+pub mod query;
+pub mod schema;
+pub mod types;
+
+pub use schema::{CatalogSchema, SchemaLimits};

@@ -1,0 +1,45 @@
+//! Mutation fields, one module per entity, merged into the `Mutation` root.
+//!
+//! Each mutation validates all input first, writes in one transaction, and only after the
+//! commit announces its `Changes` to the response cache, before the response is sent: a
+//! client that sees the mutation's answer can no longer read what it made stale.
+
+mod category;
+mod product;
+
+use async_graphql::Context;
+use sea_orm::{DatabaseTransaction, TransactionTrait};
+
+pub use category::CategoryMutation;
+pub use product::ProductMutation;
+
+use crate::cache::ResponseCache;
+use crate::cache::tags::Changes;
+use crate::error::ApiError;
+use crate::graphql::context::RequestContext;
+
+/// Most items one bulk mutation may carry.
+pub const MAX_BULK_ITEMS: usize = 1_000;
+
+pub(crate) async fn begin(ctx: &Context<'_>) -> Result<DatabaseTransaction, ApiError> {
+    Ok(ctx.db()?.begin().await?)
+}
+
+/// Commits, then invalidates what the mutation changed.
+pub(crate) async fn commit(ctx: &Context<'_>, transaction: DatabaseTransaction, changes: Changes) -> Result<(), ApiError> {
+    transaction.commit().await?;
+    if let Some(cache) = ctx.data_opt::<ResponseCache>() {
+        cache.invalidate(&changes).await;
+    }
+    Ok(())
+}
+
+pub(crate) fn check_bulk_size(len: usize) -> Result<(), ApiError> {
+    if len == 0 {
+        return Err(ApiError::bad_input("a bulk mutation needs at least one item"));
+    }
+    if len > MAX_BULK_ITEMS {
+        return Err(ApiError::bad_input(format!("a bulk mutation takes at most {MAX_BULK_ITEMS} items (got {len})")));
+    }
+    Ok(())
+}

@@ -1,0 +1,34 @@
+use async_graphql::{Context, ID, Object};
+
+use crate::cache::tags::Tag;
+use crate::catalog::{EntityId, categories};
+use crate::error::ApiError;
+use crate::graphql::context::RequestContext;
+use crate::graphql::types::Category;
+
+#[derive(Default)]
+pub struct CategoryQuery;
+
+#[Object]
+impl CategoryQuery {
+    /// One category by id, or null when there is none.
+    async fn category(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Category>> {
+        let id = EntityId::parse(&id)?;
+        ctx.record_tag(Tag::Category(id.0));
+        let category = ctx
+            .loaders()?
+            .categories
+            .load_one(id.0)
+            .await
+            .map_err(|error| ApiError::Internal(format!("loading category: {error}")))?;
+        Ok(category.map(Category))
+    }
+
+    /// All categories, by id.
+    #[graphql(cache_control(max_age = 600))]
+    async fn categories(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Category>> {
+        ctx.record_tag(Tag::Categories);
+        let rows = categories::all(ctx.db()?).await.map_err(ApiError::from)?;
+        Ok(rows.into_iter().map(Category).collect())
+    }
+}

@@ -1,0 +1,55 @@
+//! The schema, built in one place. Building needs no database: `catalog-api schema` prints
+//! the SDL from here, and the server attaches its state as schema data when it starts.
+
+use async_graphql::{EmptySubscription, MergedObject, Schema, SchemaBuilder, SDLExportOptions};
+
+use super::error_codes::ErrorCodes;
+use super::mutation::{CategoryMutation, ProductMutation};
+use super::query::{CacheQuery, CategoryQuery, ProductQuery, StatsQuery};
+use crate::cache::extension::CacheFactsExtension;
+
+#[derive(MergedObject, Default)]
+#[graphql(name = "Query")]
+pub struct QueryRoot(ProductQuery, CategoryQuery, StatsQuery, CacheQuery);
+
+#[derive(MergedObject, Default)]
+#[graphql(name = "Mutation")]
+pub struct MutationRoot(ProductMutation, CategoryMutation);
+
+pub type CatalogSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+
+#[derive(Debug, Clone, Copy)]
+pub struct SchemaLimits {
+    pub max_depth: usize,
+    pub max_complexity: usize,
+    pub introspection: bool,
+}
+
+impl Default for SchemaLimits {
+    fn default() -> Self {
+        SchemaLimits { max_depth: 12, max_complexity: 5_000, introspection: true }
+    }
+}
+
+pub fn builder(limits: SchemaLimits) -> SchemaBuilder<QueryRoot, MutationRoot, EmptySubscription> {
+    let builder = Schema::build(QueryRoot::default(), MutationRoot::default(), EmptySubscription)
+        .limit_depth(limits.max_depth)
+        .limit_complexity(limits.max_complexity)
+        .extension(ErrorCodes)
+        .extension(CacheFactsExtension);
+    if limits.introspection { builder } else { builder.disable_introspection() }
+}
+
+/// The SDL clients and code generators build on, in a stable (sorted) order.
+pub fn sdl() -> String {
+    builder(SchemaLimits::default())
+        .finish()
+        .sdl_with_options(SDLExportOptions::new().sorted_fields().sorted_arguments().sorted_enum_items())
+}
+
+/// A page costs its children once per row it may return, so nested pages multiply:
+/// `products(first: 100) { ... category { products(first: 100) ... } }` is refused.
+pub fn page_complexity(first: Option<i32>, child_complexity: usize) -> usize {
+    let rows = first.unwrap_or(20).clamp(1, crate::catalog::PageSize::MAX) as usize;
+    rows.saturating_mul(child_complexity).saturating_add(1)
+}

@@ -1,0 +1,66 @@
+use async_graphql::{Context, ID, Object};
+use chrono::{DateTime, Utc};
+
+use super::ProductConnection;
+use super::connection::TotalCount;
+use crate::cache::tags::Tag;
+use crate::catalog::{Cursor, PageSize, ProductOrder};
+use crate::entities::category;
+use crate::error::ApiError;
+use crate::graphql::context::RequestContext;
+use crate::graphql::loaders::CategoryPageKey;
+
+pub struct Category(pub category::Model);
+
+#[Object(cache_control(max_age = 600))]
+impl Category {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    /// Number of products in the category, counted for all categories of a request at once.
+    async fn product_count(&self, ctx: &Context<'_>) -> async_graphql::Result<i32> {
+        ctx.record_tag(Tag::CategoryProducts(self.0.id));
+        let count = ctx
+            .loaders()?
+            .product_counts
+            .load_one(self.0.id)
+            .await
+            .map_err(|error| ApiError::Internal(format!("counting products: {error}")))?;
+        Ok(count.unwrap_or(0).min(i32::MAX as u64) as i32)
+    }
+
+    /// The category's products by id; pages of all categories of a request share one statement.
+    #[graphql(complexity = "crate::graphql::schema::page_complexity(first, child_complexity)")]
+    async fn products(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default_with = "Some(20)")] first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<ProductConnection> {
+        ctx.record_tag(Tag::CategoryProducts(self.0.id));
+        let size = PageSize::parse(first.unwrap_or(20))?;
+        let after = after.map(|text| Cursor::decode(&text, ProductOrder::IdAsc)).transpose()?;
+        let key = CategoryPageKey { category_id: self.0.id, size, after_id: after.map(|cursor| cursor.id) };
+        let rows = ctx
+            .loaders()?
+            .category_pages
+            .load_one(key)
+            .await
+            .map_err(|error| ApiError::Internal(format!("loading category products: {error}")))?
+            .unwrap_or_default();
+        Ok(ProductConnection::from_rows(rows, ProductOrder::IdAsc, size, after.is_some(), TotalCount::Category(self.0.id)))
+    }
+
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+
+    async fn updated_at(&self) -> DateTime<Utc> {
+        self.0.updated_at
+    }
+}

@@ -1,0 +1,93 @@
+//! Relay-style connections over keyset pages. `totalCount` is a separate statement, run
+//! only when a query selects it.
+
+use async_graphql::{Context, Object, SimpleObject};
+
+use super::Product;
+use crate::catalog::pagination::{Cursor, PageSize, ProductOrder};
+use crate::catalog::products::{self, ProductFilter, sort_key};
+use crate::entities::product;
+use crate::error::ApiError;
+use crate::graphql::context::RequestContext;
+
+/// Where `totalCount` comes from when it is asked for.
+pub enum TotalCount {
+    Filter(ProductFilter),
+    Category(i32),
+}
+
+#[derive(SimpleObject)]
+#[graphql(cache_control(max_age = 600))]
+pub struct PageInfo {
+    pub has_next_page: bool,
+    pub has_previous_page: bool,
+    pub start_cursor: Option<String>,
+    pub end_cursor: Option<String>,
+}
+
+#[derive(SimpleObject)]
+#[graphql(cache_control(max_age = 600))]
+pub struct ProductEdge {
+    pub cursor: String,
+    pub node: Product,
+}
+
+pub struct ProductConnection {
+    edges: Vec<ProductEdge>,
+    page_info: PageInfo,
+    total: TotalCount,
+}
+
+impl ProductConnection {
+    /// Builds a page from `size + 1` fetched rows: the extra row only says a next page exists.
+    pub fn from_rows(
+        mut rows: Vec<product::Model>,
+        order: ProductOrder,
+        size: PageSize,
+        has_previous_page: bool,
+        total: TotalCount,
+    ) -> Self {
+        let has_next_page = rows.len() as u64 > size.get();
+        rows.truncate(size.get() as usize);
+        let edges: Vec<ProductEdge> = rows
+            .into_iter()
+            .map(|row| ProductEdge {
+                cursor: Cursor { order, key: sort_key(order, &row), id: row.id }.encode(),
+                node: Product(row),
+            })
+            .collect();
+        let page_info = PageInfo {
+            has_next_page,
+            has_previous_page,
+            start_cursor: edges.first().map(|edge| edge.cursor.clone()),
+            end_cursor: edges.last().map(|edge| edge.cursor.clone()),
+        };
+        ProductConnection { edges, page_info, total }
+    }
+}
+
+#[Object(cache_control(max_age = 600))]
+impl ProductConnection {
+    async fn edges(&self) -> &[ProductEdge] {
+        &self.edges
+    }
+
+    async fn page_info(&self) -> &PageInfo {
+        &self.page_info
+    }
+
+    /// Number of products in the whole list (all pages); costs one COUNT statement.
+    async fn total_count(&self, ctx: &Context<'_>) -> async_graphql::Result<i32> {
+        let count = match &self.total {
+            TotalCount::Filter(filter) => products::count(ctx.db()?, filter).await.map_err(ApiError::from)?,
+            TotalCount::Category(category_id) => ctx
+                .loaders()?
+                .product_counts
+                .load_one(*category_id)
+                .await
+                .map_err(|error| ApiError::Internal(format!("counting products: {error}")))?
+                .unwrap_or(0),
+        };
+        Ok(count.min(i32::MAX as u64) as i32)
+    }
+}

@@ -1,0 +1,102 @@
+//! Input types, each with the one function that turns it into validated domain values.
+
+use async_graphql::{ID, InputObject};
+use rust_decimal::Decimal;
+
+use crate::catalog::products::{NewProduct, ProductChanges, ProductFilter};
+use crate::catalog::{CategoryName, EntityId, Price, ProductName};
+use crate::error::{ApiError, ApiResult};
+
+const MAX_SEARCH_CHARS: usize = 200;
+
+#[derive(InputObject, Default)]
+#[graphql(name = "ProductFilter")]
+pub struct ProductFilterInput {
+    pub category_id: Option<ID>,
+    pub min_price: Option<Decimal>,
+    pub max_price: Option<Decimal>,
+    /// Case-insensitive substring of the product name or its category's name.
+    pub search: Option<String>,
+}
+
+impl ProductFilterInput {
+    pub fn parse(self) -> ApiResult<ProductFilter> {
+        let min_price = self.min_price.map(Price::parse).transpose()?;
+        let max_price = self.max_price.map(Price::parse).transpose()?;
+        if let (Some(min), Some(max)) = (min_price, max_price)
+            && min > max
+        {
+            return Err(ApiError::bad_input("`minPrice` must not be greater than `maxPrice`"));
+        }
+        let search = self.search.map(|search| search.trim().to_owned()).filter(|search| !search.is_empty());
+        if let Some(search) = &search
+            && search.chars().count() > MAX_SEARCH_CHARS
+        {
+            return Err(ApiError::bad_input(format!("`search` may have at most {MAX_SEARCH_CHARS} characters")));
+        }
+        Ok(ProductFilter {
+            category_id: self.category_id.as_ref().map(EntityId::parse).transpose()?.map(|id| id.0),
+            min_price,
+            max_price,
+            search,
+        })
+    }
+}
+
+#[derive(InputObject)]
+pub struct CreateProductInput {
+    pub name: String,
+    pub price: Decimal,
+    pub category_id: ID,
+}
+
+impl CreateProductInput {
+    pub fn parse(self) -> ApiResult<NewProduct> {
+        Ok(NewProduct {
+            name: ProductName::parse(&self.name)?,
+            price: Price::parse(self.price)?,
+            category_id: EntityId::parse(&self.category_id)?.0,
+        })
+    }
+}
+
+/// Only the fields given are changed.
+#[derive(InputObject)]
+pub struct UpdateProductInput {
+    pub name: Option<String>,
+    pub price: Option<Decimal>,
+    pub category_id: Option<ID>,
+}
+
+impl UpdateProductInput {
+    pub fn parse(self) -> ApiResult<ProductChanges> {
+        Ok(ProductChanges {
+            name: self.name.as_deref().map(ProductName::parse).transpose()?,
+            price: self.price.map(Price::parse).transpose()?,
+            category_id: self.category_id.as_ref().map(EntityId::parse).transpose()?.map(|id| id.0),
+        })
+    }
+}
+
+#[derive(InputObject)]
+pub struct CategoryInput {
+    pub name: String,
+}
+
+impl CategoryInput {
+    pub fn parse(self) -> ApiResult<CategoryName> {
+        CategoryName::parse(&self.name)
+    }
+}
+
+#[derive(InputObject)]
+pub struct PriceUpdateInput {
+    pub id: ID,
+    pub price: Decimal,
+}
+
+impl PriceUpdateInput {
+    pub fn parse(self) -> ApiResult<(i32, Price)> {
+        Ok((EntityId::parse(&self.id)?.0, Price::parse(self.price)?))
+    }
+}

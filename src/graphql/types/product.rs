@@ -1,0 +1,48 @@
+use async_graphql::{Context, ID, Object};
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+
+use super::Category;
+use crate::cache::tags::Tag;
+use crate::catalog::Price;
+use crate::entities::product;
+use crate::error::ApiError;
+use crate::graphql::context::RequestContext;
+
+pub struct Product(pub product::Model);
+
+#[Object(cache_control(max_age = 600))]
+impl Product {
+    async fn id(&self) -> ID {
+        ID(self.0.id.to_string())
+    }
+
+    async fn name(&self) -> &str {
+        &self.0.name
+    }
+
+    /// Price with two decimal places, as a string-encoded decimal (exact; no float rounding).
+    async fn price(&self) -> Decimal {
+        Price::from_cents(self.0.price_cents).to_decimal()
+    }
+
+    /// The product's category, loaded for all products of a request in one statement.
+    async fn category(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Category>> {
+        ctx.record_tag(Tag::Category(self.0.category_id));
+        let category = ctx
+            .loaders()?
+            .categories
+            .load_one(self.0.category_id)
+            .await
+            .map_err(|error| ApiError::Internal(format!("loading category: {error}")))?;
+        Ok(category.map(Category))
+    }
+
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.0.created_at
+    }
+
+    async fn updated_at(&self) -> DateTime<Utc> {
+        self.0.updated_at
+    }
+}

@@ -1,0 +1,272 @@
+//! GraphQL over HTTP, per the GraphQL-over-HTTP specification: POST with a JSON body (one
+//! operation or a batch array), GET with query parameters (queries only: a mutation over GET
+//! is 405), `application/graphql-response+json` when the client accepts it, 400 for bodies
+//! that are not GraphQL requests, 413 past the body limit, 401 for a bad token.
+//! Every response says whether the cache answered (`X-Cache`), and query responses carry
+//! `Cache-Control` and a strong `ETag` that `If-None-Match` turns into a 304.
+
+use std::collections::HashMap;
+
+use axum::Extension;
+use axum::body::Body;
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::{BufMut, Bytes, BytesMut};
+use serde_json::Value;
+use tower_http::request_id::RequestId as TowerRequestId;
+
+use super::{RequestId, graphiql};
+use crate::app::AppState;
+use crate::error::{ApiError, codes, request_error_body};
+use crate::graphql::executor::{CacheStatus, Caller, Operation, Outcome, Refusal, Transport};
+
+const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
+const JSON: &str = "application/json";
+
+fn request_error(status: StatusCode, message: &str, code: &str) -> Response {
+    let mut response = (status, axum::Json(request_error_body(message, code))).into_response();
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response.headers_mut().insert("x-cache", HeaderValue::from_static("BYPASS"));
+    response
+}
+
+fn request_id(id: Option<Extension<TowerRequestId>>) -> RequestId {
+    let id = id.and_then(|Extension(id)| id.header_value().to_str().ok().map(str::to_owned));
+    RequestId(id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()))
+}
+
+fn accepts(headers: &HeaderMap, media_type: &str) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .any(|value| value.split(',').any(|part| part.trim().starts_with(media_type)))
+}
+
+pub async fn get_graphql(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    id: Option<Extension<TowerRequestId>>,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let params: HashMap<String, String> = match serde_urlencoded::from_str(raw.as_deref().unwrap_or("")) {
+        Ok(params) => params,
+        Err(_) => return request_error(StatusCode::BAD_REQUEST, "malformed query string", codes::BAD_REQUEST),
+    };
+    if !params.contains_key("query") && !params.contains_key("extensions") {
+        if accepts(&headers, "text/html") {
+            return graphiql::page();
+        }
+        return request_error(StatusCode::BAD_REQUEST, "a GET request needs a `query` parameter", codes::BAD_REQUEST);
+    }
+    let parse_json = |name: &str| -> Result<Option<Value>, Response> {
+        match params.get(name).filter(|text| !text.is_empty()) {
+            None => Ok(None),
+            Some(text) => serde_json::from_str(text).map(Some).map_err(|_| {
+                request_error(StatusCode::BAD_REQUEST, &format!("`{name}` is not valid JSON"), codes::BAD_REQUEST)
+            }),
+        }
+    };
+    let variables = match parse_json("variables") {
+        Ok(variables) => variables,
+        Err(response) => return response,
+    };
+    let extensions = match parse_json("extensions") {
+        Ok(None) => None,
+        Ok(Some(Value::Object(map))) => Some(map),
+        Ok(Some(_)) => return request_error(StatusCode::BAD_REQUEST, "`extensions` must be a JSON object", codes::BAD_REQUEST),
+        Err(response) => return response,
+    };
+    let operation = Operation {
+        query: params.get("query").cloned(),
+        operation_name: params.get("operationName").cloned(),
+        variables,
+        extensions,
+    };
+    respond(&state, &headers, request_id(id), vec![operation], false, Transport::Get).await
+}
+
+pub async fn post_graphql(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    id: Option<Extension<TowerRequestId>>,
+    body: Body,
+) -> Response {
+    let bytes = match axum::body::to_bytes(body, state.config.max_body_bytes).await {
+        Ok(bytes) => bytes,
+        Err(_) => {
+            let message = format!("the request body exceeds {} bytes", state.config.max_body_bytes);
+            return request_error(StatusCode::PAYLOAD_TOO_LARGE, &message, codes::PAYLOAD_TOO_LARGE);
+        }
+    };
+    let value: Value = match serde_json::from_slice(&bytes) {
+        Ok(value) => value,
+        Err(error) => {
+            let message = format!("the body is not valid JSON: {error}");
+            return request_error(StatusCode::BAD_REQUEST, &message, codes::BAD_REQUEST);
+        }
+    };
+    let (items, batch) = match value {
+        Value::Array(items) => (items, true),
+        object @ Value::Object(_) => (vec![object], false),
+        _ => return request_error(StatusCode::BAD_REQUEST, "the body must be a JSON object or array", codes::BAD_REQUEST),
+    };
+    if batch && (items.is_empty() || items.len() > state.config.max_batch) {
+        let message = format!("a batch holds 1 to {} operations (got {})", state.config.max_batch, items.len());
+        return request_error(StatusCode::BAD_REQUEST, &message, codes::BAD_REQUEST);
+    }
+    let mut operations = Vec::with_capacity(items.len());
+    for item in items {
+        match serde_json::from_value::<Operation>(item) {
+            Ok(operation) => operations.push(operation),
+            Err(error) => {
+                let message = format!("not a GraphQL request: {error}");
+                return request_error(StatusCode::BAD_REQUEST, &message, codes::BAD_REQUEST);
+            }
+        }
+    }
+    respond(&state, &headers, request_id(id), operations, batch, Transport::Post).await
+}
+
+async fn respond(
+    state: &AppState,
+    headers: &HeaderMap,
+    request_id: RequestId,
+    operations: Vec<Operation>,
+    batch: bool,
+    transport: Transport,
+) -> Response {
+    let principal = match state.authenticator.authenticate(headers.get(header::AUTHORIZATION)).await {
+        Ok(principal) => principal,
+        Err(error) => {
+            state.metrics.record_error(error.code());
+            let mut response = request_error(StatusCode::UNAUTHORIZED, &error.to_string(), error.code());
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            if let ApiError::Internal(_) = error {
+                *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+            }
+            return response;
+        }
+    };
+    let caller = Caller {
+        principal,
+        request_id,
+        transport,
+        bypass_cache: headers.get("x-bypass-cache").is_some_and(|value| value.as_bytes() == b"1"),
+    };
+    let wants_cache_info: Vec<bool> = operations
+        .iter()
+        .map(|operation| {
+            operation.extensions.as_ref().and_then(|extensions| extensions.get("cacheInfo")) == Some(&Value::Bool(true))
+        })
+        .collect();
+    let mut outcomes = Vec::with_capacity(operations.len());
+    for operation in operations {
+        match state.executor.execute(operation, &caller).await {
+            Ok(outcome) => outcomes.push(outcome),
+            Err(Refusal::MutationOverGet) => {
+                let mut response = request_error(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "mutations are not allowed over GET; use POST",
+                    codes::METHOD_NOT_ALLOWED,
+                );
+                response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+                return response;
+            }
+        }
+    }
+    let media_type = if accepts(headers, GRAPHQL_RESPONSE_JSON) { GRAPHQL_RESPONSE_JSON } else { JSON };
+    let content_type = HeaderValue::from_static(if media_type == JSON {
+        "application/json"
+    } else {
+        "application/graphql-response+json; charset=utf-8"
+    });
+
+    if batch {
+        let mut body = BytesMut::new();
+        body.put_u8(b'[');
+        for (index, outcome) in outcomes.iter().enumerate() {
+            if index > 0 {
+                body.put_u8(b',');
+            }
+            body.put_slice(&with_cache_info(outcome, wants_cache_info[index]));
+        }
+        body.put_u8(b']');
+        let status = if outcomes.iter().all(|outcome| outcome.cache == CacheStatus::Hit) {
+            CacheStatus::Hit
+        } else if outcomes.iter().any(|outcome| outcome.cache == CacheStatus::Miss) {
+            CacheStatus::Miss
+        } else {
+            CacheStatus::Bypass
+        };
+        let mut response = Response::new(Body::from(body.freeze()));
+        let response_headers = response.headers_mut();
+        response_headers.insert(header::CONTENT_TYPE, content_type);
+        response_headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        response_headers.insert("x-cache", HeaderValue::from_static(status.as_str()));
+        return response;
+    }
+
+    let Some(outcome) = outcomes.pop() else {
+        return request_error(StatusCode::BAD_REQUEST, "no operation", codes::BAD_REQUEST);
+    };
+    tracing::Span::current().record("cache", outcome.cache.as_str());
+    let cache_control = match outcome.policy {
+        Some(policy) if !policy.private => format!("public, max-age={}", policy.max_age),
+        Some(_) => "private, no-store".to_owned(),
+        None => "no-store".to_owned(),
+    };
+    let not_modified = outcome.etag.as_ref().is_some_and(|etag| {
+        headers
+            .get(header::IF_NONE_MATCH)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|value| value.split(',').any(|candidate| candidate.trim() == etag || candidate.trim() == "*"))
+    });
+    let status = if not_modified {
+        StatusCode::NOT_MODIFIED
+    } else if media_type == GRAPHQL_RESPONSE_JSON && outcome.data_absent {
+        StatusCode::BAD_REQUEST
+    } else {
+        StatusCode::OK
+    };
+    let body = if not_modified { Bytes::new() } else { with_cache_info(&outcome, wants_cache_info[0]) };
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    let response_headers = response.headers_mut();
+    if !not_modified {
+        response_headers.insert(header::CONTENT_TYPE, content_type);
+    }
+    if let Ok(value) = HeaderValue::from_str(&cache_control) {
+        response_headers.insert(header::CACHE_CONTROL, value);
+    }
+    if let Some(etag) = outcome.etag.as_ref().and_then(|etag| HeaderValue::from_str(etag).ok()) {
+        response_headers.insert(header::ETAG, etag);
+    }
+    response_headers.insert("x-cache", HeaderValue::from_static(outcome.cache.as_str()));
+    response_headers.insert(header::VARY, HeaderValue::from_static("Authorization, Accept"));
+    response
+}
+
+/// The body, with `extensions.cache` spliced in when the client asked for it.
+fn with_cache_info(outcome: &Outcome, wanted: bool) -> Bytes {
+    if !wanted || outcome.body.last() != Some(&b'}') {
+        return outcome.body.clone();
+    }
+    let info = serde_json::json!({
+        "status": outcome.cache.as_str(),
+        "maxAge": outcome.policy.map(|policy| policy.max_age),
+        "scope": outcome.policy.map(|policy| if policy.private { "PRIVATE" } else { "PUBLIC" }),
+    });
+    let body = &outcome.body[..outcome.body.len() - 1];
+    let has_members = body.len() > 1;
+    let mut spliced = BytesMut::with_capacity(outcome.body.len() + 96);
+    spliced.put_slice(body);
+    if has_members {
+        spliced.put_u8(b',');
+    }
+    spliced.put_slice(b"\"extensions\":{\"cache\":");
+    spliced.put_slice(info.to_string().as_bytes());
+    spliced.put_slice(b"}}");
+    spliced.freeze()
+}

@@ -1,0 +1,130 @@
+//! HTTP: the axum router, its layers (request ids, tracing, CORS, panics), health, readiness,
+//! metrics and graceful shutdown. GraphQL transport rules live in `graphql`.
+
+pub mod graphiql;
+pub mod graphql;
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderValue, Request, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId as TowerRequestId, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::app::AppState;
+
+/// The id of one HTTP request, echoed in `X-Request-Id`, logged with every line of the
+/// request, and attached to internal errors so a client report can be found in the logs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestId(pub String);
+
+pub fn router(state: AppState) -> Router {
+    let cors = cors_layer(&state.config.cors_origins);
+    Router::new()
+        .route("/graphql", get(graphql::get_graphql).post(graphql::post_graphql))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .merge(graphiql::routes())
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(|request: &Request<_>| {
+                            let request_id = request
+                                .extensions()
+                                .get::<TowerRequestId>()
+                                .and_then(|id| id.header_value().to_str().ok())
+                                .unwrap_or("-");
+                            tracing::info_span!(
+                                "request",
+                                method = %request.method(),
+                                path = %request.uri().path(),
+                                request_id,
+                                operation = tracing::field::Empty,
+                                cache = tracing::field::Empty,
+                            )
+                        })
+                        .on_request(())
+                        .on_response(|response: &axum::http::Response<_>, latency: Duration, _span: &tracing::Span| {
+                            tracing::debug!(status = response.status().as_u16(), latency_ms = latency.as_secs_f64() * 1000.0, "served");
+                        }),
+                )
+                .layer(PropagateRequestIdLayer::x_request_id())
+                .layer(CatchPanicLayer::custom(|_panic: Box<dyn std::any::Any + Send>| {
+                    tracing::error!("a request handler panicked");
+                    let body = crate::error::request_error_body("internal server error", crate::error::codes::INTERNAL_SERVER_ERROR);
+                    (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(body)).into_response()
+                }))
+                .layer(cors),
+        )
+        .with_state(state)
+}
+
+fn cors_layer(origins: &[String]) -> CorsLayer {
+    let base = CorsLayer::new()
+        .allow_methods([axum::http::Method::GET, axum::http::Method::POST, axum::http::Method::OPTIONS])
+        .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION, header::IF_NONE_MATCH])
+        .expose_headers([header::ETAG, header::HeaderName::from_static("x-cache"), header::HeaderName::from_static("x-request-id")])
+        .max_age(Duration::from_secs(600));
+    if origins.iter().any(|origin| origin == "*") {
+        return base.allow_origin(Any);
+    }
+    let allowed: Vec<HeaderValue> = origins.iter().filter_map(|origin| HeaderValue::from_str(origin.trim()).ok()).collect();
+    base.allow_origin(AllowOrigin::list(allowed))
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Ready when the database answers (the cache is optional: without it the server still works).
+async fn readyz(State(state): State<AppState>) -> Response {
+    match tokio::time::timeout(Duration::from_secs(2), state.db.ping()).await {
+        Ok(Ok(())) => (StatusCode::OK, "ready").into_response(),
+        _ => (StatusCode::SERVICE_UNAVAILABLE, "database unreachable").into_response(),
+    }
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    if let Some(pool) = state.redis_pool.as_ref() {
+        let status = pool.status();
+        state.metrics.redis_pool_size.set(status.size as i64);
+        state.metrics.redis_pool_available.set(status.available as i64);
+    }
+    (
+        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+/// Resolves on SIGTERM or Ctrl-C; axum then stops accepting and lets in-flight requests finish.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}

@@ -1,0 +1,161 @@
+//! Logs and metrics: the tracing subscriber (pretty or JSON) and the Prometheus registry.
+//!
+//! Each `App` owns its own `Metrics`, so several servers in one process (as in the test
+//! suite) never mix their counts. Operation names are client-chosen, so the number of
+//! distinct label values is capped to keep `/metrics` bounded.
+
+use std::collections::HashSet;
+use std::sync::atomic::AtomicI64;
+
+use parking_lot::Mutex;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use tracing_subscriber::EnvFilter;
+
+use crate::config::LogFormat;
+
+/// Installs the global tracing subscriber once; later calls (tests) are no-ops.
+pub fn init_tracing(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,sea_orm=warn,tower_http=info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _already_installed = match format {
+        LogFormat::Pretty => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
+    };
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OperationLabels {
+    pub operation: String,
+    pub cache: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CodeLabels {
+    pub code: String,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 18))
+}
+
+const MAX_OPERATION_LABELS: usize = 200;
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<OperationLabels, Counter>,
+    pub request_seconds: Family<OperationLabels, Histogram, fn() -> Histogram>,
+    pub errors: Family<CodeLabels, Counter>,
+    pub db_statements: Counter,
+    pub cache_hits: Counter,
+    pub cache_misses: Counter,
+    pub cache_bypasses: Counter,
+    pub cache_errors: Counter,
+    pub cache_fills: Counter,
+    pub cache_invalidations: Counter,
+    pub cache_evictions: Counter,
+    pub redis_seconds: Histogram,
+    pub redis_pool_size: Gauge<i64, AtomicI64>,
+    pub redis_pool_available: Gauge<i64, AtomicI64>,
+    known_operations: Mutex<HashSet<String>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<OperationLabels, Counter>::default();
+        let request_seconds =
+            Family::<OperationLabels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let errors = Family::<CodeLabels, Counter>::default();
+        let db_statements = Counter::default();
+        let cache_hits = Counter::default();
+        let cache_misses = Counter::default();
+        let cache_bypasses = Counter::default();
+        let cache_errors = Counter::default();
+        let cache_fills = Counter::default();
+        let cache_invalidations = Counter::default();
+        let cache_evictions = Counter::default();
+        let redis_seconds = latency_histogram();
+        let redis_pool_size = Gauge::<i64, AtomicI64>::default();
+        let redis_pool_available = Gauge::<i64, AtomicI64>::default();
+
+        registry.register("catalog_graphql_requests", "GraphQL operations served, by operation and cache outcome", requests.clone());
+        registry.register("catalog_graphql_request_seconds", "GraphQL operation latency, by operation and cache outcome", request_seconds.clone());
+        registry.register("catalog_graphql_errors", "GraphQL errors returned, by extensions.code", errors.clone());
+        registry.register("catalog_db_statements", "SQL statements executed", db_statements.clone());
+        registry.register("catalog_cache_hits", "Responses served from the response cache", cache_hits.clone());
+        registry.register("catalog_cache_misses", "Cacheable responses that had to be executed", cache_misses.clone());
+        registry.register("catalog_cache_bypasses", "Responses that skipped the cache (mutations, private without token, bypass header)", cache_bypasses.clone());
+        registry.register("catalog_cache_errors", "Cache backend errors and timeouts (requests still succeed)", cache_errors.clone());
+        registry.register("catalog_cache_fills", "Responses stored in the cache", cache_fills.clone());
+        registry.register("catalog_cache_invalidations", "Tags invalidated by committed mutations", cache_invalidations.clone());
+        registry.register("catalog_cache_evictions", "Entries evicted from the in-process cache for capacity", cache_evictions.clone());
+        registry.register("catalog_redis_command_seconds", "Redis round-trip latency", redis_seconds.clone());
+        registry.register("catalog_redis_pool_size", "Redis connections open", redis_pool_size.clone());
+        registry.register("catalog_redis_pool_available", "Redis connections idle in the pool", redis_pool_available.clone());
+
+        Metrics {
+            registry,
+            requests,
+            request_seconds,
+            errors,
+            db_statements,
+            cache_hits,
+            cache_misses,
+            cache_bypasses,
+            cache_errors,
+            cache_fills,
+            cache_invalidations,
+            cache_evictions,
+            redis_seconds,
+            redis_pool_size,
+            redis_pool_available,
+            known_operations: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// The label for a client-chosen operation name: itself while few names are known.
+    pub fn operation_label(&self, name: Option<&str>) -> String {
+        let Some(name) = name.filter(|name| {
+            !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        }) else {
+            return "anonymous".to_owned();
+        };
+        let mut known = self.known_operations.lock();
+        if known.contains(name) || known.len() < MAX_OPERATION_LABELS {
+            known.insert(name.to_owned());
+            name.to_owned()
+        } else {
+            "other".to_owned()
+        }
+    }
+
+    pub fn record_request(&self, operation: String, cache: &str, seconds: f64) {
+        let labels = OperationLabels { operation, cache: cache.to_owned() };
+        self.requests.get_or_create(&labels).inc();
+        self.request_seconds.get_or_create(&labels).observe(seconds);
+    }
+
+    pub fn record_error(&self, code: &str) {
+        self.errors.get_or_create(&CodeLabels { code: code.to_owned() }).inc();
+    }
+
+    pub fn render(&self) -> String {
+        let mut text = String::new();
+        if prometheus_client::encoding::text::encode(&mut text, &self.registry).is_err() {
+            tracing::error!("could not encode metrics");
+        }
+        text
+    }
+}
