@@ -1,0 +1,232 @@
+//! `TestApp`: the real server on a free port with an isolated database and cache prefix,
+//! and the small client helpers the tests read like.
+
+#![allow(dead_code)]
+
+use std::time::{Duration, Instant};
+
+use catalog_api::config::Config;
+use catalog_api::db::seed::{self, SeedPlan};
+use catalog_api::{App, AppState};
+use reqwest::header::HeaderMap;
+use sea_orm::{ConnectionTrait, Database};
+use serde_json::{Value, json};
+
+/// The data set most tests start from: 10 categories, 1,000 products (the seed's formula).
+pub const CATEGORIES: u32 = 10;
+pub const PRODUCTS: u32 = 1_000;
+
+pub struct TestApp {
+    pub address: std::net::SocketAddr,
+    pub state: AppState,
+    pub client: reqwest::Client,
+    pub config: Config,
+    server: tokio::task::JoinHandle<()>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    _files: Option<tempfile::TempDir>,
+}
+
+pub struct GqlResponse {
+    pub status: reqwest::StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+impl GqlResponse {
+    pub fn data(&self) -> &Value {
+        &self.body["data"]
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|value| value.to_str().ok())
+    }
+
+    pub fn x_cache(&self) -> &str {
+        self.header("x-cache").unwrap_or("")
+    }
+
+    /// The `extensions.code` of every error, in order.
+    pub fn error_codes(&self) -> Vec<String> {
+        self.body["errors"]
+            .as_array()
+            .map(|errors| errors.iter().map(|error| error["extensions"]["code"].as_str().unwrap_or("").to_owned()).collect())
+            .unwrap_or_default()
+    }
+
+    #[track_caller]
+    pub fn assert_ok(&self) -> &Value {
+        assert!(self.body.get("errors").is_none(), "unexpected errors: {}", self.body);
+        assert_eq!(self.status, 200, "status for {}", self.body);
+        self.data()
+    }
+
+    #[track_caller]
+    pub fn assert_error(&self, code: &str) {
+        assert_eq!(self.error_codes().first().map(String::as_str), Some(code), "errors of {}", self.body);
+    }
+}
+
+/// Where this test's database lives.
+async fn database_url() -> (String, Option<tempfile::TempDir>) {
+    match std::env::var("CATALOG_TEST_DATABASE_URL") {
+        Ok(admin_url) if !admin_url.is_empty() => {
+            let name = format!("catalog_test_{}", uuid::Uuid::new_v4().simple());
+            let admin = Database::connect(&admin_url).await.expect("connect to CATALOG_TEST_DATABASE_URL");
+            admin.execute_unprepared(&format!("CREATE DATABASE \"{name}\"")).await.expect("create test database");
+            admin.close().await.ok();
+            let base = admin_url.rsplit_once('/').map(|(base, _)| base).unwrap_or(&admin_url);
+            (format!("{base}/{name}"), None)
+        }
+        _ => {
+            let files = tempfile::tempdir().expect("temporary directory");
+            let url = format!("sqlite://{}?mode=rwc", files.path().join("catalog.db").display());
+            (url, Some(files))
+        }
+    }
+}
+
+/// The configuration every test starts from: port 0, no demo data, its own cache prefix.
+pub async fn test_config() -> (Config, Option<tempfile::TempDir>) {
+    let (url, files) = database_url().await;
+    let mut config = Config::for_database(url);
+    config.bind = "127.0.0.1:0".parse().expect("address");
+    config.demo_data = false;
+    config.db_pool_size = 5;
+    config.redis_url = std::env::var("CATALOG_TEST_REDIS_URL").ok().filter(|url| !url.is_empty());
+    config.cache_prefix = format!("catalog-test:{}:", uuid::Uuid::new_v4().simple());
+    (config, files)
+}
+
+pub fn redis_configured() -> bool {
+    std::env::var("CATALOG_TEST_REDIS_URL").is_ok_and(|url| !url.is_empty())
+}
+
+impl TestApp {
+    /// A server over the standard test data set.
+    pub async fn spawn() -> TestApp {
+        Self::spawn_with(|_| {}).await
+    }
+
+    pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+        let (mut config, files) = test_config().await;
+        adjust(&mut config);
+        Self::start(config, files, Some(SeedPlan { categories: CATEGORIES, products: PRODUCTS })).await
+    }
+
+    /// Starts a server on an explicit configuration (e.g. a second instance on a shared database).
+    pub async fn start(config: Config, files: Option<tempfile::TempDir>, seed_plan: Option<SeedPlan>) -> TestApp {
+        let app = App::build(config.clone()).await.expect("the app starts");
+        if let Some(plan) = seed_plan {
+            seed::seed(&app.state().db, plan).await.expect("seed");
+        }
+        let address = app.address();
+        let state = app.state().clone();
+        let (shutdown, signal) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            let _ = app
+                .serve(async move {
+                    let _ = signal.await;
+                })
+                .await;
+        });
+        TestApp {
+            address,
+            state,
+            client: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client"),
+            config,
+            server,
+            shutdown: Some(shutdown),
+            _files: files,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.address)
+    }
+
+    pub async fn post_json(&self, body: Value, token: Option<&str>, extra: &[(&str, &str)]) -> GqlResponse {
+        let mut request = self.client.post(self.url("/graphql")).json(&body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        for (name, value) in extra {
+            request = request.header(*name, *value);
+        }
+        Self::read(request.send().await.expect("request")).await
+    }
+
+    pub async fn read(response: reqwest::Response) -> GqlResponse {
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await.expect("body");
+        let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        GqlResponse { status, headers, body }
+    }
+
+    /// POSTs a query with variables, anonymously.
+    pub async fn gql(&self, query: &str, variables: Value) -> GqlResponse {
+        self.post_json(json!({ "query": query, "variables": variables }), None, &[]).await
+    }
+
+    /// POSTs a query with variables as the holder of `token`.
+    pub async fn gql_as(&self, token: &str, query: &str, variables: Value) -> GqlResponse {
+        self.post_json(json!({ "query": query, "variables": variables }), Some(token), &[]).await
+    }
+
+    /// Creates an API token, as `catalog-api token create` does.
+    pub async fn create_token(&self, name: &str) -> String {
+        catalog_api::auth::create(&self.state.db, name).await.expect("token").0
+    }
+
+    /// SQL statements this server has executed so far.
+    pub fn statements(&self) -> u64 {
+        self.state.metrics.db_statements.get()
+    }
+
+    /// Runs `request` and returns how many SQL statements it cost.
+    pub async fn count_statements<T>(&self, request: impl Future<Output = T>) -> (T, u64) {
+        let before = self.statements();
+        let result = request.await;
+        (result, self.statements() - before)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.server).await;
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// Polls `condition` until it holds or `deadline` passes; no fixed sleeps.
+pub async fn eventually<F, Fut>(deadline: Duration, mut condition: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let started = Instant::now();
+    loop {
+        if condition().await {
+            return true;
+        }
+        if started.elapsed() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The expected price of seeded product `j`, as the API prints it.
+pub fn seeded_price(j: u32) -> String {
+    let cents = seed::product_price_cents(j);
+    format!("{}.{:02}", cents / 100, cents % 100)
+}
+
+pub const PRODUCT_BY_ID: &str =
+    "query ProductById($id: ID!) { product(id: $id) { id name price createdAt category { id name } } }";

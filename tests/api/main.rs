@@ -1,0 +1,16 @@
+//! The integration suite: one binary, one module per capability. Every test starts the real
+//! server on port 0 with its own database (a SQLite file, or a fresh PostgreSQL database
+//! when `CATALOG_TEST_DATABASE_URL` is set) and its own cache (in-process, or a Redis key
+//! prefix of its own when `CATALOG_TEST_REDIS_URL` is set), and talks to it over HTTP.
+
+mod helpers;
+
+mod apq;
+mod auth;
+mod cache;
+mod categories;
+mod dataloader;
+mod errors;
+mod http;
+mod products;
+mod schema_file;
