@@ -31,7 +31,10 @@ pub enum StartupError {
     #[error("cannot read the persisted query manifest {path}: {reason}")]
     Manifest { path: String, reason: String },
     #[error("cannot listen on {address}: {source}")]
-    Bind { address: SocketAddr, source: std::io::Error },
+    Bind {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Everything a request handler needs, cloned cheaply into each request.
@@ -56,7 +59,11 @@ impl AppState {
         db::migrate(&db).await?;
         if config.demo_data && seed::is_empty(&db).await.map_err(StartupError::Seed)? {
             let plan = SeedPlan::DEMO;
-            tracing::info!(categories = plan.categories, products = plan.products, "empty database: loading the demo data");
+            tracing::info!(
+                categories = plan.categories,
+                products = plan.products,
+                "empty database: loading the demo data"
+            );
             seed::seed(&db, plan).await.map_err(StartupError::Seed)?;
         }
         let (cache, redis_pool) = match crate::cache::from_config(&config, Arc::clone(&metrics))? {
@@ -83,6 +90,7 @@ impl AppState {
             Arc::clone(&metrics),
             manifest,
             config.allow_cache_bypass,
+            std::time::Duration::from_millis(config.fault_fill_delay_ms),
         );
         Ok(AppState {
             config: Arc::new(config),
@@ -98,13 +106,19 @@ impl AppState {
 
 /// Reads an Apollo persisted query manifest into a map from document SHA-256 to document.
 pub fn load_manifest(path: &std::path::Path) -> Result<HashMap<String, String>, StartupError> {
-    let fail = |reason: String| StartupError::Manifest { path: path.display().to_string(), reason };
+    let fail = |reason: String| StartupError::Manifest {
+        path: path.display().to_string(),
+        reason,
+    };
     let text = std::fs::read_to_string(path).map_err(|error| fail(error.to_string()))?;
-    let manifest: serde_json::Value = serde_json::from_str(&text).map_err(|error| fail(error.to_string()))?;
+    let manifest: serde_json::Value =
+        serde_json::from_str(&text).map_err(|error| fail(error.to_string()))?;
     let operations = manifest
         .get("operations")
         .and_then(serde_json::Value::as_array)
-        .ok_or_else(|| fail("no `operations` array (expected Apollo's persisted query list format)".into()))?;
+        .ok_or_else(|| {
+            fail("no `operations` array (expected Apollo's persisted query list format)".into())
+        })?;
     let mut documents = HashMap::new();
     for operation in operations {
         let body = operation
@@ -115,7 +129,9 @@ pub fn load_manifest(path: &std::path::Path) -> Result<HashMap<String, String>, 
         if let Some(id) = operation.get("id").and_then(serde_json::Value::as_str)
             && id != hash
         {
-            return Err(fail(format!("operation id {id} is not the SHA-256 of its body")));
+            return Err(fail(format!(
+                "operation id {id} is not the SHA-256 of its body"
+            )));
         }
         documents.insert(hash, body.to_owned());
     }
@@ -136,8 +152,14 @@ impl App {
         let listener = tokio::net::TcpListener::bind(address)
             .await
             .map_err(|source| StartupError::Bind { address, source })?;
-        let address = listener.local_addr().map_err(|source| StartupError::Bind { address, source })?;
-        Ok(App { state, listener, address })
+        let address = listener
+            .local_addr()
+            .map_err(|source| StartupError::Bind { address, source })?;
+        Ok(App {
+            state,
+            listener,
+            address,
+        })
     }
 
     pub fn address(&self) -> SocketAddr {
@@ -149,7 +171,12 @@ impl App {
     }
 
     /// Serves until `shutdown` resolves, then lets in-flight requests finish.
-    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-        axum::serve(self.listener, http::router(self.state)).with_graceful_shutdown(shutdown).await
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        axum::serve(self.listener, http::router(self.state))
+            .with_graceful_shutdown(shutdown)
+            .await
     }
 }

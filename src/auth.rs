@@ -6,7 +6,10 @@
 use async_graphql::{Context, Guard};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder, Set};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    Set,
+};
 use sha2::{Digest, Sha256};
 
 use crate::catalog::products::now;
@@ -40,7 +43,10 @@ pub fn generate_token() -> Result<String, getrandom::Error> {
 
 /// The bearer token of an `Authorization` header value, or an error for any other shape.
 pub fn bearer_token(header: &str) -> Result<&str, ApiError> {
-    let (scheme, token) = header.trim().split_once(' ').ok_or(ApiError::InvalidToken)?;
+    let (scheme, token) = header
+        .trim()
+        .split_once(' ')
+        .ok_or(ApiError::InvalidToken)?;
     let token = token.trim();
     if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() || token.len() > 256 {
         return Err(ApiError::InvalidToken);
@@ -49,7 +55,10 @@ pub fn bearer_token(header: &str) -> Result<&str, ApiError> {
 }
 
 /// The unrevoked token with this hash, if any.
-pub async fn find_active<C: ConnectionTrait>(db: &C, token_hash: &str) -> Result<Option<api_token::Model>, DbErr> {
+pub async fn find_active<C: ConnectionTrait>(
+    db: &C,
+    token_hash: &str,
+) -> Result<Option<api_token::Model>, DbErr> {
     api_token::Entity::find()
         .filter(api_token::Column::TokenHash.eq(token_hash))
         .filter(api_token::Column::RevokedAt.is_null())
@@ -58,12 +67,16 @@ pub async fn find_active<C: ConnectionTrait>(db: &C, token_hash: &str) -> Result
 }
 
 /// Creates a token and returns it with its record; the token is not recoverable afterwards.
-pub async fn create<C: ConnectionTrait>(db: &C, name: &str) -> Result<(String, api_token::Model), ApiError> {
+pub async fn create<C: ConnectionTrait>(
+    db: &C,
+    name: &str,
+) -> Result<(String, api_token::Model), ApiError> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 100 {
         return Err(ApiError::bad_input("a token name has 1 to 100 characters"));
     }
-    let token = generate_token().map_err(|error| ApiError::Internal(format!("random source: {error}")))?;
+    let token =
+        generate_token().map_err(|error| ApiError::Internal(format!("random source: {error}")))?;
     let record = api_token::ActiveModel {
         name: Set(name.to_owned()),
         token_hash: Set(hash_token(&token)),
@@ -77,7 +90,10 @@ pub async fn create<C: ConnectionTrait>(db: &C, name: &str) -> Result<(String, a
 }
 
 pub async fn list<C: ConnectionTrait>(db: &C) -> Result<Vec<api_token::Model>, DbErr> {
-    api_token::Entity::find().order_by_asc(api_token::Column::Id).all(db).await
+    api_token::Entity::find()
+        .order_by_asc(api_token::Column::Id)
+        .all(db)
+        .await
 }
 
 /// Marks a token revoked and returns its hash, so callers can drop it from caches at once.
@@ -115,13 +131,19 @@ pub struct Authenticator {
 }
 
 impl Authenticator {
-    pub fn new(db: sea_orm::DatabaseConnection, cache: Option<crate::cache::ResponseCache>) -> Self {
+    pub fn new(
+        db: sea_orm::DatabaseConnection,
+        cache: Option<crate::cache::ResponseCache>,
+    ) -> Self {
         Authenticator { db, cache }
     }
 
     /// No header is an anonymous caller; a header with a bad or revoked token is an error,
     /// whatever the operation, so a client never silently loses its identity.
-    pub async fn authenticate(&self, header: Option<&axum::http::HeaderValue>) -> Result<Principal, ApiError> {
+    pub async fn authenticate(
+        &self,
+        header: Option<&axum::http::HeaderValue>,
+    ) -> Result<Principal, ApiError> {
         let Some(header) = header else {
             return Ok(Principal::Anonymous);
         };
@@ -130,12 +152,20 @@ impl Authenticator {
         if let Some(cache) = &self.cache
             && let Some(token_id) = cache.cached_token(&token_hash).await
         {
-            return Ok(Principal::Token { token_id, token_hash });
+            return Ok(Principal::Token {
+                token_id,
+                token_hash,
+            });
         }
-        let record = find_active(&self.db, &token_hash).await?.ok_or(ApiError::InvalidToken)?;
+        let record = find_active(&self.db, &token_hash)
+            .await?
+            .ok_or(ApiError::InvalidToken)?;
         if let Some(cache) = &self.cache {
             cache.remember_token(&token_hash, record.id).await;
         }
-        Ok(Principal::Token { token_id: record.id, token_hash })
+        Ok(Principal::Token {
+            token_id: record.id,
+            token_hash,
+        })
     }
 }

@@ -13,7 +13,11 @@ use crate::graphql::executor::{Caller, Operation, Transport};
 use crate::http::RequestId;
 
 #[derive(Debug, Parser)]
-#[command(name = "catalog-api", version, about = "A cached GraphQL API for a product catalog")]
+#[command(
+    name = "catalog-api",
+    version,
+    about = "A cached GraphQL API for a product catalog"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub config: Config,
@@ -89,13 +93,29 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             print!("{}", crate::graphql::schema::sdl());
             Ok(())
         }
-        Command::Seed { categories, products } => {
+        Command::Seed {
+            categories,
+            products,
+        } => {
             config.validate().map_err(StartupError::from)?;
-            let db = crate::db::connect(&config, None).await.map_err(StartupError::from)?;
+            let db = crate::db::connect(&config, None)
+                .await
+                .map_err(StartupError::from)?;
             crate::db::migrate(&db).await.map_err(StartupError::from)?;
             let started = Instant::now();
-            seed::seed(&db, SeedPlan { categories, products }).await.map_err(failed)?;
-            eprintln!("seeded {categories} categories and {products} products in {:.2?}", started.elapsed());
+            seed::seed(
+                &db,
+                SeedPlan {
+                    categories,
+                    products,
+                },
+            )
+            .await
+            .map_err(failed)?;
+            eprintln!(
+                "seeded {categories} categories and {products} products in {:.2?}",
+                started.elapsed()
+            );
             Ok(())
         }
         Command::Token(command) => {
@@ -124,17 +144,24 @@ async fn serve(config: Config) -> Result<(), CliError> {
              then send the header  Authorization: Bearer $TOKEN  (GraphiQL: Headers tab)."
         );
     }
-    app.serve(crate::http::shutdown_signal()).await.map_err(failed)
+    app.serve(crate::http::shutdown_signal())
+        .await
+        .map_err(failed)
 }
 
 async fn token(config: Config, command: TokenCommand) -> Result<(), CliError> {
     config.validate().map_err(StartupError::from)?;
-    let db = crate::db::connect(&config, None).await.map_err(StartupError::from)?;
+    let db = crate::db::connect(&config, None)
+        .await
+        .map_err(StartupError::from)?;
     crate::db::migrate(&db).await.map_err(StartupError::from)?;
     match command {
         TokenCommand::Create { name } => {
             let (token, record) = crate::auth::create(&db, &name).await.map_err(failed)?;
-            eprintln!("created token {} ({}); it is shown once:", record.id, record.name);
+            eprintln!(
+                "created token {} ({}); it is shown once:",
+                record.id, record.name
+            );
             println!("{token}");
         }
         TokenCommand::List => {
@@ -143,7 +170,10 @@ async fn token(config: Config, command: TokenCommand) -> Result<(), CliError> {
                     Some(at) => format!("revoked {at}"),
                     None => "active".to_owned(),
                 };
-                eprintln!("{:>5}  {:<30}  created {}  {state}", record.id, record.name, record.created_at);
+                eprintln!(
+                    "{:>5}  {:<30}  created {}  {state}",
+                    record.id, record.name, record.created_at
+                );
             }
         }
         TokenCommand::Revoke { id } => {
@@ -168,19 +198,31 @@ async fn cache(config: Config, command: CacheCommand) -> Result<(), CliError> {
     }
     let state = AppState::build(config).await?;
     let Some(cache) = state.cache.clone() else {
-        return Err(CliError::Failed("the cache is disabled (CATALOG_CACHE_ENABLED=false)".into()));
+        return Err(CliError::Failed(
+            "the cache is disabled (CATALOG_CACHE_ENABLED=false)".into(),
+        ));
     };
     match command {
         CacheCommand::Clear => {
             let deleted = cache.storage().clear().await.map_err(failed)?;
-            eprintln!("deleted {deleted} keys under prefix {:?}", state.config.cache_prefix);
+            eprintln!(
+                "deleted {deleted} keys under prefix {:?}",
+                state.config.cache_prefix
+            );
         }
         CacheCommand::Stats => {
             let stats = cache.storage().stats().await.map_err(failed)?;
-            let (hits, misses, errors) =
-                cache.monitor().day(cache.storage(), chrono::Utc::now().date_naive()).await.map_err(failed)?;
+            let (hits, misses, errors) = cache
+                .monitor()
+                .day(cache.storage(), chrono::Utc::now().date_naive())
+                .await
+                .map_err(failed)?;
             let total = hits + misses;
-            let hit_rate = if total > 0 { hits as f64 / total as f64 * 100.0 } else { 0.0 };
+            let hit_rate = if total > 0 {
+                hits as f64 / total as f64 * 100.0
+            } else {
+                0.0
+            };
             println!(
                 "{}",
                 serde_json::to_string_pretty(&serde_json::json!({
@@ -203,14 +245,27 @@ async fn cache(config: Config, command: CacheCommand) -> Result<(), CliError> {
 }
 
 async fn warm_up(state: &AppState, top: usize, token: Option<String>) -> Result<(), CliError> {
-    let Some(cache) = &state.cache else { return Ok(()) };
+    let Some(cache) = &state.cache else {
+        return Ok(());
+    };
     let mut operations: Vec<(Operation, Principal)> = Vec::new();
     if let Some(path) = &state.config.persisted_only {
         for query in crate::app::load_manifest(path)?.into_values() {
-            operations.push((Operation { query: Some(query), ..Operation::default() }, Principal::Anonymous));
+            operations.push((
+                Operation {
+                    query: Some(query),
+                    ..Operation::default()
+                },
+                Principal::Anonymous,
+            ));
         }
     }
-    for recorded in cache.monitor().top_operations(cache.storage(), top).await.map_err(failed)? {
+    for recorded in cache
+        .monitor()
+        .top_operations(cache.storage(), top)
+        .await
+        .map_err(failed)?
+    {
         let operation = Operation {
             query: Some(recorded.query),
             operation_name: recorded.operation_name,
@@ -220,10 +275,21 @@ async fn warm_up(state: &AppState, top: usize, token: Option<String>) -> Result<
         operations.push((operation, Principal::Anonymous));
     }
     if let Some(token) = token {
-        let header = axum::http::HeaderValue::from_str(&format!("Bearer {token}")).map_err(failed)?;
-        let principal = state.authenticator.authenticate(Some(&header)).await.map_err(failed)?;
+        let header =
+            axum::http::HeaderValue::from_str(&format!("Bearer {token}")).map_err(failed)?;
+        let principal = state
+            .authenticator
+            .authenticate(Some(&header))
+            .await
+            .map_err(failed)?;
         let dashboard = "query DashboardStats { dashboardStats { totalProducts categoriesCount avgPrice productsByCategory { categoryId name productCount } } }";
-        operations.push((Operation { query: Some(dashboard.into()), ..Operation::default() }, principal));
+        operations.push((
+            Operation {
+                query: Some(dashboard.into()),
+                ..Operation::default()
+            },
+            principal,
+        ));
     }
     let started = Instant::now();
     let (mut filled, mut already) = (0, 0);
@@ -245,6 +311,9 @@ async fn warm_up(state: &AppState, top: usize, token: Option<String>) -> Result<
             }
         }
     }
-    eprintln!("warm-up: {filled} entries filled, {already} already cached, in {:.2?}", started.elapsed());
+    eprintln!(
+        "warm-up: {filled} entries filled, {already} already cached, in {:.2?}",
+        started.elapsed()
+    );
     Ok(())
 }

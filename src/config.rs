@@ -18,15 +18,30 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Args)]
 pub struct Config {
     /// Database to serve: SQLite (the embedded default) or PostgreSQL.
-    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://catalog.db?mode=rwc", global = true)]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "sqlite://catalog.db?mode=rwc",
+        global = true
+    )]
     pub database_url: String,
 
     /// Maximum database connections in the pool.
-    #[arg(long, env = "CATALOG_DB_POOL_SIZE", default_value_t = 16, global = true)]
+    #[arg(
+        long,
+        env = "CATALOG_DB_POOL_SIZE",
+        default_value_t = 16,
+        global = true
+    )]
     pub db_pool_size: u32,
 
     /// Address the HTTP server listens on (port 0 picks a free port).
-    #[arg(long, env = "CATALOG_BIND", default_value = "127.0.0.1:8000", global = true)]
+    #[arg(
+        long,
+        env = "CATALOG_BIND",
+        default_value = "127.0.0.1:8000",
+        global = true
+    )]
     pub bind: SocketAddr,
 
     /// Log format: human-readable or one JSON object per line.
@@ -34,7 +49,12 @@ pub struct Config {
     pub log_format: LogFormat,
 
     /// Origins allowed by CORS, comma separated; `*` allows any origin.
-    #[arg(long, env = "CATALOG_CORS_ORIGINS", value_delimiter = ',', global = true)]
+    #[arg(
+        long,
+        env = "CATALOG_CORS_ORIGINS",
+        value_delimiter = ',',
+        global = true
+    )]
     pub cors_origins: Vec<String>,
 
     /// Serve schema introspection (GraphiQL and codegen need it).
@@ -50,7 +70,12 @@ pub struct Config {
     pub max_depth: usize,
 
     /// Highest complexity score a query may have.
-    #[arg(long, env = "CATALOG_MAX_COMPLEXITY", default_value_t = 5_000, global = true)]
+    #[arg(
+        long,
+        env = "CATALOG_MAX_COMPLEXITY",
+        default_value_t = 5_000,
+        global = true
+    )]
     pub max_complexity: usize,
 
     /// Most operations in one batched (JSON array) request.
@@ -66,19 +91,39 @@ pub struct Config {
     pub redis_url: Option<String>,
 
     /// Maximum Redis connections in the pool.
-    #[arg(long, env = "CATALOG_REDIS_POOL_SIZE", default_value_t = 32, global = true)]
+    #[arg(
+        long,
+        env = "CATALOG_REDIS_POOL_SIZE",
+        default_value_t = 32,
+        global = true
+    )]
     pub redis_pool_size: usize,
 
     /// Redis connect timeout in milliseconds.
-    #[arg(long, env = "CATALOG_REDIS_CONNECT_TIMEOUT_MS", default_value_t = 500, global = true)]
+    #[arg(
+        long,
+        env = "CATALOG_REDIS_CONNECT_TIMEOUT_MS",
+        default_value_t = 500,
+        global = true
+    )]
     pub redis_connect_timeout_ms: u64,
 
     /// Redis command timeout in milliseconds; a slower Redis is treated as down.
-    #[arg(long, env = "CATALOG_REDIS_COMMAND_TIMEOUT_MS", default_value_t = 250, global = true)]
+    #[arg(
+        long,
+        env = "CATALOG_REDIS_COMMAND_TIMEOUT_MS",
+        default_value_t = 250,
+        global = true
+    )]
     pub redis_command_timeout_ms: u64,
 
     /// Prefix of every cache key, so the cache can share a Redis with other applications.
-    #[arg(long, env = "CATALOG_CACHE_PREFIX", default_value = "catalog:", global = true)]
+    #[arg(
+        long,
+        env = "CATALOG_CACHE_PREFIX",
+        default_value = "catalog:",
+        global = true
+    )]
     pub cache_prefix: String,
 
     /// Turn the response cache off entirely.
@@ -94,11 +139,21 @@ pub struct Config {
     pub cache_local_bytes: u64,
 
     /// Longest time an entry stays in the in-process first tier, in seconds.
-    #[arg(long, env = "CATALOG_CACHE_LOCAL_TTL_SECS", default_value_t = 5, global = true)]
+    #[arg(
+        long,
+        env = "CATALOG_CACHE_LOCAL_TTL_SECS",
+        default_value_t = 5,
+        global = true
+    )]
     pub cache_local_ttl_secs: u64,
 
     /// Cached values larger than this many bytes are compressed (lz4).
-    #[arg(long, env = "CATALOG_CACHE_COMPRESS_ABOVE", default_value_t = 1024, global = true)]
+    #[arg(
+        long,
+        env = "CATALOG_CACHE_COMPRESS_ABOVE",
+        default_value_t = 1024,
+        global = true
+    )]
     pub cache_compress_above: usize,
 
     /// Honour the `X-Bypass-Cache: 1` request header (benchmarks only; never in production).
@@ -109,8 +164,24 @@ pub struct Config {
     #[arg(long, env = "CATALOG_PERSISTED_ONLY", global = true)]
     pub persisted_only: Option<PathBuf>,
 
+    /// Fault injection for tests: wait this long between executing a query and storing its
+    /// result, so a test can commit a mutation in between. Never set in production.
+    #[arg(
+        long,
+        env = "CATALOG_FAULT_FILL_DELAY_MS",
+        default_value_t = 0,
+        hide = true,
+        global = true
+    )]
+    pub fault_fill_delay_ms: u64,
+
     /// Seconds a validated bearer token is remembered by the cache.
-    #[arg(long, env = "CATALOG_TOKEN_CACHE_SECS", default_value_t = 300, global = true)]
+    #[arg(
+        long,
+        env = "CATALOG_TOKEN_CACHE_SECS",
+        default_value_t = 300,
+        global = true
+    )]
     pub token_cache_secs: u64,
 }
 
@@ -142,7 +213,10 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), ConfigError> {
         let url = self.database_url.as_str();
-        if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
             return Err(ConfigError::DatabaseUrl(redact(url)));
         }
         if let Some(redis) = &self.redis_url
@@ -190,7 +264,12 @@ pub fn redact(url: &str) -> String {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
             let credentials = &url[scheme_end + 3..at];
             match credentials.find(':') {
-                Some(colon) => format!("{}{}:***{}", &url[..scheme_end + 3], &credentials[..colon], &url[at..]),
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme_end + 3],
+                    &credentials[..colon],
+                    &url[at..]
+                ),
                 None => url.to_owned(),
             }
         }

@@ -48,7 +48,9 @@ pub mod codes {
 impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
-            ApiError::BadUserInput(_) | ApiError::PersistedQueryHashMismatch => codes::BAD_USER_INPUT,
+            ApiError::BadUserInput(_) | ApiError::PersistedQueryHashMismatch => {
+                codes::BAD_USER_INPUT
+            }
             ApiError::NotFound(_) => codes::NOT_FOUND,
             ApiError::Unauthenticated | ApiError::InvalidToken => codes::UNAUTHENTICATED,
             ApiError::Conflict(_) => codes::CONFLICT,
@@ -61,13 +63,14 @@ impl ApiError {
     pub fn bad_input(message: impl Into<String>) -> Self {
         ApiError::BadUserInput(message.into())
     }
-
 }
 
 impl From<DbErr> for ApiError {
     fn from(error: DbErr) -> Self {
         match error.sql_err() {
-            Some(SqlErr::UniqueConstraintViolation(_)) => ApiError::Conflict("a record with this value already exists".into()),
+            Some(SqlErr::UniqueConstraintViolation(_)) => {
+                ApiError::Conflict("a record with this value already exists".into())
+            }
             Some(SqlErr::ForeignKeyConstraintViolation(_)) => {
                 ApiError::Conflict("the record is referenced by other records".into())
             }

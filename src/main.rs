@@ -1,7 +1,7 @@
 //! The `catalog-api` binary: parse the command line, set up logging, run the subcommand.
 
-use clap::Parser;
 use catalog_api::cli::{self, Cli};
+use clap::Parser;
 
 #[tokio::main]
 async fn main() {

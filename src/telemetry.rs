@@ -22,10 +22,16 @@ use crate::config::LogFormat;
 pub fn init_tracing(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,sea_orm=warn,tower_http=info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _already_installed = match format {
         LogFormat::Pretty => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .try_init(),
     };
 }
 
@@ -76,7 +82,9 @@ impl Metrics {
         let mut registry = Registry::default();
         let requests = Family::<OperationLabels, Counter>::default();
         let request_seconds =
-            Family::<OperationLabels, Histogram, fn() -> Histogram>::new_with_constructor(latency_histogram as fn() -> Histogram);
+            Family::<OperationLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram as fn() -> Histogram,
+            );
         let errors = Family::<CodeLabels, Counter>::default();
         let db_statements = Counter::default();
         let cache_hits = Counter::default();
@@ -90,20 +98,76 @@ impl Metrics {
         let redis_pool_size = Gauge::<i64, AtomicI64>::default();
         let redis_pool_available = Gauge::<i64, AtomicI64>::default();
 
-        registry.register("catalog_graphql_requests", "GraphQL operations served, by operation and cache outcome", requests.clone());
-        registry.register("catalog_graphql_request_seconds", "GraphQL operation latency, by operation and cache outcome", request_seconds.clone());
-        registry.register("catalog_graphql_errors", "GraphQL errors returned, by extensions.code", errors.clone());
-        registry.register("catalog_db_statements", "SQL statements executed", db_statements.clone());
-        registry.register("catalog_cache_hits", "Responses served from the response cache", cache_hits.clone());
-        registry.register("catalog_cache_misses", "Cacheable responses that had to be executed", cache_misses.clone());
-        registry.register("catalog_cache_bypasses", "Responses that skipped the cache (mutations, private without token, bypass header)", cache_bypasses.clone());
-        registry.register("catalog_cache_errors", "Cache backend errors and timeouts (requests still succeed)", cache_errors.clone());
-        registry.register("catalog_cache_fills", "Responses stored in the cache", cache_fills.clone());
-        registry.register("catalog_cache_invalidations", "Tags invalidated by committed mutations", cache_invalidations.clone());
-        registry.register("catalog_cache_evictions", "Entries evicted from the in-process cache for capacity", cache_evictions.clone());
-        registry.register("catalog_redis_command_seconds", "Redis round-trip latency", redis_seconds.clone());
-        registry.register("catalog_redis_pool_size", "Redis connections open", redis_pool_size.clone());
-        registry.register("catalog_redis_pool_available", "Redis connections idle in the pool", redis_pool_available.clone());
+        registry.register(
+            "catalog_graphql_requests",
+            "GraphQL operations served, by operation and cache outcome",
+            requests.clone(),
+        );
+        registry.register(
+            "catalog_graphql_request_seconds",
+            "GraphQL operation latency, by operation and cache outcome",
+            request_seconds.clone(),
+        );
+        registry.register(
+            "catalog_graphql_errors",
+            "GraphQL errors returned, by extensions.code",
+            errors.clone(),
+        );
+        registry.register(
+            "catalog_db_statements",
+            "SQL statements executed",
+            db_statements.clone(),
+        );
+        registry.register(
+            "catalog_cache_hits",
+            "Responses served from the response cache",
+            cache_hits.clone(),
+        );
+        registry.register(
+            "catalog_cache_misses",
+            "Cacheable responses that had to be executed",
+            cache_misses.clone(),
+        );
+        registry.register(
+            "catalog_cache_bypasses",
+            "Responses that skipped the cache (mutations, private without token, bypass header)",
+            cache_bypasses.clone(),
+        );
+        registry.register(
+            "catalog_cache_errors",
+            "Cache backend errors and timeouts (requests still succeed)",
+            cache_errors.clone(),
+        );
+        registry.register(
+            "catalog_cache_fills",
+            "Responses stored in the cache",
+            cache_fills.clone(),
+        );
+        registry.register(
+            "catalog_cache_invalidations",
+            "Tags invalidated by committed mutations",
+            cache_invalidations.clone(),
+        );
+        registry.register(
+            "catalog_cache_evictions",
+            "Entries evicted from the in-process cache for capacity",
+            cache_evictions.clone(),
+        );
+        registry.register(
+            "catalog_redis_command_seconds",
+            "Redis round-trip latency",
+            redis_seconds.clone(),
+        );
+        registry.register(
+            "catalog_redis_pool_size",
+            "Redis connections open",
+            redis_pool_size.clone(),
+        );
+        registry.register(
+            "catalog_redis_pool_available",
+            "Redis connections idle in the pool",
+            redis_pool_available.clone(),
+        );
 
         Metrics {
             registry,
@@ -128,7 +192,9 @@ impl Metrics {
     /// The label for a client-chosen operation name: itself while few names are known.
     pub fn operation_label(&self, name: Option<&str>) -> String {
         let Some(name) = name.filter(|name| {
-            !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+            !name.is_empty()
+                && name.len() <= 64
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
         }) else {
             return "anonymous".to_owned();
         };
@@ -142,13 +208,20 @@ impl Metrics {
     }
 
     pub fn record_request(&self, operation: String, cache: &str, seconds: f64) {
-        let labels = OperationLabels { operation, cache: cache.to_owned() };
+        let labels = OperationLabels {
+            operation,
+            cache: cache.to_owned(),
+        };
         self.requests.get_or_create(&labels).inc();
         self.request_seconds.get_or_create(&labels).observe(seconds);
     }
 
     pub fn record_error(&self, code: &str) {
-        self.errors.get_or_create(&CodeLabels { code: code.to_owned() }).inc();
+        self.errors
+            .get_or_create(&CodeLabels {
+                code: code.to_owned(),
+            })
+            .inc();
     }
 
     pub fn render(&self) -> String {

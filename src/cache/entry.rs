@@ -34,22 +34,31 @@ impl Entry {
             out.extend_from_slice(tag.as_bytes());
         }
         out.push(b'\n');
-        out.extend_from_slice(format!("{} {} {}\n", self.etag, u8::from(compressed), self.max_age).as_bytes());
+        out.extend_from_slice(
+            format!("{} {} {}\n", self.etag, u8::from(compressed), self.max_age).as_bytes(),
+        );
         out.extend_from_slice(&payload);
         out
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Entry, DecodeError> {
         let (seq, tags, rest) = split_header(bytes)?;
-        let newline = rest.iter().position(|byte| *byte == b'\n').ok_or(DecodeError("no second header"))?;
-        let meta = std::str::from_utf8(&rest[..newline]).map_err(|_| DecodeError("header is not UTF-8"))?;
+        let newline = rest
+            .iter()
+            .position(|byte| *byte == b'\n')
+            .ok_or(DecodeError("no second header"))?;
+        let meta = std::str::from_utf8(&rest[..newline])
+            .map_err(|_| DecodeError("header is not UTF-8"))?;
         let mut fields = meta.split(' ');
-        let (Some(etag), Some(flag), Some(max_age)) = (fields.next(), fields.next(), fields.next()) else {
+        let (Some(etag), Some(flag), Some(max_age)) = (fields.next(), fields.next(), fields.next())
+        else {
             return Err(DecodeError("short second header"));
         };
         let payload = &rest[newline + 1..];
         let body = match flag {
-            "1" => Bytes::from(lz4_flex::decompress_size_prepended(payload).map_err(|_| DecodeError("bad lz4"))?),
+            "1" => Bytes::from(
+                lz4_flex::decompress_size_prepended(payload).map_err(|_| DecodeError("bad lz4"))?,
+            ),
             "0" => Bytes::copy_from_slice(payload),
             _ => return Err(DecodeError("bad compression flag")),
         };
@@ -65,11 +74,25 @@ impl Entry {
 
 /// The fill sequence and tags of an encoded entry, without decoding its body.
 pub fn split_header(bytes: &[u8]) -> Result<(u64, Vec<String>, &[u8]), DecodeError> {
-    let newline = bytes.iter().position(|byte| *byte == b'\n').ok_or(DecodeError("no header"))?;
-    let header = std::str::from_utf8(&bytes[..newline]).map_err(|_| DecodeError("header is not UTF-8"))?;
+    let newline = bytes
+        .iter()
+        .position(|byte| *byte == b'\n')
+        .ok_or(DecodeError("no header"))?;
+    let header =
+        std::str::from_utf8(&bytes[..newline]).map_err(|_| DecodeError("header is not UTF-8"))?;
     let mut words = header.split(' ');
-    let seq = words.next().and_then(|word| word.parse().ok()).ok_or(DecodeError("bad sequence"))?;
-    Ok((seq, words.filter(|word| !word.is_empty()).map(str::to_owned).collect(), &bytes[newline + 1..]))
+    let seq = words
+        .next()
+        .and_then(|word| word.parse().ok())
+        .ok_or(DecodeError("bad sequence"))?;
+    Ok((
+        seq,
+        words
+            .filter(|word| !word.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        &bytes[newline + 1..],
+    ))
 }
 
 #[cfg(test)]
@@ -89,6 +112,9 @@ mod tests {
             let encoded = entry.encode(threshold);
             assert_eq!(Entry::decode(&encoded).expect("decodes"), entry);
         }
-        assert!(entry.encode(0).len() < entry.body.len() / 4, "repetitive JSON compresses");
+        assert!(
+            entry.encode(0).len() < entry.body.len() / 4,
+            "repetitive JSON compresses"
+        );
     }
 }

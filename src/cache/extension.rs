@@ -16,13 +16,25 @@ pub struct ExecutionFacts {
 }
 
 impl ExecutionFacts {
+    /// The name of the document's only operation, when it has exactly one and it is named.
+    pub fn single_operation_name(&self) -> Option<String> {
+        let operations = self.operations.lock();
+        match operations.as_slice() {
+            [(name, _)] => name.clone(),
+            _ => None,
+        }
+    }
+
     /// The type of the operation that `operation_name` selects, once the document parsed.
     pub fn operation_type(&self, operation_name: Option<&str>) -> Option<OperationType> {
         let operations = self.operations.lock();
         match operation_name {
             None if operations.len() == 1 => operations.first().map(|(_, kind)| *kind),
             None => None,
-            Some(name) => operations.iter().find(|(candidate, _)| candidate.as_deref() == Some(name)).map(|(_, kind)| *kind),
+            Some(name) => operations
+                .iter()
+                .find(|(candidate, _)| candidate.as_deref() == Some(name))
+                .map(|(_, kind)| *kind),
         }
     }
 }

@@ -19,7 +19,12 @@ pub fn document_hash(query: &str) -> String {
     hex::encode(Sha256::digest(query.as_bytes()))
 }
 
-pub fn response_key(document: &str, operation_name: Option<&str>, variables: &Value, scope: &Scope) -> String {
+pub fn response_key(
+    document: &str,
+    operation_name: Option<&str>,
+    variables: &Value,
+    scope: &Scope,
+) -> String {
     let mut hasher = Sha256::new();
     hasher.update(KEY_VERSION);
     hasher.update([0]);
@@ -75,11 +80,45 @@ mod tests {
     #[test]
     fn variable_key_order_does_not_matter_but_values_and_scope_do() {
         let document = document_hash("query { products { totalCount } }");
-        let a = response_key(&document, None, &json!({"a": 1, "b": {"x": 1, "y": 2}}), &Scope::Public);
-        let b = response_key(&document, None, &json!({"b": {"y": 2, "x": 1}, "a": 1}), &Scope::Public);
+        let a = response_key(
+            &document,
+            None,
+            &json!({"a": 1, "b": {"x": 1, "y": 2}}),
+            &Scope::Public,
+        );
+        let b = response_key(
+            &document,
+            None,
+            &json!({"b": {"y": 2, "x": 1}, "a": 1}),
+            &Scope::Public,
+        );
         assert_eq!(a, b);
-        assert_ne!(a, response_key(&document, None, &json!({"a": 2, "b": {"x": 1, "y": 2}}), &Scope::Public));
-        assert_ne!(a, response_key(&document, None, &json!({"a": 1, "b": {"x": 1, "y": 2}}), &Scope::Private("t".into())));
-        assert_ne!(a, response_key(&document, Some("Op"), &json!({"a": 1, "b": {"x": 1, "y": 2}}), &Scope::Public));
+        assert_ne!(
+            a,
+            response_key(
+                &document,
+                None,
+                &json!({"a": 2, "b": {"x": 1, "y": 2}}),
+                &Scope::Public
+            )
+        );
+        assert_ne!(
+            a,
+            response_key(
+                &document,
+                None,
+                &json!({"a": 1, "b": {"x": 1, "y": 2}}),
+                &Scope::Private("t".into())
+            )
+        );
+        assert_ne!(
+            a,
+            response_key(
+                &document,
+                Some("Op"),
+                &json!({"a": 1, "b": {"x": 1, "y": 2}}),
+                &Scope::Public
+            )
+        );
     }
 }

@@ -39,7 +39,9 @@ pub struct Policy {
 pub enum CacheLookup {
     Hit(Entry),
     /// Not cached; a fill must record this sequence.
-    Miss { seq: u64 },
+    Miss {
+        seq: u64,
+    },
     /// The backend is unavailable: execute without caching.
     Unavailable,
 }
@@ -67,7 +69,12 @@ pub struct ResponseCache {
 impl ResponseCache {
     /// `token_ttl` is `None` when validated tokens must not be cached (an in-process backend
     /// cannot hear about a revocation made by another process).
-    pub fn new(storage: GuardedStorage, metrics: Arc<Metrics>, compress_above: usize, token_ttl: Option<Duration>) -> Self {
+    pub fn new(
+        storage: GuardedStorage,
+        metrics: Arc<Metrics>,
+        compress_above: usize,
+        token_ttl: Option<Duration>,
+    ) -> Self {
         let cache = ResponseCache {
             inner: Arc::new(Inner {
                 storage,
@@ -115,11 +122,16 @@ impl ResponseCache {
     }
 
     pub fn policy(&self, document: &str, operation_name: Option<&str>) -> Option<Policy> {
-        self.inner.policies.get(&(document.to_owned(), operation_name.map(str::to_owned)))
+        self.inner
+            .policies
+            .get(&(document.to_owned(), operation_name.map(str::to_owned)))
     }
 
     pub fn learn_policy(&self, document: &str, operation_name: Option<&str>, policy: Policy) {
-        self.inner.policies.insert((document.to_owned(), operation_name.map(str::to_owned)), policy);
+        self.inner.policies.insert(
+            (document.to_owned(), operation_name.map(str::to_owned)),
+            policy,
+        );
     }
 
     fn reads_allowed(&self) -> bool {
@@ -154,12 +166,23 @@ impl ResponseCache {
         }
     }
 
-    /// The sequence to record for a fill whose key is not known before execution.
+    /// The sequence to record for a fill whose key is not known before execution (the
+    /// first request for a document): counted as a miss.
     pub async fn sequence(&self) -> Option<u64> {
         if !self.reads_allowed() {
+            self.record(Outcome::Error);
             return None;
         }
-        self.inner.storage.sequence().await.ok()
+        match self.inner.storage.sequence().await {
+            Ok(seq) => {
+                self.record(Outcome::Miss);
+                Some(seq)
+            }
+            Err(_) => {
+                self.record(Outcome::Error);
+                None
+            }
+        }
     }
 
     fn record(&self, outcome: Outcome) {
@@ -176,7 +199,15 @@ impl ResponseCache {
     }
 
     /// Stores a successful result; errors are logged by the storage guard and ignored.
-    pub async fn fill(&self, key: &str, seq: u64, tags: &[Tag], body: Bytes, etag: String, policy: Policy) {
+    pub async fn fill(
+        &self,
+        key: &str,
+        seq: u64,
+        tags: &[Tag],
+        body: Bytes,
+        etag: String,
+        policy: Policy,
+    ) {
         let entry = Entry {
             seq,
             tags: tags.iter().map(Tag::key).collect(),
@@ -185,7 +216,13 @@ impl ResponseCache {
             body,
         };
         let ttl = Duration::from_secs(u64::from(policy.max_age)).min(MAX_TTL);
-        if self.inner.storage.store(key, entry.encode(self.inner.compress_above), ttl).await.is_ok() {
+        if self
+            .inner
+            .storage
+            .store(key, entry.encode(self.inner.compress_above), ttl)
+            .await
+            .is_ok()
+        {
             self.inner.metrics.cache_fills.inc();
         }
     }
@@ -196,15 +233,27 @@ impl ResponseCache {
             return;
         }
         let tags: Vec<String> = changes.tags().map(Tag::key).collect();
-        self.inner.metrics.cache_invalidations.inc_by(tags.len() as u64);
+        self.inner
+            .metrics
+            .cache_invalidations
+            .inc_by(tags.len() as u64);
         if self.inner.storage.invalidate(&tags).await.is_err() {
-            tracing::warn!(tags = tags.len(), "invalidation deferred until the cache backend answers");
+            tracing::warn!(
+                tags = tags.len(),
+                "invalidation deferred until the cache backend answers"
+            );
             self.inner.pending_invalidations.lock().extend(tags);
         }
     }
 
     async fn replay_invalidations(&self) {
-        let pending: Vec<String> = self.inner.pending_invalidations.lock().iter().cloned().collect();
+        let pending: Vec<String> = self
+            .inner
+            .pending_invalidations
+            .lock()
+            .iter()
+            .cloned()
+            .collect();
         if pending.is_empty() {
             return;
         }
@@ -232,30 +281,59 @@ impl ResponseCache {
     // Persisted queries live in the backend, so every instance knows every registered hash.
 
     pub async fn persisted_query(&self, hash: &str) -> Option<String> {
-        let bytes = self.inner.storage.get(&format!("apq:{hash}")).await.ok()??;
+        let bytes = self
+            .inner
+            .storage
+            .get(&format!("apq:{hash}"))
+            .await
+            .ok()??;
         String::from_utf8(bytes).ok()
     }
 
     pub async fn register_persisted_query(&self, hash: &str, query: &str) {
-        let _ = self.inner.storage.set(&format!("apq:{hash}"), query.as_bytes().to_vec(), PERSISTED_QUERY_TTL).await;
+        let _ = self
+            .inner
+            .storage
+            .set(
+                &format!("apq:{hash}"),
+                query.as_bytes().to_vec(),
+                PERSISTED_QUERY_TTL,
+            )
+            .await;
     }
 
     // Validated tokens: only the hash is a key, and revocation deletes it at once.
 
     pub async fn cached_token(&self, token_hash: &str) -> Option<i32> {
         self.inner.token_ttl?;
-        let bytes = self.inner.storage.get(&format!("token:{token_hash}")).await.ok()??;
+        let bytes = self
+            .inner
+            .storage
+            .get(&format!("token:{token_hash}"))
+            .await
+            .ok()??;
         std::str::from_utf8(&bytes).ok()?.parse().ok()
     }
 
     pub async fn remember_token(&self, token_hash: &str, token_id: i32) {
         if let Some(ttl) = self.inner.token_ttl {
-            let _ = self.inner.storage.set(&format!("token:{token_hash}"), token_id.to_string().into_bytes(), ttl).await;
+            let _ = self
+                .inner
+                .storage
+                .set(
+                    &format!("token:{token_hash}"),
+                    token_id.to_string().into_bytes(),
+                    ttl,
+                )
+                .await;
         }
     }
 
     pub async fn forget_token(&self, token_hash: &str) -> Result<(), StorageError> {
-        self.inner.storage.delete(&format!("token:{token_hash}")).await
+        self.inner
+            .storage
+            .delete(&format!("token:{token_hash}"))
+            .await
     }
 }
 
@@ -268,7 +346,8 @@ pub fn from_config(
     if !config.cache_enabled {
         return Ok(None);
     }
-    let (storage, pool, token_ttl): (Arc<dyn storage::CacheStorage>, _, _) = match &config.redis_url {
+    let (storage, pool, token_ttl): (Arc<dyn storage::CacheStorage>, _, _) = match &config.redis_url
+    {
         Some(url) => {
             let redis = storage::redis::RedisStorage::new(
                 url,
@@ -278,13 +357,39 @@ pub fn from_config(
                 TAG_TTL,
             )?;
             let pool = redis.pool().clone();
-            (Arc::new(redis), Some(pool), Some(Duration::from_secs(config.token_cache_secs)))
+            let storage: Arc<dyn storage::CacheStorage> = if config.cache_local_tier {
+                Arc::new(storage::tiered::TieredStorage::new(
+                    redis,
+                    url,
+                    config.cache_local_bytes,
+                    Duration::from_secs(config.cache_local_ttl_secs.max(1)),
+                    TAG_TTL,
+                )?)
+            } else {
+                Arc::new(redis)
+            };
+            (
+                storage,
+                Some(pool),
+                Some(Duration::from_secs(config.token_cache_secs)),
+            )
         }
         None => {
-            let memory = storage::memory::MemoryStorage::new(config.cache_local_bytes, TAG_TTL, Some(Arc::clone(&metrics)));
+            let memory = storage::memory::MemoryStorage::new(
+                config.cache_local_bytes,
+                TAG_TTL,
+                Some(Arc::clone(&metrics)),
+            );
             (Arc::new(memory), None, None)
         }
     };
-    let guarded = GuardedStorage::new(storage, config.redis_command_timeout(), Arc::clone(&metrics));
-    Ok(Some((ResponseCache::new(guarded, metrics, config.cache_compress_above, token_ttl), pool)))
+    let guarded = GuardedStorage::new(
+        storage,
+        config.redis_command_timeout(),
+        Arc::clone(&metrics),
+    );
+    Ok(Some((
+        ResponseCache::new(guarded, metrics, config.cache_compress_above, token_ttl),
+        pool,
+    )))
 }

@@ -59,11 +59,21 @@ impl Monitor {
             Outcome::Miss => "misses",
             Outcome::Error => "errors",
         };
-        *self.buffer.lock().outcomes.entry((Utc::now().date_naive(), name)).or_default() += 1;
+        *self
+            .buffer
+            .lock()
+            .outcomes
+            .entry((Utc::now().date_naive(), name))
+            .or_default() += 1;
     }
 
     pub fn record_execution(&self, operation: &str, milliseconds: f64) {
-        self.buffer.lock().samples.entry(format!("perf:{operation}")).or_default().push(milliseconds);
+        self.buffer
+            .lock()
+            .samples
+            .entry(format!("perf:{operation}"))
+            .or_default()
+            .push(milliseconds);
     }
 
     pub fn record_operation(&self, id: String, operation: RecordedOperation) {
@@ -75,17 +85,30 @@ impl Monitor {
     /// Writes buffered numbers to the backend; on failure they are kept for the next flush.
     pub async fn flush(&self, storage: &GuardedStorage) -> Result<(), StorageError> {
         let buffer = std::mem::take(&mut *self.buffer.lock());
-        let counters: Vec<(String, i64)> =
-            buffer.outcomes.iter().map(|((date, name), count)| (outcome_key(*date, name), *count)).collect();
-        let samples: Vec<(String, Vec<f64>)> = buffer.samples.iter().map(|(key, values)| (key.clone(), values.clone())).collect();
-        let ranking: Vec<(String, f64)> = buffer.ranking.iter().map(|(key, score)| (key.clone(), *score)).collect();
+        let counters: Vec<(String, i64)> = buffer
+            .outcomes
+            .iter()
+            .map(|((date, name), count)| (outcome_key(*date, name), *count))
+            .collect();
+        let samples: Vec<(String, Vec<f64>)> = buffer
+            .samples
+            .iter()
+            .map(|(key, values)| (key.clone(), values.clone()))
+            .collect();
+        let ranking: Vec<(String, f64)> = buffer
+            .ranking
+            .iter()
+            .map(|(key, score)| (key.clone(), *score))
+            .collect();
         let result = async {
             storage.add_counters(&counters, DAY_COUNTER_TTL).await?;
             storage.push_samples(&samples, SAMPLES_KEPT).await?;
             storage.rank_add(RANKING_KEY, &ranking).await?;
             for (id, operation) in &buffer.documents {
                 let json = serde_json::to_vec(operation).unwrap_or_default();
-                storage.set(&format!("ops:doc:{id}"), json, OPERATION_DOC_TTL).await?;
+                storage
+                    .set(&format!("ops:doc:{id}"), json, OPERATION_DOC_TTL)
+                    .await?;
             }
             Ok(())
         }
@@ -99,17 +122,36 @@ impl Monitor {
         result
     }
 
-    pub async fn day(&self, storage: &GuardedStorage, date: NaiveDate) -> Result<(i64, i64, i64), StorageError> {
-        let keys: Vec<String> = ["hits", "misses", "errors"].iter().map(|name| outcome_key(date, name)).collect();
+    pub async fn day(
+        &self,
+        storage: &GuardedStorage,
+        date: NaiveDate,
+    ) -> Result<(i64, i64, i64), StorageError> {
+        let keys: Vec<String> = ["hits", "misses", "errors"]
+            .iter()
+            .map(|name| outcome_key(date, name))
+            .collect();
         let values = storage.counters(&keys).await?;
-        Ok((values.first().copied().unwrap_or(0), values.get(1).copied().unwrap_or(0), values.get(2).copied().unwrap_or(0)))
+        Ok((
+            values.first().copied().unwrap_or(0),
+            values.get(1).copied().unwrap_or(0),
+            values.get(2).copied().unwrap_or(0),
+        ))
     }
 
-    pub async fn samples(&self, storage: &GuardedStorage, operation: &str) -> Result<Vec<f64>, StorageError> {
+    pub async fn samples(
+        &self,
+        storage: &GuardedStorage,
+        operation: &str,
+    ) -> Result<Vec<f64>, StorageError> {
         storage.samples(&format!("perf:{operation}")).await
     }
 
-    pub async fn top_operations(&self, storage: &GuardedStorage, count: usize) -> Result<Vec<RecordedOperation>, StorageError> {
+    pub async fn top_operations(
+        &self,
+        storage: &GuardedStorage,
+        count: usize,
+    ) -> Result<Vec<RecordedOperation>, StorageError> {
         let ids = storage.rank_top(RANKING_KEY, count).await?;
         let mut operations = Vec::with_capacity(ids.len());
         for id in ids {
@@ -162,7 +204,16 @@ mod tests {
     #[test]
     fn percentiles_use_nearest_rank() {
         let summary = summarize((1..=100).map(f64::from).collect()).expect("samples");
-        assert_eq!((summary.min, summary.max, summary.p50, summary.p95, summary.p99), (1.0, 100.0, 50.0, 95.0, 99.0));
+        assert_eq!(
+            (
+                summary.min,
+                summary.max,
+                summary.p50,
+                summary.p95,
+                summary.p99
+            ),
+            (1.0, 100.0, 50.0, 95.0, 99.0)
+        );
         assert_eq!(summary.avg, 50.5);
         assert!(summarize(Vec::new()).is_none());
     }

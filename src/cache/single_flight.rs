@@ -19,14 +19,20 @@ pub struct SingleFlight<T: Clone + Send + Sync + 'static> {
 
 impl<T: Clone + Send + Sync + 'static> Default for SingleFlight<T> {
     fn default() -> Self {
-        SingleFlight { flights: Arc::new(Mutex::new(HashMap::new())) }
+        SingleFlight {
+            flights: Arc::new(Mutex::new(HashMap::new())),
+        }
     }
 }
 
 impl<T: Clone + Send + Sync + 'static> SingleFlight<T> {
     /// Runs `work` unless a run for `key` is in flight, and returns that run's result.
     /// `None` only if the work panicked.
-    pub async fn run(&self, key: String, work: impl Future<Output = T> + Send + 'static) -> Option<T> {
+    pub async fn run(
+        &self,
+        key: String,
+        work: impl Future<Output = T> + Send + 'static,
+    ) -> Option<T> {
         let flight = {
             let mut flights = self.flights.lock();
             match flights.get(&key) {

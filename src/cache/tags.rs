@@ -75,15 +75,19 @@ impl TagSet {
         let all_products = self.tags.contains(&Tag::AllProducts);
         let categories = self.tags.contains(&Tag::Categories);
         let category_of = |product_id: i32| {
-            self.product_categories.iter().find(|(id, _)| *id == product_id).map(|(_, category)| *category)
+            self.product_categories
+                .iter()
+                .find(|(id, _)| *id == product_id)
+                .map(|(_, category)| *category)
         };
         self.tags
             .iter()
             .copied()
             .filter(|tag| match tag {
                 Tag::Product(id) => {
-                    let covered_by_category = category_of(*id)
-                        .is_some_and(|category| self.tags.contains(&Tag::CategoryProducts(category)));
+                    let covered_by_category = category_of(*id).is_some_and(|category| {
+                        self.tags.contains(&Tag::CategoryProducts(category))
+                    });
                     !(all_products || covered_by_category)
                 }
                 Tag::Category(id) => {
@@ -103,7 +107,12 @@ pub struct Changes {
 
 impl Changes {
     /// A product was created, updated or deleted; it was in `before` and is now in `after`.
-    pub fn product(&mut self, product_id: i32, before: Option<i32>, after: Option<i32>) -> &mut Self {
+    pub fn product(
+        &mut self,
+        product_id: i32,
+        before: Option<i32>,
+        after: Option<i32>,
+    ) -> &mut Self {
         self.tags.insert(Tag::Product(product_id));
         self.tags.insert(Tag::AllProducts);
         for category in [before, after].into_iter().flatten() {
@@ -160,6 +169,9 @@ mod tests {
         let recorder = TagRecorder::default();
         recorder.record_product(42, Some(7));
         recorder.record(Tag::Category(7));
-        assert_eq!(recorder.take().normalized(), vec![Tag::Product(42), Tag::Category(7)]);
+        assert_eq!(
+            recorder.take().normalized(),
+            vec![Tag::Product(42), Tag::Category(7)]
+        );
     }
 }

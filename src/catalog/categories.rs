@@ -3,8 +3,8 @@
 use std::collections::BTreeSet;
 
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, Set, SqlErr,
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect, Set, SqlErr,
 };
 
 use super::CategoryName;
@@ -12,11 +12,17 @@ use super::products::now;
 use crate::entities::{category, product};
 use crate::error::{ApiError, ApiResult};
 
-pub async fn find_by_ids<C: ConnectionTrait>(db: &C, ids: &[i32]) -> Result<Vec<category::Model>, DbErr> {
+pub async fn find_by_ids<C: ConnectionTrait>(
+    db: &C,
+    ids: &[i32],
+) -> Result<Vec<category::Model>, DbErr> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    category::Entity::find().filter(category::Column::Id.is_in(ids.iter().copied())).all(db).await
+    category::Entity::find()
+        .filter(category::Column::Id.is_in(ids.iter().copied()))
+        .all(db)
+        .await
 }
 
 pub async fn existing_ids<C: ConnectionTrait>(db: &C, ids: &[i32]) -> Result<BTreeSet<i32>, DbErr> {
@@ -34,12 +40,17 @@ pub async fn existing_ids<C: ConnectionTrait>(db: &C, ids: &[i32]) -> Result<BTr
 }
 
 pub async fn all<C: ConnectionTrait>(db: &C) -> Result<Vec<category::Model>, DbErr> {
-    category::Entity::find().order_by_asc(category::Column::Id).all(db).await
+    category::Entity::find()
+        .order_by_asc(category::Column::Id)
+        .all(db)
+        .await
 }
 
 fn name_conflict(name: &str, error: DbErr) -> ApiError {
     match error.sql_err() {
-        Some(SqlErr::UniqueConstraintViolation(_)) => ApiError::Conflict(format!("a category named {name:?} already exists")),
+        Some(SqlErr::UniqueConstraintViolation(_)) => {
+            ApiError::Conflict(format!("a category named {name:?} already exists"))
+        }
         _ => error.into(),
     }
 }
@@ -53,10 +64,17 @@ pub async fn create<C: ConnectionTrait>(db: &C, name: CategoryName) -> ApiResult
         updated_at: Set(now),
         ..Default::default()
     };
-    category::Entity::insert(row).exec_with_returning(db).await.map_err(|error| name_conflict(&name, error))
+    category::Entity::insert(row)
+        .exec_with_returning(db)
+        .await
+        .map_err(|error| name_conflict(&name, error))
 }
 
-pub async fn update<C: ConnectionTrait>(db: &C, id: i32, name: CategoryName) -> ApiResult<category::Model> {
+pub async fn update<C: ConnectionTrait>(
+    db: &C,
+    id: i32,
+    name: CategoryName,
+) -> ApiResult<category::Model> {
     let existing = category::Entity::find_by_id(id)
         .one(db)
         .await?
@@ -65,7 +83,10 @@ pub async fn update<C: ConnectionTrait>(db: &C, id: i32, name: CategoryName) -> 
     let mut active = existing.into_active_model();
     active.name = Set(name.clone());
     active.updated_at = Set(now());
-    category::Entity::update(active).exec(db).await.map_err(|error| name_conflict(&name, error))
+    category::Entity::update(active)
+        .exec(db)
+        .await
+        .map_err(|error| name_conflict(&name, error))
 }
 
 /// Deletes an empty category; one that still has products is refused, not cascaded.
@@ -74,7 +95,10 @@ pub async fn delete<C: ConnectionTrait>(db: &C, id: i32) -> ApiResult<category::
         .one(db)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("category {id} does not exist")))?;
-    let products = product::Entity::find().filter(product::Column::CategoryId.eq(id)).count(db).await?;
+    let products = product::Entity::find()
+        .filter(product::Column::CategoryId.eq(id))
+        .count(db)
+        .await?;
     if products > 0 {
         return Err(ApiError::Conflict(format!(
             "category {id} still has {products} product(s); move or delete them first"

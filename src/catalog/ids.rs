@@ -11,7 +11,10 @@ impl EntityId {
     pub fn parse(id: &ID) -> ApiResult<Self> {
         match id.as_str().trim().parse::<i32>() {
             Ok(value) if value > 0 => Ok(EntityId(value)),
-            _ => Err(ApiError::bad_input(format!("malformed ID {:?}: expected a positive integer", id.as_str()))),
+            _ => Err(ApiError::bad_input(format!(
+                "malformed ID {:?}: expected a positive integer",
+                id.as_str()
+            ))),
         }
     }
 

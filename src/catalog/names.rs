@@ -14,7 +14,9 @@ fn validated(kind: &str, value: &str, max_chars: usize) -> ApiResult<String> {
         )));
     }
     if trimmed.chars().any(char::is_control) {
-        return Err(ApiError::bad_input(format!("{kind} must not contain control characters")));
+        return Err(ApiError::bad_input(format!(
+            "{kind} must not contain control characters"
+        )));
     }
     Ok(trimmed.to_owned())
 }
@@ -57,7 +59,10 @@ mod tests {
 
     #[test]
     fn names_are_trimmed_and_bounded() {
-        assert_eq!(ProductName::parse("  Lamp ").expect("valid").into_inner(), "Lamp");
+        assert_eq!(
+            ProductName::parse("  Lamp ").expect("valid").into_inner(),
+            "Lamp"
+        );
         assert!(ProductName::parse("   ").is_err());
         assert!(ProductName::parse(&"x".repeat(201)).is_err());
         assert!(ProductName::parse(&"é".repeat(200)).is_ok());

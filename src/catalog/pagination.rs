@@ -40,7 +40,10 @@ impl PageSize {
         if (1..=Self::MAX).contains(&first) {
             Ok(PageSize(first as u64))
         } else {
-            Err(ApiError::bad_input(format!("`first` must be between 1 and {} (got {first})", Self::MAX)))
+            Err(ApiError::bad_input(format!(
+                "`first` must be between 1 and {} (got {first})",
+                Self::MAX
+            )))
         }
     }
 
@@ -65,16 +68,24 @@ impl Cursor {
 
     pub fn decode(text: &str, expected: ProductOrder) -> ApiResult<Self> {
         let malformed = || ApiError::bad_input(format!("malformed cursor {text:?}"));
-        let bytes = URL_SAFE_NO_PAD.decode(text.trim()).map_err(|_| malformed())?;
+        let bytes = URL_SAFE_NO_PAD
+            .decode(text.trim())
+            .map_err(|_| malformed())?;
         let raw = String::from_utf8(bytes).map_err(|_| malformed())?;
         let mut parts = raw.split(':');
-        let (Some("v1"), Some(tag), Some(key), Some(id), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        let (Some("v1"), Some(tag), Some(key), Some(id), None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
             return Err(malformed());
         };
         if tag != expected.tag() {
-            return Err(ApiError::bad_input("the cursor belongs to a different `orderBy`"));
+            return Err(ApiError::bad_input(
+                "the cursor belongs to a different `orderBy`",
+            ));
         }
         Ok(Cursor {
             order: expected,
@@ -90,8 +101,15 @@ mod tests {
 
     #[test]
     fn cursors_round_trip_and_refuse_garbage() {
-        let cursor = Cursor { order: ProductOrder::PriceDesc, key: 1234, id: 42 };
-        assert_eq!(Cursor::decode(&cursor.encode(), ProductOrder::PriceDesc).expect("round trip"), cursor);
+        let cursor = Cursor {
+            order: ProductOrder::PriceDesc,
+            key: 1234,
+            id: 42,
+        };
+        assert_eq!(
+            Cursor::decode(&cursor.encode(), ProductOrder::PriceDesc).expect("round trip"),
+            cursor
+        );
         assert!(Cursor::decode(&cursor.encode(), ProductOrder::IdAsc).is_err());
         assert!(Cursor::decode("not a cursor", ProductOrder::IdAsc).is_err());
         assert!(Cursor::decode(&URL_SAFE_NO_PAD.encode("v1:id:x:1"), ProductOrder::IdAsc).is_err());

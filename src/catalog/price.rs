@@ -18,14 +18,22 @@ impl Price {
 
     pub fn parse(value: Decimal) -> ApiResult<Self> {
         if value.is_sign_negative() && !value.is_zero() {
-            return Err(ApiError::bad_input(format!("price must not be negative (got {value})")));
+            return Err(ApiError::bad_input(format!(
+                "price must not be negative (got {value})"
+            )));
         }
         if value.normalize().scale() > 2 {
-            return Err(ApiError::bad_input(format!("price may have at most 2 decimal places (got {value})")));
+            return Err(ApiError::bad_input(format!(
+                "price may have at most 2 decimal places (got {value})"
+            )));
         }
-        let cents = (value * Decimal::ONE_HUNDRED).to_i64().filter(|cents| *cents <= Self::MAX_CENTS);
+        let cents = (value * Decimal::ONE_HUNDRED)
+            .to_i64()
+            .filter(|cents| *cents <= Self::MAX_CENTS);
         match cents {
-            Some(cents) => Ok(Price { cents: cents.max(0) }),
+            Some(cents) => Ok(Price {
+                cents: cents.max(0),
+            }),
             None => Err(ApiError::bad_input(format!(
                 "price may have at most 10 digits, 8 before the decimal point (got {value})"
             ))),
@@ -58,9 +66,20 @@ mod tests {
     fn accepts_prices_within_the_rules() {
         assert_eq!(parse("12.34").expect("valid").cents(), 1234);
         assert_eq!(parse("0").expect("valid").cents(), 0);
-        assert_eq!(parse("12.500").expect("trailing zeros are not precision").cents(), 1250);
-        assert_eq!(parse("99999999.99").expect("largest").cents(), Price::MAX_CENTS);
-        assert_eq!(parse("12.34").expect("valid").to_decimal().to_string(), "12.34");
+        assert_eq!(
+            parse("12.500")
+                .expect("trailing zeros are not precision")
+                .cents(),
+            1250
+        );
+        assert_eq!(
+            parse("99999999.99").expect("largest").cents(),
+            Price::MAX_CENTS
+        );
+        assert_eq!(
+            parse("12.34").expect("valid").to_decimal().to_string(),
+            "12.34"
+        );
     }
 
     #[test]

@@ -8,8 +8,8 @@ use std::collections::{BTreeSet, HashMap};
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Alias, CaseStatement, Expr, ExprTrait, Func, LikeExpr, Query};
 use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, FromQueryResult, IntoActiveModel, Order,
-    QueryFilter, QueryOrder, QuerySelect, Set,
+    ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, FromQueryResult, IntoActiveModel,
+    Order, QueryFilter, QueryOrder, QuerySelect, Set,
 };
 
 use super::pagination::{Cursor, PageSize, ProductOrder};
@@ -80,11 +80,20 @@ fn filter_condition(filter: &ProductFilter) -> Condition {
         let matching_categories = Query::select()
             .column(category::Column::Id)
             .from(category::Entity)
-            .and_where(Expr::expr(Func::lower(Expr::col(category::Column::Name))).like(like_pattern(search)))
+            .and_where(
+                Expr::expr(Func::lower(Expr::col(category::Column::Name)))
+                    .like(like_pattern(search)),
+            )
             .to_owned();
         condition = condition.add(
             Condition::any()
-                .add(Expr::expr(Func::lower(Expr::col((product::Entity, product::Column::Name)))).like(like_pattern(search)))
+                .add(
+                    Expr::expr(Func::lower(Expr::col((
+                        product::Entity,
+                        product::Column::Name,
+                    ))))
+                    .like(like_pattern(search)),
+                )
                 .add(product::Column::CategoryId.in_subquery(matching_categories)),
         );
     }
@@ -127,11 +136,17 @@ fn after_condition(cursor: Cursor) -> ApiResult<Expr> {
     })
 }
 
-pub async fn find_by_ids<C: ConnectionTrait>(db: &C, ids: &[i32]) -> Result<Vec<product::Model>, DbErr> {
+pub async fn find_by_ids<C: ConnectionTrait>(
+    db: &C,
+    ids: &[i32],
+) -> Result<Vec<product::Model>, DbErr> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    product::Entity::find().filter(product::Column::Id.is_in(ids.iter().copied())).all(db).await
+    product::Entity::find()
+        .filter(product::Column::Id.is_in(ids.iter().copied()))
+        .all(db)
+        .await
 }
 
 /// One page of a filtered list: `size + 1` rows, so the caller knows whether another page follows.
@@ -148,22 +163,25 @@ pub async fn list_page<C: ConnectionTrait>(
     }
     select = match order {
         ProductOrder::IdAsc => select.order_by(product::Column::Id, Order::Asc),
-        ProductOrder::PriceAsc => {
-            select.order_by(product::Column::PriceCents, Order::Asc).order_by(product::Column::Id, Order::Asc)
-        }
-        ProductOrder::PriceDesc => {
-            select.order_by(product::Column::PriceCents, Order::Desc).order_by(product::Column::Id, Order::Desc)
-        }
-        ProductOrder::NewestFirst => {
-            select.order_by(product::Column::CreatedAt, Order::Desc).order_by(product::Column::Id, Order::Desc)
-        }
+        ProductOrder::PriceAsc => select
+            .order_by(product::Column::PriceCents, Order::Asc)
+            .order_by(product::Column::Id, Order::Asc),
+        ProductOrder::PriceDesc => select
+            .order_by(product::Column::PriceCents, Order::Desc)
+            .order_by(product::Column::Id, Order::Desc),
+        ProductOrder::NewestFirst => select
+            .order_by(product::Column::CreatedAt, Order::Desc)
+            .order_by(product::Column::Id, Order::Desc),
     };
     Ok(select.limit(size.get() + 1).all(db).await?)
 }
 
 pub async fn count<C: ConnectionTrait>(db: &C, filter: &ProductFilter) -> Result<u64, DbErr> {
     use sea_orm::PaginatorTrait;
-    product::Entity::find().filter(filter_condition(filter)).count(db).await
+    product::Entity::find()
+        .filter(filter_condition(filter))
+        .count(db)
+        .await
 }
 
 #[derive(FromQueryResult)]
@@ -173,7 +191,10 @@ struct CategoryCount {
 }
 
 /// Product counts of many categories in one statement; categories with none are absent.
-pub async fn count_by_categories<C: ConnectionTrait>(db: &C, category_ids: &[i32]) -> Result<HashMap<i32, u64>, DbErr> {
+pub async fn count_by_categories<C: ConnectionTrait>(
+    db: &C,
+    category_ids: &[i32],
+) -> Result<HashMap<i32, u64>, DbErr> {
     if category_ids.is_empty() {
         return Ok(HashMap::new());
     }
@@ -186,7 +207,10 @@ pub async fn count_by_categories<C: ConnectionTrait>(db: &C, category_ids: &[i32
         .into_model::<CategoryCount>()
         .all(db)
         .await?;
-    Ok(rows.into_iter().map(|row| (row.category_id, row.product_count.clamp(0, i64::MAX) as u64)).collect())
+    Ok(rows
+        .into_iter()
+        .map(|row| (row.category_id, row.product_count.clamp(0, i64::MAX) as u64))
+        .collect())
 }
 
 /// The first `size + 1` products (by id, after `after_id`) of each category, in one statement:
@@ -211,7 +235,10 @@ pub async fn pages_by_category<C: ConnectionTrait>(
     let mut numbered = Query::select();
     numbered
         .columns(columns)
-        .expr_as(Expr::cust("ROW_NUMBER() OVER (PARTITION BY category_id ORDER BY id)"), Alias::new("row_number"))
+        .expr_as(
+            Expr::cust("ROW_NUMBER() OVER (PARTITION BY category_id ORDER BY id)"),
+            Alias::new("row_number"),
+        )
         .from(product::Entity)
         .and_where(product::Column::CategoryId.is_in(category_ids.iter().copied()));
     if let Some(after_id) = after_id {
@@ -224,26 +251,41 @@ pub async fn pages_by_category<C: ConnectionTrait>(
         .order_by(product::Column::CategoryId, Order::Asc)
         .order_by(product::Column::Id, Order::Asc)
         .to_owned();
-    product::Model::find_by_statement(db.get_database_backend().build(&page)).all(db).await
+    product::Model::find_by_statement(db.get_database_backend().build(&page))
+        .all(db)
+        .await
 }
 
-async fn require_categories<C: ConnectionTrait>(db: &C, ids: impl IntoIterator<Item = i32>) -> ApiResult<()> {
+async fn require_categories<C: ConnectionTrait>(
+    db: &C,
+    ids: impl IntoIterator<Item = i32>,
+) -> ApiResult<()> {
     let wanted: BTreeSet<i32> = ids.into_iter().collect();
     let found = categories::existing_ids(db, &wanted.iter().copied().collect::<Vec<_>>()).await?;
     let missing: Vec<String> = wanted.difference(&found).map(i32::to_string).collect();
     if missing.is_empty() {
         Ok(())
     } else {
-        Err(ApiError::NotFound(format!("unknown category id(s): {}", missing.join(", "))))
+        Err(ApiError::NotFound(format!(
+            "unknown category id(s): {}",
+            missing.join(", ")
+        )))
     }
 }
 
 pub async fn create<C: ConnectionTrait>(db: &C, new: NewProduct) -> ApiResult<product::Model> {
-    Ok(create_many(db, vec![new]).await?.into_iter().next().ok_or_else(|| ApiError::Internal("insert returned no row".into()))?)
+    Ok(create_many(db, vec![new])
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApiError::Internal("insert returned no row".into()))?)
 }
 
 /// Inserts all products or none: one category check and one multi-row INSERT.
-pub async fn create_many<C: ConnectionTrait>(db: &C, products: Vec<NewProduct>) -> ApiResult<Vec<product::Model>> {
+pub async fn create_many<C: ConnectionTrait>(
+    db: &C,
+    products: Vec<NewProduct>,
+) -> ApiResult<Vec<product::Model>> {
     if products.is_empty() {
         return Ok(Vec::new());
     }
@@ -257,10 +299,16 @@ pub async fn create_many<C: ConnectionTrait>(db: &C, products: Vec<NewProduct>) 
         updated_at: Set(now),
         ..Default::default()
     });
-    Ok(product::Entity::insert_many(rows).exec_with_returning(db).await?)
+    Ok(product::Entity::insert_many(rows)
+        .exec_with_returning(db)
+        .await?)
 }
 
-pub async fn update<C: ConnectionTrait>(db: &C, id: i32, changes: ProductChanges) -> ApiResult<ProductWrite> {
+pub async fn update<C: ConnectionTrait>(
+    db: &C,
+    id: i32,
+    changes: ProductChanges,
+) -> ApiResult<ProductWrite> {
     let existing = product::Entity::find_by_id(id)
         .one(db)
         .await?
@@ -283,7 +331,10 @@ pub async fn update<C: ConnectionTrait>(db: &C, id: i32, changes: ProductChanges
     }
     active.updated_at = Set(now());
     let product = product::Entity::update(active).exec(db).await?;
-    Ok(ProductWrite { before_category_id, product })
+    Ok(ProductWrite {
+        before_category_id,
+        product,
+    })
 }
 
 pub async fn delete<C: ConnectionTrait>(db: &C, id: i32) -> ApiResult<product::Model> {
@@ -296,20 +347,35 @@ pub async fn delete<C: ConnectionTrait>(db: &C, id: i32) -> ApiResult<product::M
 }
 
 /// Sets many prices at once: one SELECT to check the ids, one UPDATE ... CASE, one SELECT back.
-pub async fn update_prices<C: ConnectionTrait>(db: &C, updates: &[(i32, Price)]) -> ApiResult<Vec<ProductWrite>> {
+pub async fn update_prices<C: ConnectionTrait>(
+    db: &C,
+    updates: &[(i32, Price)],
+) -> ApiResult<Vec<ProductWrite>> {
     if updates.is_empty() {
         return Ok(Vec::new());
     }
     let ids: Vec<i32> = updates.iter().map(|(id, _)| *id).collect();
     let unique: BTreeSet<i32> = ids.iter().copied().collect();
     if unique.len() != ids.len() {
-        return Err(ApiError::bad_input("each product id may appear only once in `updates`"));
+        return Err(ApiError::bad_input(
+            "each product id may appear only once in `updates`",
+        ));
     }
-    let before: HashMap<i32, i32> =
-        find_by_ids(db, &ids).await?.into_iter().map(|product| (product.id, product.category_id)).collect();
-    let missing: Vec<String> = ids.iter().filter(|id| !before.contains_key(id)).map(i32::to_string).collect();
+    let before: HashMap<i32, i32> = find_by_ids(db, &ids)
+        .await?
+        .into_iter()
+        .map(|product| (product.id, product.category_id))
+        .collect();
+    let missing: Vec<String> = ids
+        .iter()
+        .filter(|id| !before.contains_key(id))
+        .map(i32::to_string)
+        .collect();
     if !missing.is_empty() {
-        return Err(ApiError::NotFound(format!("unknown product id(s): {}", missing.join(", "))));
+        return Err(ApiError::NotFound(format!(
+            "unknown product id(s): {}",
+            missing.join(", ")
+        )));
     }
     let mut price_case = CaseStatement::new();
     for (id, price) in updates {
@@ -326,6 +392,9 @@ pub async fn update_prices<C: ConnectionTrait>(db: &C, updates: &[(i32, Price)])
     updated.sort_by_key(|product| product.id);
     Ok(updated
         .into_iter()
-        .map(|product| ProductWrite { before_category_id: before.get(&product.id).copied(), product })
+        .map(|product| ProductWrite {
+            before_category_id: before.get(&product.id).copied(),
+            product,
+        })
         .collect())
 }

@@ -37,7 +37,10 @@ pub async fn dashboard<C: ConnectionTrait>(db: &C) -> Result<DashboardTotals, Db
     let backend = db.get_database_backend();
     // SUM over BIGINT is NUMERIC on PostgreSQL; the cast keeps one integer type on every backend.
     let totals = Query::select()
-        .expr_as(Func::count(Expr::col(product::Column::Id)), Alias::new("product_count"))
+        .expr_as(
+            Func::count(Expr::col(product::Column::Id)),
+            Alias::new("product_count"),
+        )
         .expr_as(
             Expr::cust("CAST(COALESCE(SUM(price_cents), 0) AS BIGINT)"),
             Alias::new("price_sum"),
@@ -47,22 +50,34 @@ pub async fn dashboard<C: ConnectionTrait>(db: &C) -> Result<DashboardTotals, Db
     let totals = ProductTotals::find_by_statement(backend.build(&totals))
         .one(db)
         .await?
-        .unwrap_or(ProductTotals { product_count: 0, price_sum: 0 });
+        .unwrap_or(ProductTotals {
+            product_count: 0,
+            price_sum: 0,
+        });
 
     let per_category = Query::select()
         .column((category::Entity, category::Column::Id))
         .column((category::Entity, category::Column::Name))
-        .expr_as(Func::count(Expr::col((product::Entity, product::Column::Id))), Alias::new("product_count"))
+        .expr_as(
+            Func::count(Expr::col((product::Entity, product::Column::Id))),
+            Alias::new("product_count"),
+        )
         .from(category::Entity)
         .left_join(
             product::Entity,
-            Expr::col((product::Entity, product::Column::CategoryId)).equals((category::Entity, category::Column::Id)),
+            Expr::col((product::Entity, product::Column::CategoryId))
+                .equals((category::Entity, category::Column::Id)),
         )
         .group_by_col((category::Entity, category::Column::Id))
         .group_by_col((category::Entity, category::Column::Name))
-        .order_by((category::Entity, category::Column::Id), sea_orm::Order::Asc)
+        .order_by(
+            (category::Entity, category::Column::Id),
+            sea_orm::Order::Asc,
+        )
         .to_owned();
-    let rows = CategoryRow::find_by_statement(backend.build(&per_category)).all(db).await?;
+    let rows = CategoryRow::find_by_statement(backend.build(&per_category))
+        .all(db)
+        .await?;
 
     let total_products = totals.product_count.clamp(0, i64::MAX) as u64;
     let average_price = (total_products > 0).then(|| {
@@ -74,7 +89,11 @@ pub async fn dashboard<C: ConnectionTrait>(db: &C) -> Result<DashboardTotals, Db
         average_price,
         by_category: rows
             .into_iter()
-            .map(|row| CategoryTotal { category_id: row.id, name: row.name, product_count: row.product_count.clamp(0, i64::MAX) as u64 })
+            .map(|row| CategoryTotal {
+                category_id: row.id,
+                name: row.name,
+                product_count: row.product_count.clamp(0, i64::MAX) as u64,
+            })
             .collect(),
     })
 }

@@ -22,7 +22,10 @@ pub enum DatabaseError {
     Migrate(DbErr),
 }
 
-pub async fn connect(config: &Config, metrics: Option<Arc<Metrics>>) -> Result<DatabaseConnection, DatabaseError> {
+pub async fn connect(
+    config: &Config,
+    metrics: Option<Arc<Metrics>>,
+) -> Result<DatabaseConnection, DatabaseError> {
     let mut options = ConnectOptions::new(config.database_url.clone());
     options
         .max_connections(config.db_pool_size)
@@ -39,7 +42,10 @@ pub async fn connect(config: &Config, metrics: Option<Arc<Metrics>>) -> Result<D
         });
     let mut db = Database::connect(options)
         .await
-        .map_err(|source| DatabaseError::Connect { url: redact(&config.database_url), source })?;
+        .map_err(|source| DatabaseError::Connect {
+            url: redact(&config.database_url),
+            source,
+        })?;
     if let Some(metrics) = metrics {
         db.set_metric_callback(move |_info| {
             metrics.db_statements.inc();

@@ -18,14 +18,19 @@ pub struct SeedPlan {
 }
 
 impl SeedPlan {
-    pub const DEMO: SeedPlan = SeedPlan { categories: 50, products: 10_000 };
+    pub const DEMO: SeedPlan = SeedPlan {
+        categories: 50,
+        products: 10_000,
+    };
 }
 
 /// Rows per INSERT: 6 parameters a row stays under SQLite's and PostgreSQL's parameter limits.
 const ROWS_PER_STATEMENT: u32 = 5_000;
 
 fn epoch() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).single().unwrap_or_default()
+    Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0)
+        .single()
+        .unwrap_or_default()
 }
 
 pub fn product_price_cents(j: u32) -> i64 {
@@ -51,7 +56,12 @@ pub async fn seed(db: &DatabaseConnection, plan: SeedPlan) -> Result<(), DbErr> 
     let mut categories = Query::insert();
     categories
         .into_table(category::Entity)
-        .columns([category::Column::Id, category::Column::Name, category::Column::CreatedAt, category::Column::UpdatedAt])
+        .columns([
+            category::Column::Id,
+            category::Column::Name,
+            category::Column::CreatedAt,
+            category::Column::UpdatedAt,
+        ])
         .on_conflict(OnConflict::new().do_nothing().to_owned());
     for i in 1..=plan.categories {
         categories

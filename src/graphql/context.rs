@@ -17,11 +17,13 @@ pub trait RequestContext {
 
 impl RequestContext for Context<'_> {
     fn db(&self) -> Result<&DatabaseConnection, ApiError> {
-        self.data::<DatabaseConnection>().map_err(|_| ApiError::Internal("no database in the schema data".into()))
+        self.data::<DatabaseConnection>()
+            .map_err(|_| ApiError::Internal("no database in the schema data".into()))
     }
 
     fn loaders(&self) -> Result<&Loaders, ApiError> {
-        self.data::<Loaders>().map_err(|_| ApiError::Internal("no DataLoaders in the request data".into()))
+        self.data::<Loaders>()
+            .map_err(|_| ApiError::Internal("no DataLoaders in the request data".into()))
     }
 
     fn record_tag(&self, tag: Tag) {

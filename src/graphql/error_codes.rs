@@ -52,7 +52,12 @@ impl Extension for ErrorCodes {
         })
     }
 
-    async fn execute(&self, ctx: &ExtensionContext<'_>, operation_name: Option<&str>, next: NextExecute<'_>) -> Response {
+    async fn execute(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        operation_name: Option<&str>,
+        next: NextExecute<'_>,
+    ) -> Response {
         let mut response = next.run(ctx, operation_name).await;
         for error in &mut response.errors {
             assign_code(error, Phase::Execution, request_id(ctx));

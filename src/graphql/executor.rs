@@ -17,6 +17,7 @@ use bytes::Bytes;
 use sea_orm::DatabaseConnection;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
+use tracing::Instrument;
 
 use super::CatalogSchema;
 use super::loaders::Loaders;
@@ -104,6 +105,7 @@ pub struct Executor {
     /// The safelist: when set, only these documents (by SHA-256) may run.
     manifest: Option<HashMap<String, String>>,
     allow_cache_bypass: bool,
+    fill_delay: std::time::Duration,
     flights: SingleFlight<Outcome>,
 }
 
@@ -113,8 +115,15 @@ pub fn etag_of(body: &[u8]) -> String {
 
 fn error_outcome(error: ApiError) -> Outcome {
     let code = error.code();
-    let body = serde_json::to_vec(&crate::error::request_error_body(&error.to_string(), code)).unwrap_or_default();
-    Outcome { body: Bytes::from(body), cache: CacheStatus::Bypass, policy: None, etag: None, data_absent: true }
+    let body = serde_json::to_vec(&crate::error::request_error_body(&error.to_string(), code))
+        .unwrap_or_default();
+    Outcome {
+        body: Bytes::from(body),
+        cache: CacheStatus::Bypass,
+        policy: None,
+        etag: None,
+        data_absent: true,
+    }
 }
 
 struct Resolved {
@@ -130,8 +139,18 @@ impl Executor {
         metrics: Arc<Metrics>,
         manifest: Option<HashMap<String, String>>,
         allow_cache_bypass: bool,
+        fill_delay: std::time::Duration,
     ) -> Self {
-        Executor { schema, db, cache, metrics, manifest, allow_cache_bypass, flights: SingleFlight::default() }
+        Executor {
+            schema,
+            db,
+            cache,
+            metrics,
+            manifest,
+            allow_cache_bypass,
+            fill_delay,
+            flights: SingleFlight::default(),
+        }
     }
 
     pub fn cache(&self) -> Option<&ResponseCache> {
@@ -140,7 +159,10 @@ impl Executor {
 
     /// Finds the document to run: the query text, or a persisted query by its hash.
     async fn resolve(&self, operation: &Operation) -> Result<Resolved, ApiError> {
-        let persisted = operation.extensions.as_ref().and_then(|extensions| extensions.get("persistedQuery"));
+        let persisted = operation
+            .extensions
+            .as_ref()
+            .and_then(|extensions| extensions.get("persistedQuery"));
         let Some(persisted) = persisted else {
             let query = operation
                 .query
@@ -176,17 +198,30 @@ impl Executor {
             } else if let Some(cache) = &self.cache {
                 cache.register_persisted_query(&hash, query).await;
             }
-            return Ok(Resolved { query: query.clone(), document: hash });
+            return Ok(Resolved {
+                query: query.clone(),
+                document: hash,
+            });
         }
-        if let Some(query) = self.manifest.as_ref().and_then(|manifest| manifest.get(&hash)) {
-            return Ok(Resolved { query: query.clone(), document: hash });
+        if let Some(query) = self
+            .manifest
+            .as_ref()
+            .and_then(|manifest| manifest.get(&hash))
+        {
+            return Ok(Resolved {
+                query: query.clone(),
+                document: hash,
+            });
         }
         if self.manifest.is_some() {
             return Err(ApiError::PersistedQueryNotAllowed);
         }
         match &self.cache {
             Some(cache) => match cache.persisted_query(&hash).await {
-                Some(query) => Ok(Resolved { query, document: hash }),
+                Some(query) => Ok(Resolved {
+                    query,
+                    document: hash,
+                }),
                 None => Err(ApiError::PersistedQueryNotFound),
             },
             None => Err(ApiError::PersistedQueryNotFound),
@@ -195,15 +230,26 @@ impl Executor {
 
     pub async fn execute(&self, operation: Operation, caller: &Caller) -> Result<Outcome, Refusal> {
         let started = Instant::now();
-        let label = self.metrics.operation_label(operation.operation_name.as_deref());
+        let label = self
+            .metrics
+            .operation_label(operation.operation_name.as_deref());
         let outcome = self.execute_inner(operation, caller, &label).await;
         if let Ok(outcome) = &outcome {
-            self.metrics.record_request(label, outcome.cache.as_str(), started.elapsed().as_secs_f64());
+            self.metrics.record_request(
+                label,
+                outcome.cache.as_str(),
+                started.elapsed().as_secs_f64(),
+            );
         }
         outcome
     }
 
-    async fn execute_inner(&self, operation: Operation, caller: &Caller, label: &str) -> Result<Outcome, Refusal> {
+    async fn execute_inner(
+        &self,
+        operation: Operation,
+        caller: &Caller,
+        label: &str,
+    ) -> Result<Outcome, Refusal> {
         let resolved = match self.resolve(&operation).await {
             Ok(resolved) => resolved,
             Err(error) => {
@@ -211,19 +257,31 @@ impl Executor {
                 return Ok(error_outcome(error));
             }
         };
-        let operation_name = operation.operation_name.clone().filter(|name| !name.is_empty());
+        let operation_name = operation
+            .operation_name
+            .clone()
+            .filter(|name| !name.is_empty());
         let variables = match operation.variables {
             None | Some(Value::Null) => Value::Object(Map::new()),
             Some(Value::Object(map)) => Value::Object(map),
             Some(_) => {
                 self.metrics.record_error(codes::BAD_USER_INPUT);
-                return Ok(error_outcome(ApiError::bad_input("`variables` must be a JSON object")));
+                return Ok(error_outcome(ApiError::bad_input(
+                    "`variables` must be a JSON object",
+                )));
             }
         };
-        let cache = self.cache.as_ref().filter(|_| !(caller.bypass_cache && self.allow_cache_bypass));
-        let policy = cache.and_then(|cache| cache.policy(&resolved.document, operation_name.as_deref()));
+        let cache = self
+            .cache
+            .as_ref()
+            .filter(|_| !(caller.bypass_cache && self.allow_cache_bypass));
+        let policy =
+            cache.and_then(|cache| cache.policy(&resolved.document, operation_name.as_deref()));
 
-        if caller.transport == Transport::Get && policy.is_none() && is_mutation(&resolved.query, operation_name.as_deref()) {
+        if caller.transport == Transport::Get
+            && policy.is_none()
+            && is_mutation(&resolved.query, operation_name.as_deref())
+        {
             return Err(Refusal::MutationOverGet);
         }
 
@@ -241,13 +299,24 @@ impl Executor {
         };
         let (flight_key, seq) = match policy {
             Some(policy) => {
-                let scope = if policy.private { principal_scope } else { Scope::Public };
+                let scope = if policy.private {
+                    principal_scope
+                } else {
+                    Scope::Public
+                };
                 let private_without_token = policy.private && !caller.principal.is_authenticated();
                 if private_without_token {
                     cache.record_bypass();
-                    return Ok(self.run(resolved, operation_name, variables, caller, label, None).await);
+                    return Ok(self
+                        .run(resolved, operation_name, variables, caller, label, None)
+                        .await);
                 }
-                let key = response_key(&resolved.document, operation_name.as_deref(), &variables, &scope);
+                let key = response_key(
+                    &resolved.document,
+                    operation_name.as_deref(),
+                    &variables,
+                    &scope,
+                );
                 match cache.lookup(&key).await {
                     CacheLookup::Hit(entry) => {
                         return Ok(Outcome {
@@ -265,12 +334,19 @@ impl Executor {
             None => {
                 // First sight of this document: its policy is unknown until it executes, so
                 // concurrent first requests are coalesced per principal.
-                let key = response_key(&resolved.document, operation_name.as_deref(), &variables, &principal_scope);
+                let key = response_key(
+                    &resolved.document,
+                    operation_name.as_deref(),
+                    &variables,
+                    &principal_scope,
+                );
                 (format!("first:{key}"), cache.sequence().await)
             }
         };
 
-        let run = self.run(resolved, operation_name, variables, caller, label, seq);
+        let run = self
+            .run(resolved, operation_name, variables, caller, label, seq)
+            .instrument(tracing::Span::current());
         Ok(self.flights.run(flight_key, run).await.unwrap_or_else(|| {
             error_outcome(ApiError::Internal("the execution task failed".into()))
         }))
@@ -293,6 +369,7 @@ impl Executor {
         let metrics = Arc::clone(&self.metrics);
         let caller = caller.clone();
         let label = label.to_owned();
+        let fill_delay = self.fill_delay;
         async move {
             let started = Instant::now();
             let facts = Arc::new(ExecutionFacts::default());
@@ -309,44 +386,80 @@ impl Executor {
             }
             let mut response = schema.execute(request).await;
             for error in &mut response.errors {
-                crate::error::assign_code(error, crate::error::Phase::Validation, Some(&caller.request_id.0));
-                if let Some(async_graphql::Value::String(code)) =
-                    error.extensions.as_ref().and_then(|extensions| extensions.get("code"))
+                crate::error::assign_code(
+                    error,
+                    crate::error::Phase::Validation,
+                    Some(&caller.request_id.0),
+                );
+                if let Some(async_graphql::Value::String(code)) = error
+                    .extensions
+                    .as_ref()
+                    .and_then(|extensions| extensions.get("code"))
                 {
                     metrics.record_error(code);
                 }
             }
             let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
-            let is_query = facts.operation_type(operation_name.as_deref()) == Some(OperationType::Query);
-            let data_absent = response.data == async_graphql::Value::Null && !response.errors.is_empty();
+            let is_query =
+                facts.operation_type(operation_name.as_deref()) == Some(OperationType::Query);
+            let data_absent =
+                response.data == async_graphql::Value::Null && !response.errors.is_empty();
             let body = Bytes::from(serde_json::to_vec(&response).unwrap_or_default());
             let etag = is_query.then(|| etag_of(&body));
             let control = response.cache_control;
-            let policy = (is_query && response.errors.is_empty() && control.max_age > 0)
-                .then_some(Policy { max_age: control.max_age as u32, private: !control.public });
+            let policy =
+                (is_query && response.errors.is_empty() && control.max_age > 0).then_some(Policy {
+                    max_age: control.max_age as u32,
+                    private: !control.public,
+                });
 
             let mut status = CacheStatus::Bypass;
             if let Some(cache) = &cache {
-                cache.record_execution(&label, elapsed_ms);
+                let timed_as = match (&operation_name, facts.single_operation_name()) {
+                    (None, Some(name)) => metrics.operation_label(Some(&name)),
+                    _ => label.clone(),
+                };
+                cache.record_execution(&timed_as, elapsed_ms);
                 if let Some(policy) = policy {
                     cache.learn_policy(&resolved.document, operation_name.as_deref(), policy);
                     let scope = match (&caller.principal, policy.private) {
                         (_, false) => Some(Scope::Public),
-                        (Principal::Token { token_hash, .. }, true) => Some(Scope::Private(token_hash.clone())),
+                        (Principal::Token { token_hash, .. }, true) => {
+                            Some(Scope::Private(token_hash.clone()))
+                        }
                         (Principal::Anonymous, true) => None,
                     };
                     if let (Some(scope), Some(seq)) = (scope, seq) {
                         status = CacheStatus::Miss;
-                        let key = response_key(&resolved.document, operation_name.as_deref(), &variables, &scope);
+                        let key = response_key(
+                            &resolved.document,
+                            operation_name.as_deref(),
+                            &variables,
+                            &scope,
+                        );
                         let tag_list = tags.take().normalized();
+                        if !fill_delay.is_zero() {
+                            tokio::time::sleep(fill_delay).await;
+                        }
                         if let Some(etag) = &etag {
-                            cache.fill(&key, seq, &tag_list, body.clone(), etag.clone(), policy).await;
+                            cache
+                                .fill(&key, seq, &tag_list, body.clone(), etag.clone(), policy)
+                                .await;
                         }
                         if !policy.private {
-                            let id = response_key(&resolved.document, operation_name.as_deref(), &variables, &Scope::Public);
+                            let id = response_key(
+                                &resolved.document,
+                                operation_name.as_deref(),
+                                &variables,
+                                &Scope::Public,
+                            );
                             cache.record_operation(
                                 id.trim_start_matches("resp:").to_owned(),
-                                RecordedOperation { query: resolved.query.clone(), operation_name: operation_name.clone(), variables },
+                                RecordedOperation {
+                                    query: resolved.query.clone(),
+                                    operation_name: operation_name.clone(),
+                                    variables,
+                                },
                             );
                         }
                     }
@@ -354,7 +467,13 @@ impl Executor {
                     cache.record_bypass();
                 }
             }
-            Outcome { body, cache: status, policy, etag, data_absent }
+            Outcome {
+                body,
+                cache: status,
+                policy,
+                etag,
+                data_absent,
+            }
         }
     }
 }
@@ -368,11 +487,16 @@ fn is_mutation(query: &str, operation_name: Option<&str>) -> bool {
     };
     match (&document.operations, operation_name) {
         (DocumentOperations::Single(operation), _) => operation.node.ty == OperationType::Mutation,
-        (DocumentOperations::Multiple(operations), Some(name)) => operations
-            .iter()
-            .any(|(candidate, operation)| candidate.as_str() == name && operation.node.ty == OperationType::Mutation),
+        (DocumentOperations::Multiple(operations), Some(name)) => {
+            operations.iter().any(|(candidate, operation)| {
+                candidate.as_str() == name && operation.node.ty == OperationType::Mutation
+            })
+        }
         (DocumentOperations::Multiple(operations), None) => {
-            operations.len() == 1 && operations.values().all(|operation| operation.node.ty == OperationType::Mutation)
+            operations.len() == 1
+                && operations
+                    .values()
+                    .all(|operation| operation.node.ty == OperationType::Mutation)
         }
     }
 }

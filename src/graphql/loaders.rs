@@ -22,7 +22,9 @@ impl Loader<i32> for CategoryLoader {
         if ids.is_empty() {
             return Ok(HashMap::new());
         }
-        let rows = categories::find_by_ids(&self.0, ids).await.map_err(Arc::new)?;
+        let rows = categories::find_by_ids(&self.0, ids)
+            .await
+            .map_err(Arc::new)?;
         Ok(rows.into_iter().map(|row| (row.id, row)).collect())
     }
 }
@@ -37,7 +39,9 @@ impl Loader<i32> for ProductLoader {
         if ids.is_empty() {
             return Ok(HashMap::new());
         }
-        let rows = products::find_by_ids(&self.0, ids).await.map_err(Arc::new)?;
+        let rows = products::find_by_ids(&self.0, ids)
+            .await
+            .map_err(Arc::new)?;
         Ok(rows.into_iter().map(|row| (row.id, row)).collect())
     }
 }
@@ -53,8 +57,13 @@ impl Loader<i32> for ProductCountLoader {
         if category_ids.is_empty() {
             return Ok(HashMap::new());
         }
-        let counts = products::count_by_categories(&self.0, category_ids).await.map_err(Arc::new)?;
-        Ok(category_ids.iter().map(|id| (*id, counts.get(id).copied().unwrap_or(0))).collect())
+        let counts = products::count_by_categories(&self.0, category_ids)
+            .await
+            .map_err(Arc::new)?;
+        Ok(category_ids
+            .iter()
+            .map(|id| (*id, counts.get(id).copied().unwrap_or(0)))
+            .collect())
     }
 }
 
@@ -72,19 +81,38 @@ impl Loader<CategoryPageKey> for CategoryPageLoader {
     type Value = Vec<product::Model>;
     type Error = LoadError;
 
-    async fn load(&self, keys: &[CategoryPageKey]) -> Result<HashMap<CategoryPageKey, Self::Value>, Self::Error> {
+    async fn load(
+        &self,
+        keys: &[CategoryPageKey],
+    ) -> Result<HashMap<CategoryPageKey, Self::Value>, Self::Error> {
         let mut shapes: HashMap<(PageSize, Option<i32>), Vec<i32>> = HashMap::new();
         for key in keys {
-            shapes.entry((key.size, key.after_id)).or_default().push(key.category_id);
+            shapes
+                .entry((key.size, key.after_id))
+                .or_default()
+                .push(key.category_id);
         }
         let mut pages = HashMap::with_capacity(keys.len());
         for ((size, after_id), category_ids) in shapes {
-            let rows = products::pages_by_category(&self.0, &category_ids, size, after_id).await.map_err(Arc::new)?;
+            let rows = products::pages_by_category(&self.0, &category_ids, size, after_id)
+                .await
+                .map_err(Arc::new)?;
             for category_id in &category_ids {
-                pages.insert(CategoryPageKey { category_id: *category_id, size, after_id }, Vec::new());
+                pages.insert(
+                    CategoryPageKey {
+                        category_id: *category_id,
+                        size,
+                        after_id,
+                    },
+                    Vec::new(),
+                );
             }
             for row in rows {
-                if let Some(page) = pages.get_mut(&CategoryPageKey { category_id: row.category_id, size, after_id }) {
+                if let Some(page) = pages.get_mut(&CategoryPageKey {
+                    category_id: row.category_id,
+                    size,
+                    after_id,
+                }) {
                     page.push(row);
                 }
             }

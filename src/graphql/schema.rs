@@ -1,7 +1,7 @@
 //! The schema, built in one place. Building needs no database: `catalog-api schema` prints
 //! the SDL from here, and the server attaches its state as schema data when it starts.
 
-use async_graphql::{EmptySubscription, MergedObject, Schema, SchemaBuilder, SDLExportOptions};
+use async_graphql::{EmptySubscription, MergedObject, SDLExportOptions, Schema, SchemaBuilder};
 
 use super::error_codes::ErrorCodes;
 use super::mutation::{CategoryMutation, ProductMutation};
@@ -27,24 +27,39 @@ pub struct SchemaLimits {
 
 impl Default for SchemaLimits {
     fn default() -> Self {
-        SchemaLimits { max_depth: 12, max_complexity: 5_000, introspection: true }
+        SchemaLimits {
+            max_depth: 12,
+            max_complexity: 5_000,
+            introspection: true,
+        }
     }
 }
 
 pub fn builder(limits: SchemaLimits) -> SchemaBuilder<QueryRoot, MutationRoot, EmptySubscription> {
-    let builder = Schema::build(QueryRoot::default(), MutationRoot::default(), EmptySubscription)
-        .limit_depth(limits.max_depth)
-        .limit_complexity(limits.max_complexity)
-        .extension(ErrorCodes)
-        .extension(CacheFactsExtension);
-    if limits.introspection { builder } else { builder.disable_introspection() }
+    let builder = Schema::build(
+        QueryRoot::default(),
+        MutationRoot::default(),
+        EmptySubscription,
+    )
+    .limit_depth(limits.max_depth)
+    .limit_complexity(limits.max_complexity)
+    .extension(ErrorCodes)
+    .extension(CacheFactsExtension);
+    if limits.introspection {
+        builder
+    } else {
+        builder.disable_introspection()
+    }
 }
 
 /// The SDL clients and code generators build on, in a stable (sorted) order.
 pub fn sdl() -> String {
-    builder(SchemaLimits::default())
-        .finish()
-        .sdl_with_options(SDLExportOptions::new().sorted_fields().sorted_arguments().sorted_enum_items())
+    builder(SchemaLimits::default()).finish().sdl_with_options(
+        SDLExportOptions::new()
+            .sorted_fields()
+            .sorted_arguments()
+            .sorted_enum_items(),
+    )
 }
 
 /// A page costs its children once per row it may return, so nested pages multiply:

@@ -26,8 +26,12 @@ const JSON: &str = "application/json";
 
 fn request_error(status: StatusCode, message: &str, code: &str) -> Response {
     let mut response = (status, axum::Json(request_error_body(message, code))).into_response();
-    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response.headers_mut().insert("x-cache", HeaderValue::from_static("BYPASS"));
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+        .headers_mut()
+        .insert("x-cache", HeaderValue::from_static("BYPASS"));
     response
 }
 
@@ -41,7 +45,11 @@ fn accepts(headers: &HeaderMap, media_type: &str) -> bool {
         .get_all(header::ACCEPT)
         .iter()
         .filter_map(|value| value.to_str().ok())
-        .any(|value| value.split(',').any(|part| part.trim().starts_with(media_type)))
+        .any(|value| {
+            value
+                .split(',')
+                .any(|part| part.trim().starts_with(media_type))
+        })
 }
 
 pub async fn get_graphql(
@@ -50,21 +58,36 @@ pub async fn get_graphql(
     id: Option<Extension<TowerRequestId>>,
     RawQuery(raw): RawQuery,
 ) -> Response {
-    let params: HashMap<String, String> = match serde_urlencoded::from_str(raw.as_deref().unwrap_or("")) {
-        Ok(params) => params,
-        Err(_) => return request_error(StatusCode::BAD_REQUEST, "malformed query string", codes::BAD_REQUEST),
-    };
+    let params: HashMap<String, String> =
+        match serde_urlencoded::from_str(raw.as_deref().unwrap_or("")) {
+            Ok(params) => params,
+            Err(_) => {
+                return request_error(
+                    StatusCode::BAD_REQUEST,
+                    "malformed query string",
+                    codes::BAD_REQUEST,
+                );
+            }
+        };
     if !params.contains_key("query") && !params.contains_key("extensions") {
         if accepts(&headers, "text/html") {
             return graphiql::page();
         }
-        return request_error(StatusCode::BAD_REQUEST, "a GET request needs a `query` parameter", codes::BAD_REQUEST);
+        return request_error(
+            StatusCode::BAD_REQUEST,
+            "a GET request needs a `query` parameter",
+            codes::BAD_REQUEST,
+        );
     }
     let parse_json = |name: &str| -> Result<Option<Value>, Response> {
         match params.get(name).filter(|text| !text.is_empty()) {
             None => Ok(None),
             Some(text) => serde_json::from_str(text).map(Some).map_err(|_| {
-                request_error(StatusCode::BAD_REQUEST, &format!("`{name}` is not valid JSON"), codes::BAD_REQUEST)
+                request_error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("`{name}` is not valid JSON"),
+                    codes::BAD_REQUEST,
+                )
             }),
         }
     };
@@ -75,7 +98,13 @@ pub async fn get_graphql(
     let extensions = match parse_json("extensions") {
         Ok(None) => None,
         Ok(Some(Value::Object(map))) => Some(map),
-        Ok(Some(_)) => return request_error(StatusCode::BAD_REQUEST, "`extensions` must be a JSON object", codes::BAD_REQUEST),
+        Ok(Some(_)) => {
+            return request_error(
+                StatusCode::BAD_REQUEST,
+                "`extensions` must be a JSON object",
+                codes::BAD_REQUEST,
+            );
+        }
         Err(response) => return response,
     };
     let operation = Operation {
@@ -84,7 +113,15 @@ pub async fn get_graphql(
         variables,
         extensions,
     };
-    respond(&state, &headers, request_id(id), vec![operation], false, Transport::Get).await
+    respond(
+        &state,
+        &headers,
+        request_id(id),
+        vec![operation],
+        false,
+        Transport::Get,
+    )
+    .await
 }
 
 pub async fn post_graphql(
@@ -96,8 +133,15 @@ pub async fn post_graphql(
     let bytes = match axum::body::to_bytes(body, state.config.max_body_bytes).await {
         Ok(bytes) => bytes,
         Err(_) => {
-            let message = format!("the request body exceeds {} bytes", state.config.max_body_bytes);
-            return request_error(StatusCode::PAYLOAD_TOO_LARGE, &message, codes::PAYLOAD_TOO_LARGE);
+            let message = format!(
+                "the request body exceeds {} bytes",
+                state.config.max_body_bytes
+            );
+            return request_error(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                &message,
+                codes::PAYLOAD_TOO_LARGE,
+            );
         }
     };
     let value: Value = match serde_json::from_slice(&bytes) {
@@ -110,10 +154,20 @@ pub async fn post_graphql(
     let (items, batch) = match value {
         Value::Array(items) => (items, true),
         object @ Value::Object(_) => (vec![object], false),
-        _ => return request_error(StatusCode::BAD_REQUEST, "the body must be a JSON object or array", codes::BAD_REQUEST),
+        _ => {
+            return request_error(
+                StatusCode::BAD_REQUEST,
+                "the body must be a JSON object or array",
+                codes::BAD_REQUEST,
+            );
+        }
     };
     if batch && (items.is_empty() || items.len() > state.config.max_batch) {
-        let message = format!("a batch holds 1 to {} operations (got {})", state.config.max_batch, items.len());
+        let message = format!(
+            "a batch holds 1 to {} operations (got {})",
+            state.config.max_batch,
+            items.len()
+        );
         return request_error(StatusCode::BAD_REQUEST, &message, codes::BAD_REQUEST);
     }
     let mut operations = Vec::with_capacity(items.len());
@@ -126,7 +180,15 @@ pub async fn post_graphql(
             }
         }
     }
-    respond(&state, &headers, request_id(id), operations, batch, Transport::Post).await
+    respond(
+        &state,
+        &headers,
+        request_id(id),
+        operations,
+        batch,
+        Transport::Post,
+    )
+    .await
 }
 
 async fn respond(
@@ -137,12 +199,19 @@ async fn respond(
     batch: bool,
     transport: Transport,
 ) -> Response {
-    let principal = match state.authenticator.authenticate(headers.get(header::AUTHORIZATION)).await {
+    let principal = match state
+        .authenticator
+        .authenticate(headers.get(header::AUTHORIZATION))
+        .await
+    {
         Ok(principal) => principal,
         Err(error) => {
             state.metrics.record_error(error.code());
-            let mut response = request_error(StatusCode::UNAUTHORIZED, &error.to_string(), error.code());
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            let mut response =
+                request_error(StatusCode::UNAUTHORIZED, &error.to_string(), error.code());
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             if let ApiError::Internal(_) = error {
                 *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
             }
@@ -153,12 +222,18 @@ async fn respond(
         principal,
         request_id,
         transport,
-        bypass_cache: headers.get("x-bypass-cache").is_some_and(|value| value.as_bytes() == b"1"),
+        bypass_cache: headers
+            .get("x-bypass-cache")
+            .is_some_and(|value| value.as_bytes() == b"1"),
     };
     let wants_cache_info: Vec<bool> = operations
         .iter()
         .map(|operation| {
-            operation.extensions.as_ref().and_then(|extensions| extensions.get("cacheInfo")) == Some(&Value::Bool(true))
+            operation
+                .extensions
+                .as_ref()
+                .and_then(|extensions| extensions.get("cacheInfo"))
+                == Some(&Value::Bool(true))
         })
         .collect();
     let mut outcomes = Vec::with_capacity(operations.len());
@@ -171,12 +246,18 @@ async fn respond(
                     "mutations are not allowed over GET; use POST",
                     codes::METHOD_NOT_ALLOWED,
                 );
-                response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+                response
+                    .headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static("POST"));
                 return response;
             }
         }
     }
-    let media_type = if accepts(headers, GRAPHQL_RESPONSE_JSON) { GRAPHQL_RESPONSE_JSON } else { JSON };
+    let media_type = if accepts(headers, GRAPHQL_RESPONSE_JSON) {
+        GRAPHQL_RESPONSE_JSON
+    } else {
+        JSON
+    };
     let content_type = HeaderValue::from_static(if media_type == JSON {
         "application/json"
     } else {
@@ -193,9 +274,15 @@ async fn respond(
             body.put_slice(&with_cache_info(outcome, wants_cache_info[index]));
         }
         body.put_u8(b']');
-        let status = if outcomes.iter().all(|outcome| outcome.cache == CacheStatus::Hit) {
+        let status = if outcomes
+            .iter()
+            .all(|outcome| outcome.cache == CacheStatus::Hit)
+        {
             CacheStatus::Hit
-        } else if outcomes.iter().any(|outcome| outcome.cache == CacheStatus::Miss) {
+        } else if outcomes
+            .iter()
+            .any(|outcome| outcome.cache == CacheStatus::Miss)
+        {
             CacheStatus::Miss
         } else {
             CacheStatus::Bypass
@@ -221,7 +308,11 @@ async fn respond(
         headers
             .get(header::IF_NONE_MATCH)
             .and_then(|value| value.to_str().ok())
-            .is_some_and(|value| value.split(',').any(|candidate| candidate.trim() == etag || candidate.trim() == "*"))
+            .is_some_and(|value| {
+                value
+                    .split(',')
+                    .any(|candidate| candidate.trim() == etag || candidate.trim() == "*")
+            })
     });
     let status = if not_modified {
         StatusCode::NOT_MODIFIED
@@ -230,7 +321,11 @@ async fn respond(
     } else {
         StatusCode::OK
     };
-    let body = if not_modified { Bytes::new() } else { with_cache_info(&outcome, wants_cache_info[0]) };
+    let body = if not_modified {
+        Bytes::new()
+    } else {
+        with_cache_info(&outcome, wants_cache_info[0])
+    };
     let mut response = Response::new(Body::from(body));
     *response.status_mut() = status;
     let response_headers = response.headers_mut();
@@ -240,11 +335,18 @@ async fn respond(
     if let Ok(value) = HeaderValue::from_str(&cache_control) {
         response_headers.insert(header::CACHE_CONTROL, value);
     }
-    if let Some(etag) = outcome.etag.as_ref().and_then(|etag| HeaderValue::from_str(etag).ok()) {
+    if let Some(etag) = outcome
+        .etag
+        .as_ref()
+        .and_then(|etag| HeaderValue::from_str(etag).ok())
+    {
         response_headers.insert(header::ETAG, etag);
     }
     response_headers.insert("x-cache", HeaderValue::from_static(outcome.cache.as_str()));
-    response_headers.insert(header::VARY, HeaderValue::from_static("Authorization, Accept"));
+    response_headers.insert(
+        header::VARY,
+        HeaderValue::from_static("Authorization, Accept"),
+    );
     response
 }
 

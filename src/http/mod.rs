@@ -14,7 +14,9 @@ use axum::routing::get;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, RequestId as TowerRequestId, SetRequestIdLayer};
+use tower_http::request_id::{
+    MakeRequestUuid, PropagateRequestIdLayer, RequestId as TowerRequestId, SetRequestIdLayer,
+};
 use tower_http::trace::TraceLayer;
 
 use crate::app::AppState;
@@ -27,7 +29,10 @@ pub struct RequestId(pub String);
 pub fn router(state: AppState) -> Router {
     let cors = cors_layer(&state.config.cors_origins);
     Router::new()
-        .route("/graphql", get(graphql::get_graphql).post(graphql::post_graphql))
+        .route(
+            "/graphql",
+            get(graphql::get_graphql).post(graphql::post_graphql),
+        )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -53,16 +58,29 @@ pub fn router(state: AppState) -> Router {
                             )
                         })
                         .on_request(())
-                        .on_response(|response: &axum::http::Response<_>, latency: Duration, _span: &tracing::Span| {
-                            tracing::debug!(status = response.status().as_u16(), latency_ms = latency.as_secs_f64() * 1000.0, "served");
-                        }),
+                        .on_response(
+                            |response: &axum::http::Response<_>,
+                             latency: Duration,
+                             _span: &tracing::Span| {
+                                tracing::debug!(
+                                    status = response.status().as_u16(),
+                                    latency_ms = latency.as_secs_f64() * 1000.0,
+                                    "served"
+                                );
+                            },
+                        ),
                 )
                 .layer(PropagateRequestIdLayer::x_request_id())
-                .layer(CatchPanicLayer::custom(|_panic: Box<dyn std::any::Any + Send>| {
-                    tracing::error!("a request handler panicked");
-                    let body = crate::error::request_error_body("internal server error", crate::error::codes::INTERNAL_SERVER_ERROR);
-                    (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(body)).into_response()
-                }))
+                .layer(CatchPanicLayer::custom(
+                    |_panic: Box<dyn std::any::Any + Send>| {
+                        tracing::error!("a request handler panicked");
+                        let body = crate::error::request_error_body(
+                            "internal server error",
+                            crate::error::codes::INTERNAL_SERVER_ERROR,
+                        );
+                        (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(body)).into_response()
+                    },
+                ))
                 .layer(cors),
         )
         .with_state(state)
@@ -70,14 +88,29 @@ pub fn router(state: AppState) -> Router {
 
 fn cors_layer(origins: &[String]) -> CorsLayer {
     let base = CorsLayer::new()
-        .allow_methods([axum::http::Method::GET, axum::http::Method::POST, axum::http::Method::OPTIONS])
-        .allow_headers([header::CONTENT_TYPE, header::AUTHORIZATION, header::IF_NONE_MATCH])
-        .expose_headers([header::ETAG, header::HeaderName::from_static("x-cache"), header::HeaderName::from_static("x-request-id")])
+        .allow_methods([
+            axum::http::Method::GET,
+            axum::http::Method::POST,
+            axum::http::Method::OPTIONS,
+        ])
+        .allow_headers([
+            header::CONTENT_TYPE,
+            header::AUTHORIZATION,
+            header::IF_NONE_MATCH,
+        ])
+        .expose_headers([
+            header::ETAG,
+            header::HeaderName::from_static("x-cache"),
+            header::HeaderName::from_static("x-request-id"),
+        ])
         .max_age(Duration::from_secs(600));
     if origins.iter().any(|origin| origin == "*") {
         return base.allow_origin(Any);
     }
-    let allowed: Vec<HeaderValue> = origins.iter().filter_map(|origin| HeaderValue::from_str(origin.trim()).ok()).collect();
+    let allowed: Vec<HeaderValue> = origins
+        .iter()
+        .filter_map(|origin| HeaderValue::from_str(origin.trim()).ok())
+        .collect();
     base.allow_origin(AllowOrigin::list(allowed))
 }
 
@@ -97,10 +130,16 @@ async fn metrics(State(state): State<AppState>) -> Response {
     if let Some(pool) = state.redis_pool.as_ref() {
         let status = pool.status();
         state.metrics.redis_pool_size.set(status.size as i64);
-        state.metrics.redis_pool_available.set(status.available as i64);
+        state
+            .metrics
+            .redis_pool_available
+            .set(status.available as i64);
     }
     (
-        [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
         state.metrics.render(),
     )
         .into_response()

@@ -13,4 +13,5 @@ mod dataloader;
 mod errors;
 mod http;
 mod products;
+mod redis_process;
 mod schema_file;

@@ -28,7 +28,12 @@ pub struct GuardedStorage {
 
 impl GuardedStorage {
     pub fn new(inner: Arc<dyn CacheStorage>, timeout: Duration, metrics: Arc<Metrics>) -> Self {
-        GuardedStorage { inner, timeout, metrics, health: Mutex::new(Health::default()) }
+        GuardedStorage {
+            inner,
+            timeout,
+            metrics,
+            health: Mutex::new(Health::default()),
+        }
     }
 
     pub fn backend_name(&self) -> &'static str {
@@ -40,7 +45,10 @@ impl GuardedStorage {
         self.health.lock().retry_at.is_some()
     }
 
-    async fn guard<T>(&self, operation: impl Future<Output = Result<T, StorageError>>) -> Result<T, StorageError> {
+    async fn guard<T>(
+        &self,
+        operation: impl Future<Output = Result<T, StorageError>>,
+    ) -> Result<T, StorageError> {
         if let Some(retry_at) = self.health.lock().retry_at
             && Instant::now() < retry_at
         {
@@ -51,7 +59,9 @@ impl GuardedStorage {
             Ok(result) => result,
             Err(_) => Err(StorageError::Timeout(self.timeout)),
         };
-        self.metrics.redis_seconds.observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .redis_seconds
+            .observe(started.elapsed().as_secs_f64());
         let mut health = self.health.lock();
         match &outcome {
             Ok(_) => {
@@ -88,7 +98,12 @@ impl GuardedStorage {
         self.guard(self.inner.sequence()).await
     }
 
-    pub async fn store(&self, key: &str, encoded: Vec<u8>, ttl: Duration) -> Result<(), StorageError> {
+    pub async fn store(
+        &self,
+        key: &str,
+        encoded: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<(), StorageError> {
         self.guard(self.inner.store(key, encoded, ttl)).await
     }
 
@@ -108,7 +123,11 @@ impl GuardedStorage {
         self.guard(self.inner.delete(key)).await
     }
 
-    pub async fn add_counters(&self, counters: &[(String, i64)], ttl: Duration) -> Result<(), StorageError> {
+    pub async fn add_counters(
+        &self,
+        counters: &[(String, i64)],
+        ttl: Duration,
+    ) -> Result<(), StorageError> {
         self.guard(self.inner.add_counters(counters, ttl)).await
     }
 
@@ -116,7 +135,11 @@ impl GuardedStorage {
         self.guard(self.inner.counters(keys)).await
     }
 
-    pub async fn push_samples(&self, samples: &[(String, Vec<f64>)], keep: usize) -> Result<(), StorageError> {
+    pub async fn push_samples(
+        &self,
+        samples: &[(String, Vec<f64>)],
+        keep: usize,
+    ) -> Result<(), StorageError> {
         self.guard(self.inner.push_samples(samples, keep)).await
     }
 

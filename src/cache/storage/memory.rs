@@ -27,7 +27,12 @@ struct Stored {
 struct PerEntryTtl;
 
 impl Expiry<String, Stored> for PerEntryTtl {
-    fn expire_after_create(&self, _key: &String, value: &Stored, _created_at: Instant) -> Option<Duration> {
+    fn expire_after_create(
+        &self,
+        _key: &String,
+        value: &Stored,
+        _created_at: Instant,
+    ) -> Option<Duration> {
         Some(value.ttl)
     }
 
@@ -56,7 +61,9 @@ impl MemoryStorage {
     pub fn new(capacity_bytes: u64, tag_ttl: Duration, metrics: Option<Arc<Metrics>>) -> Self {
         let values = moka::future::Cache::builder()
             .max_capacity(capacity_bytes)
-            .weigher(|key: &String, value: &Stored| (key.len() + value.bytes.len()).min(u32::MAX as usize) as u32)
+            .weigher(|key: &String, value: &Stored| {
+                (key.len() + value.bytes.len()).min(u32::MAX as usize) as u32
+            })
             .expire_after(PerEntryTtl)
             .eviction_listener(move |_key, _value, cause| {
                 if cause == RemovalCause::Size
@@ -68,7 +75,10 @@ impl MemoryStorage {
             .build();
         MemoryStorage {
             values,
-            tag_versions: moka::sync::Cache::builder().time_to_live(tag_ttl).max_capacity(1_000_000).build(),
+            tag_versions: moka::sync::Cache::builder()
+                .time_to_live(tag_ttl)
+                .max_capacity(1_000_000)
+                .build(),
             sequence: AtomicU64::new(0),
             counters: Mutex::new(HashMap::new()),
             samples: Mutex::new(HashMap::new()),
@@ -104,7 +114,15 @@ impl CacheStorage for MemoryStorage {
     }
 
     async fn store(&self, key: &str, encoded: Vec<u8>, ttl: Duration) -> Result<(), StorageError> {
-        self.values.insert(key.to_owned(), Stored { bytes: Arc::new(encoded), ttl }).await;
+        self.values
+            .insert(
+                key.to_owned(),
+                Stored {
+                    bytes: Arc::new(encoded),
+                    ttl,
+                },
+            )
+            .await;
         Ok(())
     }
 
@@ -117,7 +135,11 @@ impl CacheStorage for MemoryStorage {
     }
 
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
-        Ok(self.values.get(key).await.map(|stored| stored.bytes.as_ref().clone()))
+        Ok(self
+            .values
+            .get(key)
+            .await
+            .map(|stored| stored.bytes.as_ref().clone()))
     }
 
     async fn set(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), StorageError> {
@@ -129,7 +151,11 @@ impl CacheStorage for MemoryStorage {
         Ok(())
     }
 
-    async fn add_counters(&self, counters: &[(String, i64)], _ttl: Duration) -> Result<(), StorageError> {
+    async fn add_counters(
+        &self,
+        counters: &[(String, i64)],
+        _ttl: Duration,
+    ) -> Result<(), StorageError> {
         let mut stored = self.counters.lock();
         for (key, delta) in counters {
             *stored.entry(key.clone()).or_default() += delta;
@@ -139,10 +165,17 @@ impl CacheStorage for MemoryStorage {
 
     async fn counters(&self, keys: &[String]) -> Result<Vec<i64>, StorageError> {
         let stored = self.counters.lock();
-        Ok(keys.iter().map(|key| stored.get(key).copied().unwrap_or(0)).collect())
+        Ok(keys
+            .iter()
+            .map(|key| stored.get(key).copied().unwrap_or(0))
+            .collect())
     }
 
-    async fn push_samples(&self, samples: &[(String, Vec<f64>)], keep: usize) -> Result<(), StorageError> {
+    async fn push_samples(
+        &self,
+        samples: &[(String, Vec<f64>)],
+        keep: usize,
+    ) -> Result<(), StorageError> {
         let mut stored = self.samples.lock();
         for (key, values) in samples {
             let list = stored.entry(key.clone()).or_default();
@@ -155,7 +188,12 @@ impl CacheStorage for MemoryStorage {
     }
 
     async fn samples(&self, key: &str) -> Result<Vec<f64>, StorageError> {
-        Ok(self.samples.lock().get(key).map(|list| list.iter().copied().collect()).unwrap_or_default())
+        Ok(self
+            .samples
+            .lock()
+            .get(key)
+            .map(|list| list.iter().copied().collect())
+            .unwrap_or_default())
     }
 
     async fn rank_add(&self, key: &str, scores: &[(String, f64)]) -> Result<(), StorageError> {
@@ -169,9 +207,16 @@ impl CacheStorage for MemoryStorage {
 
     async fn rank_top(&self, key: &str, count: usize) -> Result<Vec<String>, StorageError> {
         let rankings = self.rankings.lock();
-        let mut members: Vec<(&String, &f64)> = rankings.get(key).map(|ranking| ranking.iter().collect()).unwrap_or_default();
+        let mut members: Vec<(&String, &f64)> = rankings
+            .get(key)
+            .map(|ranking| ranking.iter().collect())
+            .unwrap_or_default();
         members.sort_by(|a, b| b.1.total_cmp(a.1).then_with(|| a.0.cmp(b.0)));
-        Ok(members.into_iter().take(count).map(|(member, _)| member.clone()).collect())
+        Ok(members
+            .into_iter()
+            .take(count)
+            .map(|(member, _)| member.clone())
+            .collect())
     }
 
     async fn clear(&self) -> Result<u64, StorageError> {

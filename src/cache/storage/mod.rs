@@ -6,6 +6,7 @@
 pub mod guarded;
 pub mod memory;
 pub mod redis;
+pub mod tiered;
 
 use std::time::Duration;
 
@@ -61,10 +62,18 @@ pub trait CacheStorage: Send + Sync + 'static {
     async fn delete(&self, key: &str) -> Result<(), StorageError>;
 
     /// Adds to counters (creating them), each expiring after `ttl`.
-    async fn add_counters(&self, counters: &[(String, i64)], ttl: Duration) -> Result<(), StorageError>;
+    async fn add_counters(
+        &self,
+        counters: &[(String, i64)],
+        ttl: Duration,
+    ) -> Result<(), StorageError>;
     async fn counters(&self, keys: &[String]) -> Result<Vec<i64>, StorageError>;
     /// Appends samples to bounded lists that keep the newest `keep`.
-    async fn push_samples(&self, samples: &[(String, Vec<f64>)], keep: usize) -> Result<(), StorageError>;
+    async fn push_samples(
+        &self,
+        samples: &[(String, Vec<f64>)],
+        keep: usize,
+    ) -> Result<(), StorageError>;
     async fn samples(&self, key: &str) -> Result<Vec<f64>, StorageError>;
     /// Adds scores to members of a ranking, and reads its top members.
     async fn rank_add(&self, key: &str, scores: &[(String, f64)]) -> Result<(), StorageError>;
@@ -77,5 +86,7 @@ pub trait CacheStorage: Send + Sync + 'static {
 
 /// Whether an entry filled at `seq` is still fresh given its tags' versions.
 pub fn is_fresh(seq: u64, versions: impl IntoIterator<Item = Option<u64>>) -> bool {
-    versions.into_iter().all(|version| version.is_none_or(|version| version <= seq))
+    versions
+        .into_iter()
+        .all(|version| version.is_none_or(|version| version <= seq))
 }

@@ -68,10 +68,16 @@ impl RedisStorage {
         let mut config = deadpool_redis::Config::from_url(url);
         config.pool = Some(PoolConfig {
             max_size: pool_size,
-            timeouts: Timeouts { wait: Some(connect_timeout), create: Some(connect_timeout), recycle: Some(connect_timeout) },
+            timeouts: Timeouts {
+                wait: Some(connect_timeout),
+                create: Some(connect_timeout),
+                recycle: Some(connect_timeout),
+            },
             ..PoolConfig::default()
         });
-        let pool = config.create_pool(Some(Runtime::Tokio1)).map_err(unavailable)?;
+        let pool = config
+            .create_pool(Some(Runtime::Tokio1))
+            .map_err(unavailable)?;
         Ok(RedisStorage {
             pool,
             prefix: prefix.to_owned(),
@@ -118,7 +124,10 @@ impl CacheStorage for RedisStorage {
         if found == 1 {
             Ok(Lookup::Hit(value))
         } else {
-            let seq = std::str::from_utf8(&value).ok().and_then(|text| text.parse().ok()).unwrap_or(0);
+            let seq = std::str::from_utf8(&value)
+                .ok()
+                .and_then(|text| text.parse().ok())
+                .unwrap_or(0);
             Ok(Lookup::Miss { seq })
         }
     }
@@ -136,11 +145,17 @@ impl CacheStorage for RedisStorage {
     async fn invalidate(&self, tags: &[String]) -> Result<u64, StorageError> {
         let mut connection = self.connection().await?;
         let mut invocation = self.invalidate.key(self.key("seq"));
-        invocation.key(self.channel()).arg(self.key("tag:")).arg(self.tag_ttl.as_secs().max(1));
+        invocation
+            .key(self.channel())
+            .arg(self.key("tag:"))
+            .arg(self.tag_ttl.as_secs().max(1));
         for tag in tags {
             invocation.arg(tag);
         }
-        invocation.invoke_async(&mut connection).await.map_err(unavailable)
+        invocation
+            .invoke_async(&mut connection)
+            .await
+            .map_err(unavailable)
     }
 
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
@@ -150,15 +165,25 @@ impl CacheStorage for RedisStorage {
 
     async fn set(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), StorageError> {
         let mut connection = self.connection().await?;
-        connection.set_ex::<_, _, ()>(self.key(key), value, ttl.as_secs().max(1)).await.map_err(unavailable)
+        connection
+            .set_ex::<_, _, ()>(self.key(key), value, ttl.as_secs().max(1))
+            .await
+            .map_err(unavailable)
     }
 
     async fn delete(&self, key: &str) -> Result<(), StorageError> {
         let mut connection = self.connection().await?;
-        connection.del::<_, ()>(self.key(key)).await.map_err(unavailable)
+        connection
+            .del::<_, ()>(self.key(key))
+            .await
+            .map_err(unavailable)
     }
 
-    async fn add_counters(&self, counters: &[(String, i64)], ttl: Duration) -> Result<(), StorageError> {
+    async fn add_counters(
+        &self,
+        counters: &[(String, i64)],
+        ttl: Duration,
+    ) -> Result<(), StorageError> {
         if counters.is_empty() {
             return Ok(());
         }
@@ -166,9 +191,14 @@ impl CacheStorage for RedisStorage {
         let mut pipe = redis::pipe();
         for (key, delta) in counters {
             let key = self.key(key);
-            pipe.incr(&key, *delta).ignore().expire(&key, ttl.as_secs() as i64).ignore();
+            pipe.incr(&key, *delta)
+                .ignore()
+                .expire(&key, ttl.as_secs() as i64)
+                .ignore();
         }
-        pipe.query_async::<()>(&mut connection).await.map_err(unavailable)
+        pipe.query_async::<()>(&mut connection)
+            .await
+            .map_err(unavailable)
     }
 
     async fn counters(&self, keys: &[String]) -> Result<Vec<i64>, StorageError> {
@@ -177,11 +207,19 @@ impl CacheStorage for RedisStorage {
         }
         let mut connection = self.connection().await?;
         let keys: Vec<String> = keys.iter().map(|key| self.key(key)).collect();
-        let values: Vec<Option<i64>> = redis::cmd("MGET").arg(&keys).query_async(&mut connection).await.map_err(unavailable)?;
+        let values: Vec<Option<i64>> = redis::cmd("MGET")
+            .arg(&keys)
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
         Ok(values.into_iter().map(Option::unwrap_or_default).collect())
     }
 
-    async fn push_samples(&self, samples: &[(String, Vec<f64>)], keep: usize) -> Result<(), StorageError> {
+    async fn push_samples(
+        &self,
+        samples: &[(String, Vec<f64>)],
+        keep: usize,
+    ) -> Result<(), StorageError> {
         if samples.is_empty() {
             return Ok(());
         }
@@ -189,14 +227,22 @@ impl CacheStorage for RedisStorage {
         let mut pipe = redis::pipe();
         for (key, values) in samples {
             let key = self.key(key);
-            pipe.lpush(&key, values).ignore().ltrim(&key, 0, keep as isize - 1).ignore();
+            pipe.lpush(&key, values)
+                .ignore()
+                .ltrim(&key, 0, keep as isize - 1)
+                .ignore();
         }
-        pipe.query_async::<()>(&mut connection).await.map_err(unavailable)
+        pipe.query_async::<()>(&mut connection)
+            .await
+            .map_err(unavailable)
     }
 
     async fn samples(&self, key: &str) -> Result<Vec<f64>, StorageError> {
         let mut connection = self.connection().await?;
-        connection.lrange(self.key(key), 0, -1).await.map_err(unavailable)
+        connection
+            .lrange(self.key(key), 0, -1)
+            .await
+            .map_err(unavailable)
     }
 
     async fn rank_add(&self, key: &str, scores: &[(String, f64)]) -> Result<(), StorageError> {
@@ -209,12 +255,17 @@ impl CacheStorage for RedisStorage {
         for (member, score) in scores {
             pipe.zincr(&key, member, *score).ignore();
         }
-        pipe.query_async::<()>(&mut connection).await.map_err(unavailable)
+        pipe.query_async::<()>(&mut connection)
+            .await
+            .map_err(unavailable)
     }
 
     async fn rank_top(&self, key: &str, count: usize) -> Result<Vec<String>, StorageError> {
         let mut connection = self.connection().await?;
-        connection.zrevrange(self.key(key), 0, count as isize - 1).await.map_err(unavailable)
+        connection
+            .zrevrange(self.key(key), 0, count as isize - 1)
+            .await
+            .map_err(unavailable)
     }
 
     async fn clear(&self) -> Result<u64, StorageError> {
@@ -234,7 +285,11 @@ impl CacheStorage for RedisStorage {
                 .map_err(unavailable)?;
             if !keys.is_empty() {
                 deleted += keys.len() as u64;
-                redis::cmd("UNLINK").arg(&keys).query_async::<()>(&mut connection).await.map_err(unavailable)?;
+                redis::cmd("UNLINK")
+                    .arg(&keys)
+                    .query_async::<()>(&mut connection)
+                    .await
+                    .map_err(unavailable)?;
             }
             if next == 0 {
                 return Ok(deleted);
@@ -245,9 +300,16 @@ impl CacheStorage for RedisStorage {
 
     async fn stats(&self) -> Result<BackendStats, StorageError> {
         let mut connection = self.connection().await?;
-        let info: String = redis::cmd("INFO").query_async(&mut connection).await.map_err(unavailable)?;
+        let info: String = redis::cmd("INFO")
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
         let field = |name: &str| {
-            info.lines().find_map(|line| line.strip_prefix(name).and_then(|rest| rest.strip_prefix(':')).map(str::trim))
+            info.lines().find_map(|line| {
+                line.strip_prefix(name)
+                    .and_then(|rest| rest.strip_prefix(':'))
+                    .map(str::trim)
+            })
         };
         let number = |name: &str| field(name).and_then(|value| value.parse::<u64>().ok());
         let pattern = format!("{}*", escape_glob(&self.prefix));
@@ -264,8 +326,12 @@ impl CacheStorage for RedisStorage {
                 .await
                 .map_err(unavailable)?;
             for key in &keys {
-                let usage: Option<u64> =
-                    redis::cmd("MEMORY").arg("USAGE").arg(key).query_async(&mut connection).await.map_err(unavailable)?;
+                let usage: Option<u64> = redis::cmd("MEMORY")
+                    .arg("USAGE")
+                    .arg(key)
+                    .query_async(&mut connection)
+                    .await
+                    .map_err(unavailable)?;
                 bytes += usage.unwrap_or(0);
             }
             keys_seen += keys.len() as u64;

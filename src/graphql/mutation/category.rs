@@ -14,7 +14,11 @@ pub struct CategoryMutation;
 impl CategoryMutation {
     /// Creates a category; names are unique.
     #[graphql(guard = "RequireToken")]
-    async fn create_category(&self, ctx: &Context<'_>, input: CategoryInput) -> async_graphql::Result<Category> {
+    async fn create_category(
+        &self,
+        ctx: &Context<'_>,
+        input: CategoryInput,
+    ) -> async_graphql::Result<Category> {
         let name = input.parse()?;
         let transaction = begin(ctx).await?;
         let category = categories::create(&transaction, name).await?;
@@ -25,7 +29,12 @@ impl CategoryMutation {
     }
 
     #[graphql(guard = "RequireToken")]
-    async fn update_category(&self, ctx: &Context<'_>, id: ID, input: CategoryInput) -> async_graphql::Result<Category> {
+    async fn update_category(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        input: CategoryInput,
+    ) -> async_graphql::Result<Category> {
         let id = EntityId::parse(&id)?;
         let name = input.parse()?;
         let transaction = begin(ctx).await?;

@@ -26,7 +26,11 @@ pub(crate) async fn begin(ctx: &Context<'_>) -> Result<DatabaseTransaction, ApiE
 }
 
 /// Commits, then invalidates what the mutation changed.
-pub(crate) async fn commit(ctx: &Context<'_>, transaction: DatabaseTransaction, changes: Changes) -> Result<(), ApiError> {
+pub(crate) async fn commit(
+    ctx: &Context<'_>,
+    transaction: DatabaseTransaction,
+    changes: Changes,
+) -> Result<(), ApiError> {
     transaction.commit().await?;
     if let Some(cache) = ctx.data_opt::<ResponseCache>() {
         cache.invalidate(&changes).await;
@@ -36,10 +40,14 @@ pub(crate) async fn commit(ctx: &Context<'_>, transaction: DatabaseTransaction, 
 
 pub(crate) fn check_bulk_size(len: usize) -> Result<(), ApiError> {
     if len == 0 {
-        return Err(ApiError::bad_input("a bulk mutation needs at least one item"));
+        return Err(ApiError::bad_input(
+            "a bulk mutation needs at least one item",
+        ));
     }
     if len > MAX_BULK_ITEMS {
-        return Err(ApiError::bad_input(format!("a bulk mutation takes at most {MAX_BULK_ITEMS} items (got {len})")));
+        return Err(ApiError::bad_input(format!(
+            "a bulk mutation takes at most {MAX_BULK_ITEMS} items (got {len})"
+        )));
     }
     Ok(())
 }

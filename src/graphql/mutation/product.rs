@@ -14,7 +14,11 @@ pub struct ProductMutation;
 #[Object]
 impl ProductMutation {
     #[graphql(guard = "RequireToken")]
-    async fn create_product(&self, ctx: &Context<'_>, input: CreateProductInput) -> async_graphql::Result<Product> {
+    async fn create_product(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateProductInput,
+    ) -> async_graphql::Result<Product> {
         let new = input.parse()?;
         let transaction = begin(ctx).await?;
         let product = products::create(&transaction, new).await?;
@@ -26,13 +30,22 @@ impl ProductMutation {
 
     /// Changes only the fields given in `input`.
     #[graphql(guard = "RequireToken")]
-    async fn update_product(&self, ctx: &Context<'_>, id: ID, input: UpdateProductInput) -> async_graphql::Result<Product> {
+    async fn update_product(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        input: UpdateProductInput,
+    ) -> async_graphql::Result<Product> {
         let id = EntityId::parse(&id)?;
         let changes_requested = input.parse()?;
         let transaction = begin(ctx).await?;
         let write = products::update(&transaction, id.0, changes_requested).await?;
         let mut changes = Changes::default();
-        changes.product(write.product.id, write.before_category_id, Some(write.product.category_id));
+        changes.product(
+            write.product.id,
+            write.before_category_id,
+            Some(write.product.category_id),
+        );
         commit(ctx, transaction, changes).await?;
         Ok(Product(write.product))
     }
@@ -57,7 +70,10 @@ impl ProductMutation {
         inputs: Vec<CreateProductInput>,
     ) -> async_graphql::Result<Vec<Product>> {
         check_bulk_size(inputs.len())?;
-        let new = inputs.into_iter().map(CreateProductInput::parse).collect::<ApiResult<Vec<_>>>()?;
+        let new = inputs
+            .into_iter()
+            .map(CreateProductInput::parse)
+            .collect::<ApiResult<Vec<_>>>()?;
         let transaction = begin(ctx).await?;
         let created = products::create_many(&transaction, new).await?;
         let mut changes = Changes::default();
@@ -76,14 +92,24 @@ impl ProductMutation {
         updates: Vec<PriceUpdateInput>,
     ) -> async_graphql::Result<Vec<Product>> {
         check_bulk_size(updates.len())?;
-        let updates = updates.into_iter().map(PriceUpdateInput::parse).collect::<ApiResult<Vec<_>>>()?;
+        let updates = updates
+            .into_iter()
+            .map(PriceUpdateInput::parse)
+            .collect::<ApiResult<Vec<_>>>()?;
         let transaction = begin(ctx).await?;
         let written = products::update_prices(&transaction, &updates).await?;
         let mut changes = Changes::default();
         for write in &written {
-            changes.product(write.product.id, write.before_category_id, Some(write.product.category_id));
+            changes.product(
+                write.product.id,
+                write.before_category_id,
+                Some(write.product.category_id),
+            );
         }
         commit(ctx, transaction, changes).await?;
-        Ok(written.into_iter().map(|write| Product(write.product)).collect())
+        Ok(written
+            .into_iter()
+            .map(|write| Product(write.product))
+            .collect())
     }
 }

@@ -13,7 +13,9 @@ pub struct Date(pub NaiveDate);
 impl ScalarType for Date {
     fn parse(value: async_graphql::Value) -> async_graphql::InputValueResult<Self> {
         match &value {
-            async_graphql::Value::String(text) => Ok(Date(NaiveDate::parse_from_str(text, "%Y-%m-%d")?)),
+            async_graphql::Value::String(text) => {
+                Ok(Date(NaiveDate::parse_from_str(text, "%Y-%m-%d")?))
+            }
             _ => Err(async_graphql::InputValueError::expected_type(value)),
         }
     }
@@ -53,7 +55,8 @@ pub struct PerformanceStats {
 pub struct CacheQuery;
 
 fn cache<'a>(ctx: &'a Context<'_>) -> Result<&'a ResponseCache, ApiError> {
-    ctx.data::<ResponseCache>().map_err(|_| ApiError::Internal("no response cache in the schema data".into()))
+    ctx.data::<ResponseCache>()
+        .map_err(|_| ApiError::Internal("no response cache in the schema data".into()))
 }
 
 fn clamp(value: i64) -> i32 {
@@ -64,12 +67,22 @@ fn clamp(value: i64) -> i32 {
 impl CacheQuery {
     /// Hits, misses and hit rate of the response cache on `date` (default: today, UTC).
     #[graphql(guard = "RequireToken")]
-    async fn cache_stats(&self, ctx: &Context<'_>, date: Option<Date>) -> async_graphql::Result<CacheStats> {
+    async fn cache_stats(
+        &self,
+        ctx: &Context<'_>,
+        date: Option<Date>,
+    ) -> async_graphql::Result<CacheStats> {
         let cache = cache(ctx)?;
-        let date = date.map(|date| date.0).unwrap_or_else(|| Utc::now().date_naive());
+        let date = date
+            .map(|date| date.0)
+            .unwrap_or_else(|| Utc::now().date_naive());
         let unavailable = |_| ApiError::Internal("the cache backend is unavailable".into());
         cache.flush_monitor().await.map_err(unavailable)?;
-        let (hits, misses, errors) = cache.monitor().day(cache.storage(), date).await.map_err(unavailable)?;
+        let (hits, misses, errors) = cache
+            .monitor()
+            .day(cache.storage(), date)
+            .await
+            .map_err(unavailable)?;
         let total = hits + misses;
         Ok(CacheStats {
             date: Date(date),
@@ -77,19 +90,34 @@ impl CacheQuery {
             misses: clamp(misses),
             errors: clamp(errors),
             total: clamp(total),
-            hit_rate: if total > 0 { hits as f64 / total as f64 } else { 0.0 },
+            hit_rate: if total > 0 {
+                hits as f64 / total as f64
+            } else {
+                0.0
+            },
         })
     }
 
     /// Latency statistics of an operation (by operation name; `anonymous` for unnamed ones).
     #[graphql(guard = "RequireToken")]
-    async fn performance_stats(&self, ctx: &Context<'_>, operation: String) -> async_graphql::Result<PerformanceStats> {
+    async fn performance_stats(
+        &self,
+        ctx: &Context<'_>,
+        operation: String,
+    ) -> async_graphql::Result<PerformanceStats> {
         let cache = cache(ctx)?;
         let unavailable = |_| ApiError::Internal("the cache backend is unavailable".into());
         cache.flush_monitor().await.map_err(unavailable)?;
-        let samples = cache.monitor().samples(cache.storage(), &operation).await.map_err(unavailable)?;
-        let summary = summarize(samples)
-            .ok_or_else(|| ApiError::NotFound(format!("no executions recorded for operation {operation:?}")))?;
+        let samples = cache
+            .monitor()
+            .samples(cache.storage(), &operation)
+            .await
+            .map_err(unavailable)?;
+        let summary = summarize(samples).ok_or_else(|| {
+            ApiError::NotFound(format!(
+                "no executions recorded for operation {operation:?}"
+            ))
+        })?;
         Ok(PerformanceStats {
             operation,
             count: summary.count as i32,

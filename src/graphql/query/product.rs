@@ -39,12 +39,20 @@ impl ProductQuery {
         let filter = filter.unwrap_or_default().parse()?;
         let order_by = order_by.unwrap_or_default();
         let size = PageSize::parse(first.unwrap_or(20))?;
-        let after = after.map(|text| Cursor::decode(&text, order_by)).transpose()?;
+        let after = after
+            .map(|text| Cursor::decode(&text, order_by))
+            .transpose()?;
         ctx.record_tag(match filter.category_id {
             Some(category_id) => Tag::CategoryProducts(category_id),
             None => Tag::AllProducts,
         });
         let rows = products::list_page(ctx.db()?, &filter, order_by, size, after).await?;
-        Ok(ProductConnection::from_rows(rows, order_by, size, after.is_some(), TotalCount::Filter(filter)))
+        Ok(ProductConnection::from_rows(
+            rows,
+            order_by,
+            size,
+            after.is_some(),
+            TotalCount::Filter(filter),
+        ))
     }
 }

@@ -44,8 +44,14 @@ impl Category {
     ) -> async_graphql::Result<ProductConnection> {
         ctx.record_tag(Tag::CategoryProducts(self.0.id));
         let size = PageSize::parse(first.unwrap_or(20))?;
-        let after = after.map(|text| Cursor::decode(&text, ProductOrder::IdAsc)).transpose()?;
-        let key = CategoryPageKey { category_id: self.0.id, size, after_id: after.map(|cursor| cursor.id) };
+        let after = after
+            .map(|text| Cursor::decode(&text, ProductOrder::IdAsc))
+            .transpose()?;
+        let key = CategoryPageKey {
+            category_id: self.0.id,
+            size,
+            after_id: after.map(|cursor| cursor.id),
+        };
         let rows = ctx
             .loaders()?
             .category_pages
@@ -53,7 +59,13 @@ impl Category {
             .await
             .map_err(|error| ApiError::Internal(format!("loading category products: {error}")))?
             .unwrap_or_default();
-        Ok(ProductConnection::from_rows(rows, ProductOrder::IdAsc, size, after.is_some(), TotalCount::Category(self.0.id)))
+        Ok(ProductConnection::from_rows(
+            rows,
+            ProductOrder::IdAsc,
+            size,
+            after.is_some(),
+            TotalCount::Category(self.0.id),
+        ))
     }
 
     async fn created_at(&self) -> DateTime<Utc> {

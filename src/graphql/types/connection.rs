@@ -52,7 +52,12 @@ impl ProductConnection {
         let edges: Vec<ProductEdge> = rows
             .into_iter()
             .map(|row| ProductEdge {
-                cursor: Cursor { order, key: sort_key(order, &row), id: row.id }.encode(),
+                cursor: Cursor {
+                    order,
+                    key: sort_key(order, &row),
+                    id: row.id,
+                }
+                .encode(),
                 node: Product(row),
             })
             .collect();
@@ -62,7 +67,11 @@ impl ProductConnection {
             start_cursor: edges.first().map(|edge| edge.cursor.clone()),
             end_cursor: edges.last().map(|edge| edge.cursor.clone()),
         };
-        ProductConnection { edges, page_info, total }
+        ProductConnection {
+            edges,
+            page_info,
+            total,
+        }
     }
 }
 
@@ -79,7 +88,9 @@ impl ProductConnection {
     /// Number of products in the whole list (all pages); costs one COUNT statement.
     async fn total_count(&self, ctx: &Context<'_>) -> async_graphql::Result<i32> {
         let count = match &self.total {
-            TotalCount::Filter(filter) => products::count(ctx.db()?, filter).await.map_err(ApiError::from)?,
+            TotalCount::Filter(filter) => products::count(ctx.db()?, filter)
+                .await
+                .map_err(ApiError::from)?,
             TotalCount::Category(category_id) => ctx
                 .loaders()?
                 .product_counts

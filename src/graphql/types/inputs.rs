@@ -26,16 +26,28 @@ impl ProductFilterInput {
         if let (Some(min), Some(max)) = (min_price, max_price)
             && min > max
         {
-            return Err(ApiError::bad_input("`minPrice` must not be greater than `maxPrice`"));
+            return Err(ApiError::bad_input(
+                "`minPrice` must not be greater than `maxPrice`",
+            ));
         }
-        let search = self.search.map(|search| search.trim().to_owned()).filter(|search| !search.is_empty());
+        let search = self
+            .search
+            .map(|search| search.trim().to_owned())
+            .filter(|search| !search.is_empty());
         if let Some(search) = &search
             && search.chars().count() > MAX_SEARCH_CHARS
         {
-            return Err(ApiError::bad_input(format!("`search` may have at most {MAX_SEARCH_CHARS} characters")));
+            return Err(ApiError::bad_input(format!(
+                "`search` may have at most {MAX_SEARCH_CHARS} characters"
+            )));
         }
         Ok(ProductFilter {
-            category_id: self.category_id.as_ref().map(EntityId::parse).transpose()?.map(|id| id.0),
+            category_id: self
+                .category_id
+                .as_ref()
+                .map(EntityId::parse)
+                .transpose()?
+                .map(|id| id.0),
             min_price,
             max_price,
             search,
@@ -73,7 +85,12 @@ impl UpdateProductInput {
         Ok(ProductChanges {
             name: self.name.as_deref().map(ProductName::parse).transpose()?,
             price: self.price.map(Price::parse).transpose()?,
-            category_id: self.category_id.as_ref().map(EntityId::parse).transpose()?.map(|id| id.0),
+            category_id: self
+                .category_id
+                .as_ref()
+                .map(EntityId::parse)
+                .transpose()?
+                .map(|id| id.0),
         })
     }
 }
