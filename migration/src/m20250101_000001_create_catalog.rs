@@ -36,10 +36,29 @@ impl MigrationTrait for Migration {
                 Table::create()
                     .table(Category::Table)
                     .if_not_exists()
-                    .col(ColumnDef::new(Category::Id).integer().not_null().auto_increment().primary_key())
-                    .col(ColumnDef::new(Category::Name).string_len(100).not_null().unique_key())
-                    .col(ColumnDef::new(Category::CreatedAt).timestamp_with_time_zone().not_null())
-                    .col(ColumnDef::new(Category::UpdatedAt).timestamp_with_time_zone().not_null())
+                    .col(
+                        ColumnDef::new(Category::Id)
+                            .integer()
+                            .not_null()
+                            .auto_increment()
+                            .primary_key(),
+                    )
+                    .col(
+                        ColumnDef::new(Category::Name)
+                            .string_len(100)
+                            .not_null()
+                            .unique_key(),
+                    )
+                    .col(
+                        ColumnDef::new(Category::CreatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Category::UpdatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
                     .to_owned(),
             )
             .await?;
@@ -48,7 +67,13 @@ impl MigrationTrait for Migration {
                 Table::create()
                     .table(Product::Table)
                     .if_not_exists()
-                    .col(ColumnDef::new(Product::Id).integer().not_null().auto_increment().primary_key())
+                    .col(
+                        ColumnDef::new(Product::Id)
+                            .integer()
+                            .not_null()
+                            .auto_increment()
+                            .primary_key(),
+                    )
                     .col(ColumnDef::new(Product::Name).string_len(200).not_null())
                     .col(
                         ColumnDef::new(Product::PriceCents)
@@ -57,8 +82,16 @@ impl MigrationTrait for Migration {
                             .check(Expr::col(Product::PriceCents).between(0, 9_999_999_999_i64)),
                     )
                     .col(ColumnDef::new(Product::CategoryId).integer().not_null())
-                    .col(ColumnDef::new(Product::CreatedAt).timestamp_with_time_zone().not_null())
-                    .col(ColumnDef::new(Product::UpdatedAt).timestamp_with_time_zone().not_null())
+                    .col(
+                        ColumnDef::new(Product::CreatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(Product::UpdatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
                     .foreign_key(
                         ForeignKey::create()
                             .name("fk_product_category")
@@ -113,7 +146,11 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.drop_table(Table::drop().table(Product::Table).to_owned()).await?;
-        manager.drop_table(Table::drop().table(Category::Table).to_owned()).await
+        manager
+            .drop_table(Table::drop().table(Product::Table).to_owned())
+            .await?;
+        manager
+            .drop_table(Table::drop().table(Category::Table).to_owned())
+            .await
     }
 }

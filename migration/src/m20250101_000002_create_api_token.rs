@@ -23,17 +23,38 @@ impl MigrationTrait for Migration {
                 Table::create()
                     .table(ApiToken::Table)
                     .if_not_exists()
-                    .col(ColumnDef::new(ApiToken::Id).integer().not_null().auto_increment().primary_key())
+                    .col(
+                        ColumnDef::new(ApiToken::Id)
+                            .integer()
+                            .not_null()
+                            .auto_increment()
+                            .primary_key(),
+                    )
                     .col(ColumnDef::new(ApiToken::Name).string_len(100).not_null())
-                    .col(ColumnDef::new(ApiToken::TokenHash).string_len(64).not_null().unique_key())
-                    .col(ColumnDef::new(ApiToken::CreatedAt).timestamp_with_time_zone().not_null())
-                    .col(ColumnDef::new(ApiToken::RevokedAt).timestamp_with_time_zone().null())
+                    .col(
+                        ColumnDef::new(ApiToken::TokenHash)
+                            .string_len(64)
+                            .not_null()
+                            .unique_key(),
+                    )
+                    .col(
+                        ColumnDef::new(ApiToken::CreatedAt)
+                            .timestamp_with_time_zone()
+                            .not_null(),
+                    )
+                    .col(
+                        ColumnDef::new(ApiToken::RevokedAt)
+                            .timestamp_with_time_zone()
+                            .null(),
+                    )
                     .to_owned(),
             )
             .await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.drop_table(Table::drop().table(ApiToken::Table).to_owned()).await
+        manager
+            .drop_table(Table::drop().table(ApiToken::Table).to_owned())
+            .await
     }
 }

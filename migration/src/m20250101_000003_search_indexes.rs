@@ -15,7 +15,8 @@ impl MigrationTrait for Migration {
             return Ok(());
         }
         let db = manager.get_connection();
-        db.execute_unprepared("CREATE EXTENSION IF NOT EXISTS pg_trgm").await?;
+        db.execute_unprepared("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+            .await?;
         db.execute_unprepared(
             "CREATE INDEX IF NOT EXISTS idx_product_name_trgm ON product USING gin (lower(name) gin_trgm_ops)",
         )
@@ -32,8 +33,10 @@ impl MigrationTrait for Migration {
             return Ok(());
         }
         let db = manager.get_connection();
-        db.execute_unprepared("DROP INDEX IF EXISTS idx_product_name_trgm").await?;
-        db.execute_unprepared("DROP INDEX IF EXISTS idx_category_name_trgm").await?;
+        db.execute_unprepared("DROP INDEX IF EXISTS idx_product_name_trgm")
+            .await?;
+        db.execute_unprepared("DROP INDEX IF EXISTS idx_category_name_trgm")
+            .await?;
         Ok(())
     }
 }

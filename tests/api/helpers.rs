@@ -49,20 +49,39 @@ impl GqlResponse {
     pub fn error_codes(&self) -> Vec<String> {
         self.body["errors"]
             .as_array()
-            .map(|errors| errors.iter().map(|error| error["extensions"]["code"].as_str().unwrap_or("").to_owned()).collect())
+            .map(|errors| {
+                errors
+                    .iter()
+                    .map(|error| {
+                        error["extensions"]["code"]
+                            .as_str()
+                            .unwrap_or("")
+                            .to_owned()
+                    })
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
     #[track_caller]
     pub fn assert_ok(&self) -> &Value {
-        assert!(self.body.get("errors").is_none(), "unexpected errors: {}", self.body);
+        assert!(
+            self.body.get("errors").is_none(),
+            "unexpected errors: {}",
+            self.body
+        );
         assert_eq!(self.status, 200, "status for {}", self.body);
         self.data()
     }
 
     #[track_caller]
     pub fn assert_error(&self, code: &str) {
-        assert_eq!(self.error_codes().first().map(String::as_str), Some(code), "errors of {}", self.body);
+        assert_eq!(
+            self.error_codes().first().map(String::as_str),
+            Some(code),
+            "errors of {}",
+            self.body
+        );
     }
 }
 
@@ -71,15 +90,26 @@ async fn database_url() -> (String, Option<tempfile::TempDir>) {
     match std::env::var("CATALOG_TEST_DATABASE_URL") {
         Ok(admin_url) if !admin_url.is_empty() => {
             let name = format!("catalog_test_{}", uuid::Uuid::new_v4().simple());
-            let admin = Database::connect(&admin_url).await.expect("connect to CATALOG_TEST_DATABASE_URL");
-            admin.execute_unprepared(&format!("CREATE DATABASE \"{name}\"")).await.expect("create test database");
+            let admin = Database::connect(&admin_url)
+                .await
+                .expect("connect to CATALOG_TEST_DATABASE_URL");
+            admin
+                .execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+                .await
+                .expect("create test database");
             admin.close().await.ok();
-            let base = admin_url.rsplit_once('/').map(|(base, _)| base).unwrap_or(&admin_url);
+            let base = admin_url
+                .rsplit_once('/')
+                .map(|(base, _)| base)
+                .unwrap_or(&admin_url);
             (format!("{base}/{name}"), None)
         }
         _ => {
             let files = tempfile::tempdir().expect("temporary directory");
-            let url = format!("sqlite://{}?mode=rwc", files.path().join("catalog.db").display());
+            let url = format!(
+                "sqlite://{}?mode=rwc",
+                files.path().join("catalog.db").display()
+            );
             (url, Some(files))
         }
     }
@@ -92,7 +122,9 @@ pub async fn test_config() -> (Config, Option<tempfile::TempDir>) {
     config.bind = "127.0.0.1:0".parse().expect("address");
     config.demo_data = false;
     config.db_pool_size = 5;
-    config.redis_url = std::env::var("CATALOG_TEST_REDIS_URL").ok().filter(|url| !url.is_empty());
+    config.redis_url = std::env::var("CATALOG_TEST_REDIS_URL")
+        .ok()
+        .filter(|url| !url.is_empty());
     config.cache_prefix = format!("catalog-test:{}:", uuid::Uuid::new_v4().simple());
     (config, files)
 }
@@ -110,11 +142,23 @@ impl TestApp {
     pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
         let (mut config, files) = test_config().await;
         adjust(&mut config);
-        Self::start(config, files, Some(SeedPlan { categories: CATEGORIES, products: PRODUCTS })).await
+        Self::start(
+            config,
+            files,
+            Some(SeedPlan {
+                categories: CATEGORIES,
+                products: PRODUCTS,
+            }),
+        )
+        .await
     }
 
     /// Starts a server on an explicit configuration (e.g. a second instance on a shared database).
-    pub async fn start(config: Config, files: Option<tempfile::TempDir>, seed_plan: Option<SeedPlan>) -> TestApp {
+    pub async fn start(
+        config: Config,
+        files: Option<tempfile::TempDir>,
+        seed_plan: Option<SeedPlan>,
+    ) -> TestApp {
         let app = App::build(config.clone()).await.expect("the app starts");
         if let Some(plan) = seed_plan {
             seed::seed(&app.state().db, plan).await.expect("seed");
@@ -132,7 +176,10 @@ impl TestApp {
         TestApp {
             address,
             state,
-            client: reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client"),
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("client"),
             config,
             server,
             shutdown: Some(shutdown),
@@ -144,7 +191,12 @@ impl TestApp {
         format!("http://{}{path}", self.address)
     }
 
-    pub async fn post_json(&self, body: Value, token: Option<&str>, extra: &[(&str, &str)]) -> GqlResponse {
+    pub async fn post_json(
+        &self,
+        body: Value,
+        token: Option<&str>,
+        extra: &[(&str, &str)],
+    ) -> GqlResponse {
         let mut request = self.client.post(self.url("/graphql")).json(&body);
         if let Some(token) = token {
             request = request.bearer_auth(token);
@@ -159,23 +211,40 @@ impl TestApp {
         let status = response.status();
         let headers = response.headers().clone();
         let text = response.text().await.expect("body");
-        let body = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
-        GqlResponse { status, headers, body }
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        GqlResponse {
+            status,
+            headers,
+            body,
+        }
     }
 
     /// POSTs a query with variables, anonymously.
     pub async fn gql(&self, query: &str, variables: Value) -> GqlResponse {
-        self.post_json(json!({ "query": query, "variables": variables }), None, &[]).await
+        self.post_json(json!({ "query": query, "variables": variables }), None, &[])
+            .await
     }
 
     /// POSTs a query with variables as the holder of `token`.
     pub async fn gql_as(&self, token: &str, query: &str, variables: Value) -> GqlResponse {
-        self.post_json(json!({ "query": query, "variables": variables }), Some(token), &[]).await
+        self.post_json(
+            json!({ "query": query, "variables": variables }),
+            Some(token),
+            &[],
+        )
+        .await
     }
 
     /// Creates an API token, as `catalog-api token create` does.
     pub async fn create_token(&self, name: &str) -> String {
-        catalog_api::auth::create(&self.state.db, name).await.expect("token").0
+        catalog_api::auth::create(&self.state.db, name)
+            .await
+            .expect("token")
+            .0
     }
 
     /// SQL statements this server has executed so far.
@@ -228,5 +297,4 @@ pub fn seeded_price(j: u32) -> String {
     format!("{}.{:02}", cents / 100, cents % 100)
 }
 
-pub const PRODUCT_BY_ID: &str =
-    "query ProductById($id: ID!) { product(id: $id) { id name price createdAt category { id name } } }";
+pub const PRODUCT_BY_ID: &str = "query ProductById($id: ID!) { product(id: $id) { id name price createdAt category { id name } } }";
