@@ -102,7 +102,7 @@ impl ResponseCache {
                 let Some(inner) = weak.upgrade() else { return };
                 let cache = ResponseCache { inner };
                 cache.replay_invalidations().await;
-                if ticks % 5 == 0 {
+                if ticks.is_multiple_of(5) {
                     let _ = cache.inner.monitor.flush(&cache.inner.storage).await;
                 }
             }

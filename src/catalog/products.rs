@@ -274,11 +274,11 @@ async fn require_categories<C: ConnectionTrait>(
 }
 
 pub async fn create<C: ConnectionTrait>(db: &C, new: NewProduct) -> ApiResult<product::Model> {
-    Ok(create_many(db, vec![new])
+    create_many(db, vec![new])
         .await?
         .into_iter()
         .next()
-        .ok_or_else(|| ApiError::Internal("insert returned no row".into()))?)
+        .ok_or_else(|| ApiError::Internal("insert returned no row".into()))
 }
 
 /// Inserts all products or none: one category check and one multi-row INSERT.

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use async_graphql::dataloader::{DataLoader, Loader};
+use async_graphql::dataloader::{DataLoader, HashMapCache, Loader};
 use sea_orm::{DatabaseConnection, DbErr};
 
 use crate::catalog::{PageSize, categories, products};
@@ -121,20 +121,67 @@ impl Loader<CategoryPageKey> for CategoryPageLoader {
     }
 }
 
+/// The loaders of one request. Categories and counts keep a per-request cache so that a list
+/// resolver that already knows every key (a page of products knows its category ids) can
+/// load them in one statement and `feed_many` them: batching then does not depend on every
+/// item asking within the loader's 1 ms batching window, which a 100-item page can exceed.
 pub struct Loaders {
-    pub categories: DataLoader<CategoryLoader>,
+    pub categories: DataLoader<CategoryLoader, HashMapCache>,
     pub products: DataLoader<ProductLoader>,
-    pub product_counts: DataLoader<ProductCountLoader>,
+    pub product_counts: DataLoader<ProductCountLoader, HashMapCache>,
     pub category_pages: DataLoader<CategoryPageLoader>,
 }
 
 impl Loaders {
     pub fn new(db: &DatabaseConnection) -> Self {
         Loaders {
-            categories: DataLoader::new(CategoryLoader(db.clone()), tokio::spawn),
+            categories: DataLoader::with_cache(
+                CategoryLoader(db.clone()),
+                tokio::spawn,
+                HashMapCache::default(),
+            ),
             products: DataLoader::new(ProductLoader(db.clone()), tokio::spawn),
-            product_counts: DataLoader::new(ProductCountLoader(db.clone()), tokio::spawn),
+            product_counts: DataLoader::with_cache(
+                ProductCountLoader(db.clone()),
+                tokio::spawn,
+                HashMapCache::default(),
+            ),
             category_pages: DataLoader::new(CategoryPageLoader(db.clone()), tokio::spawn),
         }
     }
+}
+
+/// Loads the categories of a page of products at once, when the query selects them.
+pub async fn prefetch_categories(
+    loaders: &Loaders,
+    db: &DatabaseConnection,
+    products: &[product::Model],
+) -> Result<(), DbErr> {
+    let mut ids: Vec<i32> = products.iter().map(|product| product.category_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let found = categories::find_by_ids(db, &ids).await?;
+    loaders
+        .categories
+        .feed_many(found.into_iter().map(|category| (category.id, category)))
+        .await;
+    Ok(())
+}
+
+/// Counts the products of many categories at once, when the query selects `productCount`.
+pub async fn prefetch_product_counts(
+    loaders: &Loaders,
+    db: &DatabaseConnection,
+    category_ids: &[i32],
+) -> Result<(), DbErr> {
+    let counts = products::count_by_categories(db, category_ids).await?;
+    loaders
+        .product_counts
+        .feed_many(
+            category_ids
+                .iter()
+                .map(|id| (*id, counts.get(id).copied().unwrap_or(0))),
+        )
+        .await;
+    Ok(())
 }

@@ -79,21 +79,21 @@ pub async fn get_graphql(
             codes::BAD_REQUEST,
         );
     }
-    let parse_json = |name: &str| -> Result<Option<Value>, Response> {
+    let parse_json = |name: &str| -> Result<Option<Value>, Box<Response>> {
         match params.get(name).filter(|text| !text.is_empty()) {
             None => Ok(None),
             Some(text) => serde_json::from_str(text).map(Some).map_err(|_| {
-                request_error(
+                Box::new(request_error(
                     StatusCode::BAD_REQUEST,
                     &format!("`{name}` is not valid JSON"),
                     codes::BAD_REQUEST,
-                )
+                ))
             }),
         }
     };
     let variables = match parse_json("variables") {
         Ok(variables) => variables,
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let extensions = match parse_json("extensions") {
         Ok(None) => None,
@@ -105,7 +105,7 @@ pub async fn get_graphql(
                 codes::BAD_REQUEST,
             );
         }
-        Err(response) => return response,
+        Err(response) => return *response,
     };
     let operation = Operation {
         query: params.get("query").cloned(),
@@ -199,6 +199,9 @@ async fn respond(
     batch: bool,
     transport: Transport,
 ) -> Response {
+    if let Some(message) = operations.iter().find_map(malformed) {
+        return request_error(StatusCode::BAD_REQUEST, message, codes::BAD_REQUEST);
+    }
     let principal = match state
         .authenticator
         .authenticate(headers.get(header::AUTHORIZATION))
@@ -309,9 +312,11 @@ async fn respond(
             .get(header::IF_NONE_MATCH)
             .and_then(|value| value.to_str().ok())
             .is_some_and(|value| {
-                value
-                    .split(',')
-                    .any(|candidate| candidate.trim() == etag || candidate.trim() == "*")
+                // Weak comparison (RFC 9110 13.1.2): a proxy that compresses the body turns
+                // our strong ETag into `W/"..."`, and the client sends that back.
+                value.split(',').map(str::trim).any(|candidate| {
+                    candidate == "*" || candidate.strip_prefix("W/").unwrap_or(candidate) == etag
+                })
             })
     });
     let status = if not_modified {
@@ -348,6 +353,30 @@ async fn respond(
         HeaderValue::from_static("Authorization, Accept"),
     );
     response
+}
+
+/// Why an operation is not a GraphQL request, if it is not: no document (neither a `query`
+/// nor a persisted query's hash) or `variables` that are not a map. Like a body that is not
+/// JSON, that is the client's request error (400), not a GraphQL error of an execution.
+fn malformed(operation: &Operation) -> Option<&'static str> {
+    let has_query = operation
+        .query
+        .as_deref()
+        .is_some_and(|query| !query.trim().is_empty());
+    let persisted = operation
+        .extensions
+        .as_ref()
+        .is_some_and(|extensions| extensions.contains_key("persistedQuery"));
+    if !has_query && !persisted {
+        return Some("the request has no `query`");
+    }
+    if !matches!(
+        operation.variables,
+        None | Some(Value::Null | Value::Object(_))
+    ) {
+        return Some("`variables` must be a JSON object");
+    }
+    None
 }
 
 /// The body, with `extensions.cache` spliced in when the client asked for it.

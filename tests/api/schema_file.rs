@@ -3,8 +3,9 @@
 
 #[test]
 fn the_checked_in_schema_is_what_the_server_prints() {
-    let checked_in = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schema.graphql"))
-        .expect("schema.graphql is checked in");
+    let checked_in =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/schema.graphql"))
+            .expect("schema.graphql is checked in");
     let printed = catalog_api::graphql::schema::sdl();
     assert!(
         checked_in == printed,

@@ -45,8 +45,15 @@ redis.call('PUBLISH', KEYS[2], seq .. ' ' .. table.concat(ARGV, ' ', 3))
 return seq
 "#;
 
+/// Connections in use at once. Each is a multiplexed (pipelining) connection taken from the
+/// deadpool pool once and shared by every request until it fails, so a request pays one
+/// round trip, not a pool checkout (deadpool's recycle check costs a PING per checkout).
+const SHARED_CONNECTIONS: usize = 4;
+
 pub struct RedisStorage {
     pool: Pool,
+    shared: Vec<parking_lot::Mutex<Option<deadpool_redis::Connection>>>,
+    next: std::sync::atomic::AtomicUsize,
     prefix: String,
     tag_ttl: Duration,
     lookup: Script,
@@ -79,6 +86,10 @@ impl RedisStorage {
             .create_pool(Some(Runtime::Tokio1))
             .map_err(unavailable)?;
         Ok(RedisStorage {
+            shared: (0..SHARED_CONNECTIONS.min(pool_size.max(1)))
+                .map(|_| parking_lot::Mutex::new(None))
+                .collect(),
+            next: std::sync::atomic::AtomicUsize::new(0),
             pool,
             prefix: prefix.to_owned(),
             tag_ttl,
@@ -100,8 +111,29 @@ impl RedisStorage {
         format!("{}{key}", self.prefix)
     }
 
-    async fn connection(&self) -> Result<deadpool_redis::Connection, StorageError> {
-        self.pool.get().await.map_err(unavailable)
+    async fn connection(&self) -> Result<redis::aio::MultiplexedConnection, StorageError> {
+        let slot = &self.shared
+            [self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.shared.len()];
+        if let Some(connection) = slot.lock().as_ref() {
+            return Ok((**connection).clone());
+        }
+        let pooled = self.pool.get().await.map_err(unavailable)?;
+        let connection = (*pooled).clone();
+        *slot.lock() = Some(pooled);
+        Ok(connection)
+    }
+
+    /// Drops the shared connections after an error; the next request takes fresh ones from
+    /// the pool, which checks them before handing them out.
+    fn reset(&self) {
+        for slot in &self.shared {
+            slot.lock().take();
+        }
+    }
+
+    fn failed(&self, error: impl std::fmt::Display) -> StorageError {
+        self.reset();
+        unavailable(error)
     }
 }
 
@@ -120,7 +152,7 @@ impl CacheStorage for RedisStorage {
             .arg(self.key("tag:"))
             .invoke_async(&mut connection)
             .await
-            .map_err(unavailable)?;
+            .map_err(|error| self.failed(error))?;
         if found == 1 {
             Ok(Lookup::Hit(value))
         } else {
@@ -134,7 +166,10 @@ impl CacheStorage for RedisStorage {
 
     async fn sequence(&self) -> Result<u64, StorageError> {
         let mut connection = self.connection().await?;
-        let seq: Option<u64> = connection.get(self.key("seq")).await.map_err(unavailable)?;
+        let seq: Option<u64> = connection
+            .get(self.key("seq"))
+            .await
+            .map_err(|error| self.failed(error))?;
         Ok(seq.unwrap_or(0))
     }
 
@@ -155,12 +190,15 @@ impl CacheStorage for RedisStorage {
         invocation
             .invoke_async(&mut connection)
             .await
-            .map_err(unavailable)
+            .map_err(|error| self.failed(error))
     }
 
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
         let mut connection = self.connection().await?;
-        connection.get(self.key(key)).await.map_err(unavailable)
+        connection
+            .get(self.key(key))
+            .await
+            .map_err(|error| self.failed(error))
     }
 
     async fn set(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), StorageError> {
@@ -168,7 +206,7 @@ impl CacheStorage for RedisStorage {
         connection
             .set_ex::<_, _, ()>(self.key(key), value, ttl.as_secs().max(1))
             .await
-            .map_err(unavailable)
+            .map_err(|error| self.failed(error))
     }
 
     async fn delete(&self, key: &str) -> Result<(), StorageError> {
@@ -176,7 +214,7 @@ impl CacheStorage for RedisStorage {
         connection
             .del::<_, ()>(self.key(key))
             .await
-            .map_err(unavailable)
+            .map_err(|error| self.failed(error))
     }
 
     async fn add_counters(
@@ -198,7 +236,7 @@ impl CacheStorage for RedisStorage {
         }
         pipe.query_async::<()>(&mut connection)
             .await
-            .map_err(unavailable)
+            .map_err(|error| self.failed(error))
     }
 
     async fn counters(&self, keys: &[String]) -> Result<Vec<i64>, StorageError> {
@@ -211,7 +249,7 @@ impl CacheStorage for RedisStorage {
             .arg(&keys)
             .query_async(&mut connection)
             .await
-            .map_err(unavailable)?;
+            .map_err(|error| self.failed(error))?;
         Ok(values.into_iter().map(Option::unwrap_or_default).collect())
     }
 
@@ -234,7 +272,7 @@ impl CacheStorage for RedisStorage {
         }
         pipe.query_async::<()>(&mut connection)
             .await
-            .map_err(unavailable)
+            .map_err(|error| self.failed(error))
     }
 
     async fn samples(&self, key: &str) -> Result<Vec<f64>, StorageError> {
@@ -242,7 +280,7 @@ impl CacheStorage for RedisStorage {
         connection
             .lrange(self.key(key), 0, -1)
             .await
-            .map_err(unavailable)
+            .map_err(|error| self.failed(error))
     }
 
     async fn rank_add(&self, key: &str, scores: &[(String, f64)]) -> Result<(), StorageError> {
@@ -257,7 +295,7 @@ impl CacheStorage for RedisStorage {
         }
         pipe.query_async::<()>(&mut connection)
             .await
-            .map_err(unavailable)
+            .map_err(|error| self.failed(error))
     }
 
     async fn rank_top(&self, key: &str, count: usize) -> Result<Vec<String>, StorageError> {
@@ -265,7 +303,7 @@ impl CacheStorage for RedisStorage {
         connection
             .zrevrange(self.key(key), 0, count as isize - 1)
             .await
-            .map_err(unavailable)
+            .map_err(|error| self.failed(error))
     }
 
     async fn clear(&self) -> Result<u64, StorageError> {
@@ -282,14 +320,14 @@ impl CacheStorage for RedisStorage {
                 .arg(1000)
                 .query_async(&mut connection)
                 .await
-                .map_err(unavailable)?;
+                .map_err(|error| self.failed(error))?;
             if !keys.is_empty() {
                 deleted += keys.len() as u64;
                 redis::cmd("UNLINK")
                     .arg(&keys)
                     .query_async::<()>(&mut connection)
                     .await
-                    .map_err(unavailable)?;
+                    .map_err(|error| self.failed(error))?;
             }
             if next == 0 {
                 return Ok(deleted);
@@ -303,7 +341,7 @@ impl CacheStorage for RedisStorage {
         let info: String = redis::cmd("INFO")
             .query_async(&mut connection)
             .await
-            .map_err(unavailable)?;
+            .map_err(|error| self.failed(error))?;
         let field = |name: &str| {
             info.lines().find_map(|line| {
                 line.strip_prefix(name)
@@ -324,14 +362,14 @@ impl CacheStorage for RedisStorage {
                 .arg(1000)
                 .query_async(&mut connection)
                 .await
-                .map_err(unavailable)?;
+                .map_err(|error| self.failed(error))?;
             for key in &keys {
                 let usage: Option<u64> = redis::cmd("MEMORY")
                     .arg("USAGE")
                     .arg(key)
                     .query_async(&mut connection)
                     .await
-                    .map_err(unavailable)?;
+                    .map_err(|error| self.failed(error))?;
                 bytes += usage.unwrap_or(0);
             }
             keys_seen += keys.len() as u64;

@@ -4,6 +4,7 @@ use crate::cache::tags::Tag;
 use crate::catalog::{EntityId, categories};
 use crate::error::ApiError;
 use crate::graphql::context::RequestContext;
+use crate::graphql::loaders::prefetch_product_counts;
 use crate::graphql::types::Category;
 
 #[derive(Default)]
@@ -29,6 +30,12 @@ impl CategoryQuery {
     async fn categories(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Category>> {
         ctx.record_tag(Tag::Categories);
         let rows = categories::all(ctx.db()?).await.map_err(ApiError::from)?;
+        if ctx.look_ahead().field("productCount").exists() {
+            let ids: Vec<i32> = rows.iter().map(|row| row.id).collect();
+            prefetch_product_counts(ctx.loaders()?, ctx.db()?, &ids)
+                .await
+                .map_err(ApiError::from)?;
+        }
         Ok(rows.into_iter().map(Category).collect())
     }
 }

@@ -4,6 +4,7 @@ use crate::cache::tags::Tag;
 use crate::catalog::{Cursor, EntityId, PageSize, ProductOrder, products};
 use crate::error::ApiError;
 use crate::graphql::context::RequestContext;
+use crate::graphql::loaders::prefetch_categories;
 use crate::graphql::types::connection::TotalCount;
 use crate::graphql::types::inputs::ProductFilterInput;
 use crate::graphql::types::{Product, ProductConnection};
@@ -47,6 +48,17 @@ impl ProductQuery {
             None => Tag::AllProducts,
         });
         let rows = products::list_page(ctx.db()?, &filter, order_by, size, after).await?;
+        if ctx
+            .look_ahead()
+            .field("edges")
+            .field("node")
+            .field("category")
+            .exists()
+        {
+            prefetch_categories(ctx.loaders()?, ctx.db()?, &rows)
+                .await
+                .map_err(ApiError::from)?;
+        }
         Ok(ProductConnection::from_rows(
             rows,
             order_by,

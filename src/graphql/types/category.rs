@@ -59,6 +59,11 @@ impl Category {
             .await
             .map_err(|error| ApiError::Internal(format!("loading category products: {error}")))?
             .unwrap_or_default();
+        // Every product of this page belongs to this category: answer `node.category` from here.
+        ctx.loaders()?
+            .categories
+            .feed_one(self.0.id, self.0.clone())
+            .await;
         Ok(ProductConnection::from_rows(
             rows,
             ProductOrder::IdAsc,

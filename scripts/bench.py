@@ -1,0 +1,331 @@
+#!/usr/bin/env python3
+"""Load benchmark for catalog-api: every workload over HTTP under concurrent load, against
+PostgreSQL and Redis, each reported as a ratio to /healthz of the same server in the same run.
+
+Run it through scripts/bench.sh (which installs wrk and builds the release binary)."""
+
+import argparse
+import json
+import os
+import random
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+import urllib.request
+from datetime import datetime, timezone
+
+BINARY = os.path.join("target", "release", "catalog-api")
+
+Q_PRODUCT = "query ProductById($id: ID!) { product(id: $id) { id name price createdAt category { id name } } }"
+Q_LIST = ("query Products($filter: ProductFilter, $first: Int) { products(filter: $filter, first: $first) "
+          "{ edges { node { id name price category { id name } } } } }")
+Q_DASHBOARD = ("query Dashboard { dashboardStats { totalProducts categoriesCount avgPrice "
+               "productsByCategory { categoryId name productCount } } }")
+M_PRICE = "mutation UpdatePrice($id: ID!, $input: UpdateProductInput!) { updateProduct(id: $id, input: $input) { id price } }"
+
+
+def lua_string(text):
+    return json.dumps(text)
+
+
+def body(query, variables, name):
+    return json.dumps({"query": query, "variables": variables, "operationName": name})
+
+
+def sha256(text):
+    import hashlib
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def workloads(token):
+    """name -> (description, wrk Lua script, path)."""
+    json_headers = 'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+    w1 = body(Q_PRODUCT, {"id": "42"}, "ProductById")
+    w2_template = body(Q_PRODUCT, {"id": "ID_PLACEHOLDER"}, "ProductById").replace("ID_PLACEHOLDER", "%d")
+    w3 = body(Q_LIST, {"filter": {"categoryId": "7"}, "first": 100}, "Products")
+    w4_template = body(Q_LIST, {"filter": {"categoryId": "7", "minPrice": "MINPRICE"}, "first": 100}, "Products").replace(
+        '"MINPRICE"', '"%d"')
+    w5 = body(Q_DASHBOARD, {}, "Dashboard")
+    apq_path = "/graphql?" + urllib.parse.urlencode({
+        "operationName": "ProductById",
+        "variables": json.dumps({"id": "42"}),
+        "extensions": json.dumps({"persistedQuery": {"version": 1, "sha256Hash": sha256(Q_PRODUCT)}}),
+    })
+    w7_write = body(M_PRICE, {"id": "IDX", "input": {"price": "PRICEX"}}, "UpdatePrice").replace(
+        '"IDX"', '"%d"').replace('"PRICEX"', '"%d.%02d"')
+    seed = "math.randomseed(os.time() + tonumber(tostring({}):sub(8), 16))\n"
+    return {
+        "healthz": ("GET /healthz (baseline)", "", "/healthz"),
+        "W1": ("hot product, cached", json_headers + f"wrk.body = {lua_string(w1)}\n", "/graphql"),
+        "W2": ("product by random id 1..1000, cached", json_headers + seed +
+               f"local t = {lua_string(w2_template)}\n"
+               "request = function() return wrk.format(nil, nil, nil, string.format(t, math.random(1, 1000))) end\n",
+               "/graphql"),
+        "W3": ("cached list, category 7, first 100", json_headers + f"wrk.body = {lua_string(w3)}\n", "/graphql"),
+        "W4": ("uncached list, random minPrice (X-Bypass-Cache)", json_headers + seed +
+               'wrk.headers["X-Bypass-Cache"] = "1"\n' + f"local t = {lua_string(w4_template)}\n"
+               "request = function() return wrk.format(nil, nil, nil, string.format(t, math.random(1, 900))) end\n",
+               "/graphql"),
+        "W5": ("dashboardStats, cached, with a token", json_headers +
+               f'wrk.headers["Authorization"] = "Bearer {token}"\n' + f"wrk.body = {lua_string(w5)}\n", "/graphql"),
+        "W6": ("APQ over GET (W1 by hash)", "", apq_path),
+        "W7": ("95% W2 reads, 5% updateProduct price", json_headers + seed +
+               f"local r = {lua_string(w2_template)}\nlocal w = {lua_string(w7_write)}\n"
+               f'local auth = {{["Content-Type"] = "application/json", ["Authorization"] = "Bearer {token}"}}\n'
+               "request = function()\n"
+               "  if math.random(1, 100) <= 5 then\n"
+               "    return wrk.format('POST', nil, auth, string.format(w, math.random(1, 1000), math.random(1, 9999), math.random(0, 99)))\n"
+               "  end\n"
+               "  return wrk.format(nil, nil, nil, string.format(r, math.random(1, 1000)))\n"
+               "end\n", "/graphql"),
+    }
+
+
+class Server:
+    def __init__(self, env, port):
+        self.env = env
+        self.port = port
+        self.process = None
+
+    def start(self):
+        log = open(os.path.join(tempfile.gettempdir(), "catalog-bench-server.log"), "w")
+        self.process = subprocess.Popen([BINARY, "serve"], env=self.env, stdout=log, stderr=log)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                urllib.request.urlopen(self.url("/readyz"), timeout=1).read()
+                return
+            except Exception:
+                time.sleep(0.2)
+        raise SystemExit("the server did not become ready; see catalog-bench-server.log")
+
+    def stop(self):
+        if self.process:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+
+    def url(self, path):
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def rss_mib(self):
+        with open(f"/proc/{self.process.pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        return 0.0
+
+    def statements(self):
+        text = urllib.request.urlopen(self.url("/metrics"), timeout=5).read().decode()
+        match = re.search(r"^catalog_db_statements_total (\d+)", text, re.M)
+        return int(match.group(1)) if match else 0
+
+    def post(self, payload, headers=None):
+        request = urllib.request.Request(self.url("/graphql"), data=payload.encode(), method="POST",
+                                         headers={"Content-Type": "application/json", **(headers or {})})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.headers.get("x-cache"), json.loads(response.read())
+
+
+def redis_commands():
+    out = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", "6379", "INFO", "stats"],
+                         capture_output=True, text=True).stdout
+    match = re.search(r"total_commands_processed:(\d+)", out)
+    return int(match.group(1)) if match else 0
+
+
+def parse_wrk(text):
+    def duration_ms(value):
+        number, unit = re.match(r"([\d.]+)(us|ms|s|m)", value).groups()
+        return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+    result = {"rps": 0.0, "p50": None, "p99": None, "requests": 0, "errors": 0}
+    if match := re.search(r"Requests/sec:\s+([\d.]+)", text):
+        result["rps"] = float(match.group(1))
+    if match := re.search(r"(\d+) requests in", text):
+        result["requests"] = int(match.group(1))
+    for percentile in ("50", "99"):
+        if match := re.search(rf"^\s+{percentile}%\s+(\S+)", text, re.M):
+            result[f"p{percentile}"] = duration_ms(match.group(1))
+    if match := re.search(r"Non-2xx or 3xx responses: (\d+)", text):
+        result["errors"] += int(match.group(1))
+    if match := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text):
+        result["errors"] += sum(int(group) for group in match.groups())
+    return result
+
+
+def run_wrk(server, script, path, seconds, connections, threads):
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
+        handle.write(script)
+        script_path = handle.name
+    command = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--latency",
+               "-s", script_path, server.url(path)]
+    output = subprocess.run(command, capture_output=True, text=True).stdout
+    os.unlink(script_path)
+    return output
+
+
+def measure(server, name, script, path, args):
+    run_wrk(server, script, path, args.warmup, args.connections, args.threads)
+    statements, commands = server.statements(), redis_commands()
+    peak = [server.rss_mib()]
+    stop = threading.Event()
+
+    def sample():
+        while not stop.wait(0.2):
+            peak[0] = max(peak[0], server.rss_mib())
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    output = run_wrk(server, script, path, args.duration, args.connections, args.threads)
+    stop.set()
+    sampler.join()
+    result = parse_wrk(output)
+    requests = max(result["requests"], 1)
+    result["sql_per_request"] = (server.statements() - statements) / requests
+    result["redis_per_request"] = (redis_commands() - commands) / requests
+    result["rss_mib"] = peak[0]
+    result["name"] = name
+    return result
+
+
+def check_no_stale_reads(server):
+    """After the write mix: every product read through the cache equals the database."""
+    stale = 0
+    for product_id in range(1, 1001):
+        payload = body(Q_PRODUCT, {"id": str(product_id)}, "ProductById")
+        _, cached = server.post(payload)
+        _, fresh = server.post(payload, {"X-Bypass-Cache": "1"})
+        if cached["data"]["product"]["price"] != fresh["data"]["product"]["price"]:
+            stale += 1
+    return stale
+
+
+def prime(server, token):
+    """Registers the APQ hash, fills W2's 1,000 ids, and checks each workload answers without errors."""
+    apq = json.dumps({"query": Q_PRODUCT, "variables": {"id": "42"}, "operationName": "ProductById",
+                      "extensions": {"persistedQuery": {"version": 1, "sha256Hash": sha256(Q_PRODUCT)}}})
+    server.post(apq)
+    for product_id in range(1, 1001):
+        server.post(body(Q_PRODUCT, {"id": str(product_id)}, "ProductById"))
+    checks = [
+        (body(Q_PRODUCT, {"id": "42"}, "ProductById"), {}),
+        (body(Q_LIST, {"filter": {"categoryId": "7"}, "first": 100}, "Products"), {}),
+        (body(Q_DASHBOARD, {}, "Dashboard"), {"Authorization": f"Bearer {token}"}),
+    ]
+    for payload, headers in checks:
+        server.post(payload, headers)
+        status, response = server.post(payload, headers)
+        if "errors" in response or status != "HIT":
+            raise SystemExit(f"workload check failed ({status}): {json.dumps(response)[:300]}")
+    _, response = server.post(body(Q_LIST, {"filter": {"categoryId": "7", "minPrice": "5"}, "first": 100}, "Products"),
+                              {"X-Bypass-Cache": "1"})
+    if "errors" in response:
+        raise SystemExit(f"W4 check failed: {response}")
+
+
+def psql(admin_url, sql):
+    subprocess.run(["psql", admin_url, "-qc", sql], check=True, capture_output=True)
+
+
+def seed(env, categories, products):
+    started = time.time()
+    subprocess.run([BINARY, "seed", "--categories", str(categories), "--products", str(products)], env=env, check=True,
+                   capture_output=True)
+    return time.time() - started
+
+
+def format_table(results, baseline):
+    lines = ["| workload | requests/s | vs /healthz | p50 ms | p99 ms | errors | SQL/req | Redis cmds/req | RSS MiB |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for result in results:
+        ratio = result["rps"] / baseline if baseline else 0
+        lines.append(f"| {result['name']} | {result['rps']:.0f} | {ratio * 100:.1f}% | {result['p50'] or 0:.2f} | "
+                     f"{result['p99'] or 0:.2f} | {result['errors']} | {result['sql_per_request']:.2f} | "
+                     f"{result['redis_per_request']:.2f} | {result['rss_mib']:.0f} |")
+    return "\n".join(lines)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--products", type=int, default=100_000)
+    parser.add_argument("--scale-products", type=int, default=1_000_000, help="second scale point; 0 to skip")
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--only", default="", help="comma-separated workload names")
+    parser.add_argument("--local-tier", action="store_true", help="turn on the in-process first tier")
+    parser.add_argument("--pg", default="postgres://postgres@127.0.0.1:5432")
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379")
+    args = parser.parse_args()
+
+    database = "catalog_bench"
+    psql(f"{args.pg}/postgres", f"DROP DATABASE IF EXISTS {database}")
+    psql(f"{args.pg}/postgres", f"CREATE DATABASE {database}")
+    port = 18000 + random.randint(0, 999)
+    env = dict(os.environ,
+               DATABASE_URL=f"{args.pg}/{database}", REDIS_URL=args.redis, CATALOG_BIND=f"127.0.0.1:{port}",
+               CATALOG_ALLOW_CACHE_BYPASS="true", CATALOG_DEMO_DATA="false", RUST_LOG="warn",
+               CATALOG_CACHE_PREFIX=f"catalog-bench:{random.randint(0, 1 << 30)}:",
+               CATALOG_CACHE_LOCAL_TIER="true" if args.local_tier else "false")
+    seconds = seed(env, 50, args.products)
+    print(f"seeded 50 categories and {args.products} products on PostgreSQL in {seconds:.1f} s", flush=True)
+    token = subprocess.run([BINARY, "token", "create", "bench"], env=env, check=True, capture_output=True,
+                           text=True).stdout.strip()
+
+    selected = [name for name in args.only.split(",") if name] or None
+    server = Server(env, port)
+    server.start()
+    results = []
+    try:
+        prime(server, token)
+        for name, (description, script, path) in workloads(token).items():
+            if selected and name not in selected and name != "healthz":
+                continue
+            result = measure(server, name, script, path, args)
+            result["description"] = description
+            if name == "W7":
+                result["stale"] = check_no_stale_reads(server)
+            results.append(result)
+            print(f"  {name:8} {result['rps']:9.0f} req/s  p50 {result['p50'] or 0:.2f} ms  "
+                  f"p99 {result['p99'] or 0:.2f} ms", flush=True)
+    finally:
+        server.stop()
+
+    scale = []
+    if args.scale_products and (not selected or {"W3", "W4"} & set(selected)):
+        seconds = seed(env, 50, args.scale_products)
+        print(f"seeded up to {args.scale_products} products in {seconds:.1f} s", flush=True)
+        server = Server(env, port)
+        server.start()
+        try:
+            prime(server, token)
+            for name, (description, script, path) in workloads(token).items():
+                if name in ("W3", "W4"):
+                    result = measure(server, f"{name} @ {args.scale_products // 1000}k", script, path, args)
+                    scale.append(result)
+        finally:
+            server.stop()
+
+    baseline = next((result["rps"] for result in results if result["name"] == "healthz"), 0)
+    print()
+    print(f"catalog-api load benchmark, {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}, "
+          f"{os.cpu_count()} cores shared by server, PostgreSQL, Redis and wrk; {args.connections} connections, "
+          f"{args.duration} s after {args.warmup} s warm-up; {args.products} products"
+          + (" ; local tier on" if args.local_tier else ""))
+    print()
+    print(format_table(results + scale, baseline))
+    for result in results:
+        if "stale" in result:
+            print(f"\nW7 stale reads after the run: {result['stale']} of 1000 products checked")
+    for result in scale:
+        base = next((r for r in results if r["name"] == result["name"].split(" ")[0]), None)
+        if base and base["p50"] and result["p50"]:
+            print(f"{result['name']}: p50 x{result['p50'] / base['p50']:.2f}, p99 x{(result['p99'] or 0) / (base['p99'] or 1):.2f} "
+                  f"of the {args.products // 1000}k figures")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# The load benchmark, one command: installs wrk (Debian), makes sure PostgreSQL and Redis run,
+# builds the release binary, then scripts/bench.py seeds, serves, loads and prints the table.
+# Usage: scripts/bench.sh [--products 100000] [--scale-products 1000000] [--duration 10] ...
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v wrk >/dev/null; then
+  apt-get install -y wrk >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y wrk >/dev/null; }
+fi
+if ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start
+fi
+if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+  mkdir -p /var/lib/redis /var/log/redis
+  redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
+    --dir /var/lib/redis --logfile /var/log/redis/ci.log
+fi
+cargo build --release --quiet
+exec python3 scripts/bench.py "$@"
