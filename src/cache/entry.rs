@@ -20,6 +20,11 @@ pub struct Entry {
 pub struct DecodeError(&'static str);
 
 impl Entry {
+    /// Approximate bytes held in memory, for caches bounded by size.
+    pub fn weight(&self) -> usize {
+        self.body.len() + self.etag.len() + self.tags.iter().map(String::len).sum::<usize>() + 64
+    }
+
     pub fn encode(&self, compress_above: usize) -> Vec<u8> {
         let compressed = self.body.len() > compress_above;
         let payload: std::borrow::Cow<'_, [u8]> = if compressed {

@@ -37,7 +37,7 @@ pub struct Policy {
 }
 
 pub enum CacheLookup {
-    Hit(Entry),
+    Hit(Arc<Entry>),
     /// Not cached; a fill must record this sequence.
     Miss {
         seq: u64,
@@ -56,7 +56,6 @@ struct Inner {
     policies: moka::sync::Cache<(String, Option<String>), Policy>,
     metrics: Arc<Metrics>,
     monitor: Monitor,
-    compress_above: usize,
     token_ttl: Option<Duration>,
     pending_invalidations: Mutex<BTreeSet<String>>,
 }
@@ -72,7 +71,6 @@ impl ResponseCache {
     pub fn new(
         storage: GuardedStorage,
         metrics: Arc<Metrics>,
-        compress_above: usize,
         token_ttl: Option<Duration>,
     ) -> Self {
         let cache = ResponseCache {
@@ -81,7 +79,6 @@ impl ResponseCache {
                 policies: moka::sync::Cache::builder().max_capacity(10_000).build(),
                 metrics,
                 monitor: Monitor::default(),
-                compress_above,
                 token_ttl,
                 pending_invalidations: Mutex::new(BTreeSet::new()),
             }),
@@ -144,17 +141,10 @@ impl ResponseCache {
             return CacheLookup::Unavailable;
         }
         match self.inner.storage.lookup(key).await {
-            Ok(Lookup::Hit(bytes)) => match Entry::decode(&bytes) {
-                Ok(entry) => {
-                    self.record(Outcome::Hit);
-                    CacheLookup::Hit(entry)
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "discarding an undecodable cache entry");
-                    self.record(Outcome::Miss);
-                    CacheLookup::Miss { seq: 0 }
-                }
-            },
+            Ok(Lookup::Hit(entry)) => {
+                self.record(Outcome::Hit);
+                CacheLookup::Hit(entry)
+            }
             Ok(Lookup::Miss { seq }) => {
                 self.record(Outcome::Miss);
                 CacheLookup::Miss { seq }
@@ -219,7 +209,7 @@ impl ResponseCache {
         if self
             .inner
             .storage
-            .store(key, entry.encode(self.inner.compress_above), ttl)
+            .store(key, Arc::new(entry), ttl)
             .await
             .is_ok()
         {
@@ -355,6 +345,7 @@ pub fn from_config(
                 config.redis_pool_size,
                 config.redis_connect_timeout(),
                 TAG_TTL,
+                config.cache_compress_above,
             )?;
             let pool = redis.pool().clone();
             let storage: Arc<dyn storage::CacheStorage> = if config.cache_local_tier {
@@ -389,7 +380,7 @@ pub fn from_config(
         Arc::clone(&metrics),
     );
     Ok(Some((
-        ResponseCache::new(guarded, metrics, config.cache_compress_above, token_ttl),
+        ResponseCache::new(guarded, metrics, token_ttl),
         pool,
     )))
 }

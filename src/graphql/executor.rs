@@ -320,10 +320,10 @@ impl Executor {
                 match cache.lookup(&key).await {
                     CacheLookup::Hit(entry) => {
                         return Ok(Outcome {
-                            body: entry.body,
+                            body: entry.body.clone(),
                             cache: CacheStatus::Hit,
                             policy: Some(policy),
-                            etag: Some(entry.etag),
+                            etag: Some(entry.etag.clone()),
                             data_absent: false,
                         });
                     }

@@ -20,11 +20,13 @@ use super::{RequestId, graphiql};
 use crate::app::AppState;
 use crate::error::{ApiError, codes, request_error_body};
 use crate::graphql::executor::{CacheStatus, Caller, Operation, Outcome, Refusal, Transport};
+use crate::telemetry::Metrics;
 
 const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
 const JSON: &str = "application/json";
 
-fn request_error(status: StatusCode, message: &str, code: &str) -> Response {
+fn request_error(metrics: &Metrics, status: StatusCode, message: &str, code: &str) -> Response {
+    metrics.record_error(code);
     let mut response = (status, axum::Json(request_error_body(message, code))).into_response();
     response
         .headers_mut()
@@ -63,6 +65,7 @@ pub async fn get_graphql(
             Ok(params) => params,
             Err(_) => {
                 return request_error(
+                    &state.metrics,
                     StatusCode::BAD_REQUEST,
                     "malformed query string",
                     codes::BAD_REQUEST,
@@ -74,6 +77,7 @@ pub async fn get_graphql(
             return graphiql::page();
         }
         return request_error(
+            &state.metrics,
             StatusCode::BAD_REQUEST,
             "a GET request needs a `query` parameter",
             codes::BAD_REQUEST,
@@ -84,6 +88,7 @@ pub async fn get_graphql(
             None => Ok(None),
             Some(text) => serde_json::from_str(text).map(Some).map_err(|_| {
                 Box::new(request_error(
+                    &state.metrics,
                     StatusCode::BAD_REQUEST,
                     &format!("`{name}` is not valid JSON"),
                     codes::BAD_REQUEST,
@@ -100,6 +105,7 @@ pub async fn get_graphql(
         Ok(Some(Value::Object(map))) => Some(map),
         Ok(Some(_)) => {
             return request_error(
+                &state.metrics,
                 StatusCode::BAD_REQUEST,
                 "`extensions` must be a JSON object",
                 codes::BAD_REQUEST,
@@ -138,17 +144,49 @@ pub async fn post_graphql(
                 state.config.max_body_bytes
             );
             return request_error(
+                &state.metrics,
                 StatusCode::PAYLOAD_TOO_LARGE,
                 &message,
                 codes::PAYLOAD_TOO_LARGE,
             );
         }
     };
+    if !is_json_content_type(&headers) {
+        return request_error(
+            &state.metrics,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "POST bodies must be `Content-Type: application/json`",
+            codes::BAD_REQUEST,
+        );
+    }
+    // The common case, one operation, is parsed straight into `Operation`.
+    let first_byte = bytes
+        .iter()
+        .find(|byte| !byte.is_ascii_whitespace())
+        .copied();
+    if first_byte == Some(b'{')
+        && let Ok(operation) = serde_json::from_slice::<Operation>(&bytes)
+    {
+        return respond(
+            &state,
+            &headers,
+            request_id(id),
+            vec![operation],
+            false,
+            Transport::Post,
+        )
+        .await;
+    }
     let value: Value = match serde_json::from_slice(&bytes) {
         Ok(value) => value,
         Err(error) => {
             let message = format!("the body is not valid JSON: {error}");
-            return request_error(StatusCode::BAD_REQUEST, &message, codes::BAD_REQUEST);
+            return request_error(
+                &state.metrics,
+                StatusCode::BAD_REQUEST,
+                &message,
+                codes::BAD_REQUEST,
+            );
         }
     };
     let (items, batch) = match value {
@@ -156,6 +194,7 @@ pub async fn post_graphql(
         object @ Value::Object(_) => (vec![object], false),
         _ => {
             return request_error(
+                &state.metrics,
                 StatusCode::BAD_REQUEST,
                 "the body must be a JSON object or array",
                 codes::BAD_REQUEST,
@@ -168,7 +207,12 @@ pub async fn post_graphql(
             state.config.max_batch,
             items.len()
         );
-        return request_error(StatusCode::BAD_REQUEST, &message, codes::BAD_REQUEST);
+        return request_error(
+            &state.metrics,
+            StatusCode::BAD_REQUEST,
+            &message,
+            codes::BAD_REQUEST,
+        );
     }
     let mut operations = Vec::with_capacity(items.len());
     for item in items {
@@ -176,7 +220,12 @@ pub async fn post_graphql(
             Ok(operation) => operations.push(operation),
             Err(error) => {
                 let message = format!("not a GraphQL request: {error}");
-                return request_error(StatusCode::BAD_REQUEST, &message, codes::BAD_REQUEST);
+                return request_error(
+                    &state.metrics,
+                    StatusCode::BAD_REQUEST,
+                    &message,
+                    codes::BAD_REQUEST,
+                );
             }
         }
     }
@@ -200,7 +249,12 @@ async fn respond(
     transport: Transport,
 ) -> Response {
     if let Some(message) = operations.iter().find_map(malformed) {
-        return request_error(StatusCode::BAD_REQUEST, message, codes::BAD_REQUEST);
+        return request_error(
+            &state.metrics,
+            StatusCode::BAD_REQUEST,
+            message,
+            codes::BAD_REQUEST,
+        );
     }
     let principal = match state
         .authenticator
@@ -209,9 +263,12 @@ async fn respond(
     {
         Ok(principal) => principal,
         Err(error) => {
-            state.metrics.record_error(error.code());
-            let mut response =
-                request_error(StatusCode::UNAUTHORIZED, &error.to_string(), error.code());
+            let mut response = request_error(
+                &state.metrics,
+                StatusCode::UNAUTHORIZED,
+                &error.to_string(),
+                error.code(),
+            );
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -245,6 +302,7 @@ async fn respond(
             Ok(outcome) => outcomes.push(outcome),
             Err(Refusal::MutationOverGet) => {
                 let mut response = request_error(
+                    &state.metrics,
                     StatusCode::METHOD_NOT_ALLOWED,
                     "mutations are not allowed over GET; use POST",
                     codes::METHOD_NOT_ALLOWED,
@@ -299,7 +357,12 @@ async fn respond(
     }
 
     let Some(outcome) = outcomes.pop() else {
-        return request_error(StatusCode::BAD_REQUEST, "no operation", codes::BAD_REQUEST);
+        return request_error(
+            &state.metrics,
+            StatusCode::BAD_REQUEST,
+            "no operation",
+            codes::BAD_REQUEST,
+        );
     };
     tracing::Span::current().record("cache", outcome.cache.as_str());
     let cache_control = match outcome.policy {
@@ -377,6 +440,27 @@ fn malformed(operation: &Operation) -> Option<&'static str> {
         return Some("`variables` must be a JSON object");
     }
     None
+}
+
+/// `application/json` (any parameters), or the GraphQL response type some clients send.
+/// Refusing other types keeps simple cross-site form posts from reaching the API.
+fn is_json_content_type(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .map(|value| {
+            value
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .is_some_and(|media_type| {
+            media_type == JSON
+                || media_type == GRAPHQL_RESPONSE_JSON
+                || media_type == "application/graphql+json"
+        })
 }
 
 /// The body, with `extensions.cache` spliced in when the client asked for it.

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use super::{BackendStats, CacheStorage, Lookup, StorageError};
+use crate::cache::entry::Entry;
 use crate::telemetry::Metrics;
 
 /// How long a failed backend is skipped before one request probes it again.
@@ -101,10 +102,10 @@ impl GuardedStorage {
     pub async fn store(
         &self,
         key: &str,
-        encoded: Vec<u8>,
+        entry: Arc<Entry>,
         ttl: Duration,
     ) -> Result<(), StorageError> {
-        self.guard(self.inner.store(key, encoded, ttl)).await
+        self.guard(self.inner.store(key, entry, ttl)).await
     }
 
     pub async fn invalidate(&self, tags: &[String]) -> Result<u64, StorageError> {

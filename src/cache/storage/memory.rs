@@ -15,13 +15,30 @@ use moka::notification::RemovalCause;
 use parking_lot::Mutex;
 
 use super::{BackendStats, CacheStorage, Lookup, StorageError, is_fresh};
-use crate::cache::entry::split_header;
+use crate::cache::entry::Entry;
 use crate::telemetry::Metrics;
 
+/// A value with its own time to live: raw bytes (persisted queries, tokens, operation
+/// documents) or a decoded response entry, kept decoded so a hit copies nothing.
 #[derive(Clone)]
-struct Stored {
-    bytes: Arc<Vec<u8>>,
-    ttl: Duration,
+enum Stored {
+    Bytes(Arc<Vec<u8>>, Duration),
+    Entry(Arc<Entry>, Duration),
+}
+
+impl Stored {
+    fn ttl(&self) -> Duration {
+        match self {
+            Stored::Bytes(_, ttl) | Stored::Entry(_, ttl) => *ttl,
+        }
+    }
+
+    fn weight(&self) -> usize {
+        match self {
+            Stored::Bytes(bytes, _) => bytes.len(),
+            Stored::Entry(entry, _) => entry.weight(),
+        }
+    }
 }
 
 struct PerEntryTtl;
@@ -33,7 +50,7 @@ impl Expiry<String, Stored> for PerEntryTtl {
         value: &Stored,
         _created_at: Instant,
     ) -> Option<Duration> {
-        Some(value.ttl)
+        Some(value.ttl())
     }
 
     fn expire_after_update(
@@ -43,7 +60,7 @@ impl Expiry<String, Stored> for PerEntryTtl {
         _updated_at: Instant,
         _duration_until_expiry: Option<Duration>,
     ) -> Option<Duration> {
-        Some(value.ttl)
+        Some(value.ttl())
     }
 }
 
@@ -62,7 +79,7 @@ impl MemoryStorage {
         let values = moka::future::Cache::builder()
             .max_capacity(capacity_bytes)
             .weigher(|key: &String, value: &Stored| {
-                (key.len() + value.bytes.len()).min(u32::MAX as usize) as u32
+                (key.len() + value.weight()).min(u32::MAX as usize) as u32
             })
             .expire_after(PerEntryTtl)
             .eviction_listener(move |_key, _value, cause| {
@@ -95,14 +112,14 @@ impl CacheStorage for MemoryStorage {
 
     async fn lookup(&self, key: &str) -> Result<Lookup, StorageError> {
         let seq = self.sequence.load(Ordering::SeqCst);
-        let Some(stored) = self.values.get(key).await else {
+        let Some(Stored::Entry(entry, _)) = self.values.get(key).await else {
             return Ok(Lookup::Miss { seq });
         };
-        let Ok((filled_at, tags, _)) = split_header(&stored.bytes) else {
-            return Ok(Lookup::Miss { seq });
-        };
-        if is_fresh(filled_at, tags.iter().map(|tag| self.tag_versions.get(tag))) {
-            Ok(Lookup::Hit(stored.bytes.as_ref().clone()))
+        if is_fresh(
+            entry.seq,
+            entry.tags.iter().map(|tag| self.tag_versions.get(tag)),
+        ) {
+            Ok(Lookup::Hit(entry))
         } else {
             self.values.invalidate(key).await;
             Ok(Lookup::Miss { seq })
@@ -113,15 +130,9 @@ impl CacheStorage for MemoryStorage {
         Ok(self.sequence.load(Ordering::SeqCst))
     }
 
-    async fn store(&self, key: &str, encoded: Vec<u8>, ttl: Duration) -> Result<(), StorageError> {
+    async fn store(&self, key: &str, entry: Arc<Entry>, ttl: Duration) -> Result<(), StorageError> {
         self.values
-            .insert(
-                key.to_owned(),
-                Stored {
-                    bytes: Arc::new(encoded),
-                    ttl,
-                },
-            )
+            .insert(key.to_owned(), Stored::Entry(entry, ttl))
             .await;
         Ok(())
     }
@@ -135,15 +146,17 @@ impl CacheStorage for MemoryStorage {
     }
 
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
-        Ok(self
-            .values
-            .get(key)
-            .await
-            .map(|stored| stored.bytes.as_ref().clone()))
+        Ok(match self.values.get(key).await {
+            Some(Stored::Bytes(bytes, _)) => Some(bytes.as_ref().clone()),
+            _ => None,
+        })
     }
 
     async fn set(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), StorageError> {
-        self.store(key, value, ttl).await
+        self.values
+            .insert(key.to_owned(), Stored::Bytes(Arc::new(value), ttl))
+            .await;
+        Ok(())
     }
 
     async fn delete(&self, key: &str) -> Result<(), StorageError> {

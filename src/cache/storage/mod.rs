@@ -8,9 +8,12 @@ pub mod memory;
 pub mod redis;
 pub mod tiered;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+
+use super::entry::Entry;
 
 pub use guarded::GuardedStorage;
 
@@ -27,8 +30,8 @@ pub enum StorageError {
 /// The result of looking up a response entry.
 #[derive(Debug)]
 pub enum Lookup {
-    /// A fresh, encoded entry.
-    Hit(Vec<u8>),
+    /// A fresh entry, decoded (in-process tiers keep it decoded, so a hit copies nothing).
+    Hit(Arc<Entry>),
     /// No fresh entry; `seq` is the invalidation sequence a fill must record.
     Miss { seq: u64 },
 }
@@ -53,7 +56,7 @@ pub trait CacheStorage: Send + Sync + 'static {
     async fn lookup(&self, key: &str) -> Result<Lookup, StorageError>;
     /// The current invalidation sequence (taken before a fill executes).
     async fn sequence(&self) -> Result<u64, StorageError>;
-    async fn store(&self, key: &str, encoded: Vec<u8>, ttl: Duration) -> Result<(), StorageError>;
+    async fn store(&self, key: &str, entry: Arc<Entry>, ttl: Duration) -> Result<(), StorageError>;
     /// Advances the invalidation sequence and stamps every tag with it; returns the sequence.
     async fn invalidate(&self, tags: &[String]) -> Result<u64, StorageError>;
 

@@ -5,6 +5,7 @@
 //! No request path uses KEYS or SCAN; only `clear` and `stats` (management commands) scan,
 //! and only this server's prefix.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -12,6 +13,7 @@ use deadpool_redis::{Pool, PoolConfig, Runtime, Timeouts};
 use redis::{AsyncCommands, Script};
 
 use super::{BackendStats, CacheStorage, Lookup, StorageError};
+use crate::cache::entry::Entry;
 
 const LOOKUP: &str = r#"
 local entry = redis.call('GET', KEYS[1])
@@ -51,6 +53,7 @@ return seq
 const SHARED_CONNECTIONS: usize = 4;
 
 pub struct RedisStorage {
+    compress_above: usize,
     pool: Pool,
     shared: Vec<parking_lot::Mutex<Option<deadpool_redis::Connection>>>,
     next: std::sync::atomic::AtomicUsize,
@@ -71,6 +74,7 @@ impl RedisStorage {
         pool_size: usize,
         connect_timeout: Duration,
         tag_ttl: Duration,
+        compress_above: usize,
     ) -> Result<Self, StorageError> {
         let mut config = deadpool_redis::Config::from_url(url);
         config.pool = Some(PoolConfig {
@@ -86,6 +90,7 @@ impl RedisStorage {
             .create_pool(Some(Runtime::Tokio1))
             .map_err(unavailable)?;
         Ok(RedisStorage {
+            compress_above,
             shared: (0..SHARED_CONNECTIONS.min(pool_size.max(1)))
                 .map(|_| parking_lot::Mutex::new(None))
                 .collect(),
@@ -154,7 +159,9 @@ impl CacheStorage for RedisStorage {
             .await
             .map_err(|error| self.failed(error))?;
         if found == 1 {
-            Ok(Lookup::Hit(value))
+            let entry = Entry::decode(&value)
+                .map_err(|error| StorageError::Unavailable(error.to_string()))?;
+            Ok(Lookup::Hit(Arc::new(entry)))
         } else {
             let seq = std::str::from_utf8(&value)
                 .ok()
@@ -173,8 +180,8 @@ impl CacheStorage for RedisStorage {
         Ok(seq.unwrap_or(0))
     }
 
-    async fn store(&self, key: &str, encoded: Vec<u8>, ttl: Duration) -> Result<(), StorageError> {
-        self.set(key, encoded, ttl).await
+    async fn store(&self, key: &str, entry: Arc<Entry>, ttl: Duration) -> Result<(), StorageError> {
+        self.set(key, entry.encode(self.compress_above), ttl).await
     }
 
     async fn invalidate(&self, tags: &[String]) -> Result<u64, StorageError> {

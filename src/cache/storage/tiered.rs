@@ -16,11 +16,11 @@ use futures::StreamExt;
 
 use super::redis::RedisStorage;
 use super::{BackendStats, CacheStorage, Lookup, StorageError, is_fresh};
-use crate::cache::entry::split_header;
+use crate::cache::entry::Entry;
 
 pub struct TieredStorage {
     remote: Arc<RedisStorage>,
-    local: moka::future::Cache<String, Arc<Vec<u8>>>,
+    local: moka::future::Cache<String, Arc<Entry>>,
     versions: Arc<moka::sync::Cache<String, u64>>,
     subscribed: Arc<AtomicBool>,
 }
@@ -35,8 +35,8 @@ impl TieredStorage {
     ) -> Result<Self, StorageError> {
         let local = moka::future::Cache::builder()
             .max_capacity(capacity_bytes)
-            .weigher(|key: &String, value: &Arc<Vec<u8>>| {
-                (key.len() + value.len()).min(u32::MAX as usize) as u32
+            .weigher(|key: &String, value: &Arc<Entry>| {
+                (key.len() + value.weight()).min(u32::MAX as usize) as u32
             })
             .time_to_live(ttl)
             .build();
@@ -81,7 +81,7 @@ impl TieredStorage {
 async fn listen(
     client: redis::Client,
     channel: String,
-    local: moka::future::Cache<String, Arc<Vec<u8>>>,
+    local: moka::future::Cache<String, Arc<Entry>>,
     versions: Arc<moka::sync::Cache<String, u64>>,
     subscribed: Arc<AtomicBool>,
 ) {
@@ -131,20 +131,18 @@ impl CacheStorage for TieredStorage {
 
     async fn lookup(&self, key: &str) -> Result<Lookup, StorageError> {
         let local_tier = self.subscribed.load(Ordering::SeqCst);
-        if local_tier
-            && let Some(bytes) = self.local.get(key).await
-            && let Ok((seq, tags, _)) = split_header(&bytes)
-        {
-            if is_fresh(seq, tags.iter().map(|tag| self.versions.get(tag))) {
-                return Ok(Lookup::Hit(bytes.as_ref().clone()));
+        if local_tier && let Some(entry) = self.local.get(key).await {
+            if is_fresh(
+                entry.seq,
+                entry.tags.iter().map(|tag| self.versions.get(tag)),
+            ) {
+                return Ok(Lookup::Hit(entry));
             }
             self.local.invalidate(key).await;
         }
         let found = self.remote.lookup(key).await?;
-        if local_tier && let Lookup::Hit(bytes) = &found {
-            self.local
-                .insert(key.to_owned(), Arc::new(bytes.clone()))
-                .await;
+        if local_tier && let Lookup::Hit(entry) = &found {
+            self.local.insert(key.to_owned(), Arc::clone(entry)).await;
         }
         Ok(found)
     }
@@ -153,10 +151,10 @@ impl CacheStorage for TieredStorage {
         self.remote.sequence().await
     }
 
-    async fn store(&self, key: &str, encoded: Vec<u8>, ttl: Duration) -> Result<(), StorageError> {
-        self.remote.store(key, encoded.clone(), ttl).await?;
+    async fn store(&self, key: &str, entry: Arc<Entry>, ttl: Duration) -> Result<(), StorageError> {
+        self.remote.store(key, Arc::clone(&entry), ttl).await?;
         if self.subscribed.load(Ordering::SeqCst) {
-            self.local.insert(key.to_owned(), Arc::new(encoded)).await;
+            self.local.insert(key.to_owned(), entry).await;
         }
         Ok(())
     }
