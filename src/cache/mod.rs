@@ -54,6 +54,9 @@ const PERSISTED_QUERY_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 struct Inner {
     storage: GuardedStorage,
     policies: moka::sync::Cache<(String, Option<String>), Policy>,
+    /// Persisted documents seen by this instance. A hash names one document forever, so
+    /// this copy never needs invalidating.
+    persisted_documents: moka::sync::Cache<String, Arc<str>>,
     metrics: Arc<Metrics>,
     monitor: Monitor,
     token_ttl: Option<Duration>,
@@ -77,6 +80,12 @@ impl ResponseCache {
             inner: Arc::new(Inner {
                 storage,
                 policies: moka::sync::Cache::builder().max_capacity(10_000).build(),
+                persisted_documents: moka::sync::Cache::builder()
+                    .max_capacity(16 * 1024 * 1024)
+                    .weigher(|key: &String, value: &Arc<str>| {
+                        (key.len() + value.len()).min(u32::MAX as usize) as u32
+                    })
+                    .build(),
                 metrics,
                 monitor: Monitor::default(),
                 token_ttl,
@@ -271,16 +280,26 @@ impl ResponseCache {
     // Persisted queries live in the backend, so every instance knows every registered hash.
 
     pub async fn persisted_query(&self, hash: &str) -> Option<String> {
+        if let Some(document) = self.inner.persisted_documents.get(hash) {
+            return Some(document.to_string());
+        }
         let bytes = self
             .inner
             .storage
             .get(&format!("apq:{hash}"))
             .await
             .ok()??;
-        String::from_utf8(bytes).ok()
+        let document = String::from_utf8(bytes).ok()?;
+        self.inner
+            .persisted_documents
+            .insert(hash.to_owned(), Arc::from(document.as_str()));
+        Some(document)
     }
 
     pub async fn register_persisted_query(&self, hash: &str, query: &str) {
+        self.inner
+            .persisted_documents
+            .insert(hash.to_owned(), Arc::from(query));
         let _ = self
             .inner
             .storage

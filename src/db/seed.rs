@@ -116,7 +116,15 @@ pub async fn seed(db: &DatabaseConnection, plan: SeedPlan) -> Result<(), DbErr> 
             .await?;
         }
     }
-    txn.commit().await
+    txn.commit().await?;
+    // Fresh statistics, so the planner picks the keyset indexes from the first query on.
+    db.execute_unprepared(if backend == DbBackend::Postgres {
+        "ANALYZE product, category"
+    } else {
+        "ANALYZE"
+    })
+    .await?;
+    Ok(())
 }
 
 /// True when the catalog holds no category yet (the first start of a new database).
