@@ -12,6 +12,7 @@ use sea_orm::{
 };
 use sha2::{Digest, Sha256};
 
+use crate::cache::TokenLookup;
 use crate::catalog::products::now;
 use crate::entities::api_token;
 use crate::error::ApiError;
@@ -149,19 +150,23 @@ impl Authenticator {
         };
         let header = header.to_str().map_err(|_| ApiError::InvalidToken)?;
         let token_hash = hash_token(bearer_token(header)?);
-        if let Some(cache) = &self.cache
-            && let Some(token_id) = cache.cached_token(&token_hash).await
-        {
-            return Ok(Principal::Token {
-                token_id,
-                token_hash,
-            });
+        let mut fill_seq = None;
+        if let Some(cache) = &self.cache {
+            match cache.token_lookup(&token_hash).await {
+                TokenLookup::Valid(token_id) => {
+                    return Ok(Principal::Token {
+                        token_id,
+                        token_hash,
+                    });
+                }
+                TokenLookup::Unknown { seq } => fill_seq = seq,
+            }
         }
         let record = find_active(&self.db, &token_hash)
             .await?
             .ok_or(ApiError::InvalidToken)?;
-        if let Some(cache) = &self.cache {
-            cache.remember_token(&token_hash, record.id).await;
+        if let (Some(cache), Some(seq)) = (&self.cache, fill_seq) {
+            cache.remember_token(&token_hash, record.id, seq).await;
         }
         Ok(Principal::Token {
             token_id: record.id,

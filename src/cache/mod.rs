@@ -165,6 +165,18 @@ impl ResponseCache {
         }
     }
 
+    /// A second look inside a single flight, not counted in the statistics.
+    pub async fn recheck(&self, key: &str) -> CacheLookup {
+        if !self.reads_allowed() {
+            return CacheLookup::Unavailable;
+        }
+        match self.inner.storage.lookup(key).await {
+            Ok(Lookup::Hit(entry)) => CacheLookup::Hit(entry),
+            Ok(Lookup::Miss { seq }) => CacheLookup::Miss { seq },
+            Err(_) => CacheLookup::Unavailable,
+        }
+    }
+
     /// The sequence to record for a fill whose key is not known before execution (the
     /// first request for a document): counted as a miss.
     pub async fn sequence(&self) -> Option<u64> {
@@ -311,39 +323,81 @@ impl ResponseCache {
             .await;
     }
 
-    // Validated tokens: only the hash is a key, and revocation deletes it at once.
+    // Validated tokens are cache entries like responses: keyed by the token's hash (never the
+    // token), tagged `Token:<hash>`. Revoking invalidates that tag, which every backend and
+    // every first tier honours exactly as it honours a mutation, so no instance keeps
+    // accepting a revoked token.
 
-    pub async fn cached_token(&self, token_hash: &str) -> Option<i32> {
-        self.inner.token_ttl?;
-        let bytes = self
+    /// Looks up a cached validation; a miss carries the sequence a later fill must record.
+    pub async fn token_lookup(&self, token_hash: &str) -> TokenLookup {
+        if self.inner.token_ttl.is_none() || !self.reads_allowed() {
+            return TokenLookup::Unknown { seq: None };
+        }
+        match self
             .inner
             .storage
-            .get(&format!("token:{token_hash}"))
+            .lookup(&format!("token:{token_hash}"))
             .await
-            .ok()??;
-        std::str::from_utf8(&bytes).ok()?.parse().ok()
-    }
-
-    pub async fn remember_token(&self, token_hash: &str, token_id: i32) {
-        if let Some(ttl) = self.inner.token_ttl {
-            let _ = self
-                .inner
-                .storage
-                .set(
-                    &format!("token:{token_hash}"),
-                    token_id.to_string().into_bytes(),
-                    ttl,
-                )
-                .await;
+        {
+            Ok(Lookup::Hit(entry)) => match std::str::from_utf8(&entry.body)
+                .ok()
+                .and_then(|id| id.parse().ok())
+            {
+                Some(token_id) => TokenLookup::Valid(token_id),
+                None => TokenLookup::Unknown { seq: None },
+            },
+            Ok(Lookup::Miss { seq }) => TokenLookup::Unknown { seq: Some(seq) },
+            Err(_) => TokenLookup::Unknown { seq: None },
         }
     }
 
+    /// The cached validation of a token, if any.
+    pub async fn cached_token(&self, token_hash: &str) -> Option<i32> {
+        match self.token_lookup(token_hash).await {
+            TokenLookup::Valid(token_id) => Some(token_id),
+            TokenLookup::Unknown { .. } => None,
+        }
+    }
+
+    /// Remembers a validation checked against the database after `token_lookup` gave `seq`.
+    pub async fn remember_token(&self, token_hash: &str, token_id: i32, seq: u64) {
+        let Some(ttl) = self.inner.token_ttl else {
+            return;
+        };
+        let entry = Entry {
+            seq,
+            tags: vec![token_tag(token_hash)],
+            etag: String::from("-"),
+            max_age: ttl.as_secs().min(u64::from(u32::MAX)) as u32,
+            body: Bytes::from(token_id.to_string()),
+        };
+        let _ = self
+            .inner
+            .storage
+            .store(&format!("token:{token_hash}"), Arc::new(entry), ttl)
+            .await;
+    }
+
+    /// Makes every cached validation of a token stale, in Redis and in every first tier.
     pub async fn forget_token(&self, token_hash: &str) -> Result<(), StorageError> {
+        self.inner
+            .storage
+            .invalidate(&[token_tag(token_hash)])
+            .await?;
         self.inner
             .storage
             .delete(&format!("token:{token_hash}"))
             .await
     }
+}
+
+fn token_tag(token_hash: &str) -> String {
+    format!("Token:{token_hash}")
+}
+
+pub enum TokenLookup {
+    Valid(i32),
+    Unknown { seq: Option<u64> },
 }
 
 /// The cache a configuration asks for: Redis when `REDIS_URL` is set, else in-process;

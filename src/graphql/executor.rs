@@ -126,6 +126,15 @@ fn error_outcome(error: ApiError) -> Outcome {
     }
 }
 
+/// Where a fill gets the invalidation sequence it must record.
+enum SequenceSource {
+    Known(Option<u64>),
+    /// First execution of a document: read the current sequence.
+    Read,
+    /// A miss: look again inside the flight (a flight that just finished may have filled it).
+    Recheck(String, Policy),
+}
+
 struct Resolved {
     query: String,
     document: String,
@@ -289,7 +298,14 @@ impl Executor {
             if let Some(cache) = &self.cache {
                 cache.record_bypass();
             }
-            let run = self.run(resolved, operation_name, variables, caller, label, None);
+            let run = self.run(
+                resolved,
+                operation_name,
+                variables,
+                caller,
+                label,
+                SequenceSource::Known(None),
+            );
             return Ok(run.await);
         };
 
@@ -308,7 +324,14 @@ impl Executor {
                 if private_without_token {
                     cache.record_bypass();
                     return Ok(self
-                        .run(resolved, operation_name, variables, caller, label, None)
+                        .run(
+                            resolved,
+                            operation_name,
+                            variables,
+                            caller,
+                            label,
+                            SequenceSource::Known(None),
+                        )
                         .await);
                 }
                 let key = response_key(
@@ -327,8 +350,8 @@ impl Executor {
                             data_absent: false,
                         });
                     }
-                    CacheLookup::Miss { seq } => (key, Some(seq)),
-                    CacheLookup::Unavailable => (key, None),
+                    CacheLookup::Miss { .. } => (key.clone(), SequenceSource::Recheck(key, policy)),
+                    CacheLookup::Unavailable => (key, SequenceSource::Known(None)),
                 }
             }
             None => {
@@ -340,7 +363,7 @@ impl Executor {
                     &variables,
                     &principal_scope,
                 );
-                (format!("first:{key}"), cache.sequence().await)
+                (format!("first:{key}"), SequenceSource::Read)
             }
         };
 
@@ -361,7 +384,7 @@ impl Executor {
         variables: Value,
         caller: &Caller,
         label: &str,
-        seq: Option<u64>,
+        sequence: SequenceSource,
     ) -> impl Future<Output = Outcome> + Send + 'static {
         let schema = self.schema.clone();
         let db = self.db.clone();
@@ -371,6 +394,28 @@ impl Executor {
         let label = label.to_owned();
         let fill_delay = self.fill_delay;
         async move {
+            // Inside the flight, so that no await separates a request's decision to lead
+            // from its registration, and a late leader finds what the previous one stored.
+            let seq = match (sequence, &cache) {
+                (SequenceSource::Known(seq), _) => seq,
+                (_, None) => None,
+                (SequenceSource::Read, Some(cache)) => cache.sequence().await,
+                (SequenceSource::Recheck(key, policy), Some(cache)) => {
+                    match cache.recheck(&key).await {
+                        CacheLookup::Hit(entry) => {
+                            return Outcome {
+                                body: entry.body.clone(),
+                                cache: CacheStatus::Hit,
+                                policy: Some(policy),
+                                etag: Some(entry.etag.clone()),
+                                data_absent: false,
+                            };
+                        }
+                        CacheLookup::Miss { seq } => Some(seq),
+                        CacheLookup::Unavailable => None,
+                    }
+                }
+            };
             let started = Instant::now();
             let facts = Arc::new(ExecutionFacts::default());
             let tags = Arc::new(TagRecorder::default());
@@ -421,7 +466,6 @@ impl Executor {
                 };
                 cache.record_execution(&timed_as, elapsed_ms);
                 if let Some(policy) = policy {
-                    cache.learn_policy(&resolved.document, operation_name.as_deref(), policy);
                     let scope = match (&caller.principal, policy.private) {
                         (_, false) => Some(Scope::Public),
                         (Principal::Token { token_hash, .. }, true) => {
@@ -463,6 +507,9 @@ impl Executor {
                             );
                         }
                     }
+                    // Learned only once the entry is stored: a request that sees the policy
+                    // must find the entry, or it would execute a second time.
+                    cache.learn_policy(&resolved.document, operation_name.as_deref(), policy);
                 } else {
                     cache.record_bypass();
                 }
