@@ -27,8 +27,9 @@ impl Price {
                 "price may have at most 2 decimal places (got {value})"
             )));
         }
-        let cents = (value * Decimal::ONE_HUNDRED)
-            .to_i64()
+        let cents = value
+            .checked_mul(Decimal::ONE_HUNDRED)
+            .and_then(|cents| cents.to_i64())
             .filter(|cents| *cents <= Self::MAX_CENTS);
         match cents {
             Some(cents) => Ok(Price {

@@ -308,3 +308,35 @@ async fn every_response_carries_an_x_request_id() {
         .await;
     assert_eq!(response.header("x-request-id"), Some("client-chosen-42"));
 }
+
+#[tokio::test]
+async fn a_price_too_large_for_any_decimal_arithmetic_is_bad_user_input_not_a_crash() {
+    let app = TestApp::spawn().await;
+    let token = app.create_token("writer").await;
+    let response = app
+        .gql_as(
+            &token,
+            "mutation($input: CreateProductInput!) { createProduct(input: $input) { id } }",
+            json!({ "input": { "name": "Huge", "price": "79228162514264337593543950335", "categoryId": "1" } }),
+        )
+        .await;
+    response.assert_error("BAD_USER_INPUT");
+    let still_serving = app.gql("{ product(id: \"1\") { id } }", json!({})).await;
+    still_serving.assert_ok();
+}
+
+#[tokio::test]
+async fn a_post_that_is_not_json_is_refused_with_415() {
+    let app = TestApp::spawn().await;
+    let response = app
+        .client
+        .post(app.url("/graphql"))
+        .header("content-type", "text/plain")
+        .body(r#"{"query":"{ categories { id } }"}"#)
+        .send()
+        .await
+        .expect("request");
+    let response = TestApp::read(response).await;
+    assert_eq!(response.status, 415);
+    response.assert_error("BAD_REQUEST");
+}
