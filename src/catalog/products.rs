@@ -6,7 +6,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::{Alias, CaseStatement, Expr, ExprTrait, Func, LikeExpr, Query};
+use sea_orm::sea_query::{Alias, CaseStatement, Expr, ExprTrait, Func, LikeExpr, Query, UnionType};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, FromQueryResult, IntoActiveModel,
     Order, QueryFilter, QueryOrder, QuerySelect, Set,
@@ -77,6 +77,8 @@ fn filter_condition(filter: &ProductFilter) -> Condition {
         condition = condition.add(product::Column::PriceCents.lte(max.cents()));
     }
     if let Some(search) = filter.search.as_deref().filter(|search| !search.is_empty()) {
+        // Two index-friendly halves joined by UNION: an OR across the two tables would make
+        // PostgreSQL walk the whole primary key instead of using the trigram indexes.
         let matching_categories = Query::select()
             .column(category::Column::Id)
             .from(category::Entity)
@@ -85,17 +87,22 @@ fn filter_condition(filter: &ProductFilter) -> Condition {
                     .like(like_pattern(search)),
             )
             .to_owned();
-        condition = condition.add(
-            Condition::any()
-                .add(
-                    Expr::expr(Func::lower(Expr::col((
-                        product::Entity,
-                        product::Column::Name,
-                    ))))
+        let by_category = Query::select()
+            .column(product::Column::Id)
+            .from(product::Entity)
+            .and_where(product::Column::CategoryId.in_subquery(matching_categories))
+            .to_owned();
+        let matching_products = Query::select()
+            .column(product::Column::Id)
+            .from(product::Entity)
+            .and_where(
+                Expr::expr(Func::lower(Expr::col(product::Column::Name)))
                     .like(like_pattern(search)),
-                )
-                .add(product::Column::CategoryId.in_subquery(matching_categories)),
-        );
+            )
+            .union(UnionType::All, by_category)
+            .to_owned();
+        condition = condition
+            .add(Expr::col((product::Entity, product::Column::Id)).in_subquery(matching_products));
     }
     condition
 }
