@@ -278,6 +278,14 @@ async fn respond(
             return response;
         }
     };
+    let span = tracing::Span::current();
+    let names: Vec<&str> = operations
+        .iter()
+        .filter_map(|operation| operation.operation_name.as_deref())
+        .collect();
+    if !names.is_empty() {
+        span.record("operation", names.join(",").as_str());
+    }
     let caller = Caller {
         principal,
         request_id,

@@ -62,7 +62,7 @@ pub fn router(state: AppState) -> Router {
                             |response: &axum::http::Response<_>,
                              latency: Duration,
                              _span: &tracing::Span| {
-                                tracing::debug!(
+                                tracing::info!(
                                     status = response.status().as_u16(),
                                     latency_ms = latency.as_secs_f64() * 1000.0,
                                     "served"

@@ -648,3 +648,139 @@ async fn two_instances_on_one_redis_never_read_stale_after_a_mutation() {
         first.stop().await;
     }
 }
+
+/// Runs the real binary against `app`'s database and Redis, as an operator would.
+fn catalog_api(app: &TestApp, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_catalog-api"))
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", &app.config.database_url)
+        .env("REDIS_URL", app.config.redis_url.as_deref().unwrap_or(""))
+        .env("CATALOG_CACHE_PREFIX", &app.config.cache_prefix)
+        .env("CATALOG_DEMO_DATA", "false")
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run catalog-api")
+}
+
+#[tokio::test]
+async fn cache_management_commands_warm_clear_and_report_only_their_prefix() {
+    let Some(redis) = RedisProcess::start().await else {
+        return;
+    };
+    let app = spawn_on_redis(&redis, |_| {}).await;
+    let client = redis::Client::open(redis.url()).expect("client");
+    let mut connection = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    redis::cmd("SET")
+        .arg("another-app:key")
+        .arg("keep me")
+        .query_async::<()>(&mut connection)
+        .await
+        .expect("set");
+
+    for id in ["42", "43"] {
+        app.gql(PRODUCT_BY_ID, json!({ "id": id }))
+            .await
+            .assert_ok();
+    }
+    app.state
+        .cache
+        .as_ref()
+        .expect("cache")
+        .flush_monitor()
+        .await
+        .expect("flush the monitor");
+
+    let stats = catalog_api(&app, &["cache", "stats"]);
+    assert!(
+        stats.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stats.stderr)
+    );
+    let stats: Value = serde_json::from_slice(&stats.stdout).expect("stats are JSON");
+    assert!(stats["prefixKeys"].as_u64() > Some(0), "{stats}");
+    assert!(
+        stats["redisVersion"]
+            .as_str()
+            .is_some_and(|version| !version.is_empty())
+    );
+    assert!(stats["today"]["misses"].as_i64() >= Some(2), "{stats}");
+
+    let cleared = catalog_api(&app, &["cache", "clear"]);
+    assert!(
+        cleared.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cleared.stderr)
+    );
+    assert_eq!(
+        app.gql(PRODUCT_BY_ID, json!({ "id": "42" }))
+            .await
+            .x_cache(),
+        "MISS",
+        "cleared"
+    );
+    let kept: Option<String> = redis::cmd("GET")
+        .arg("another-app:key")
+        .query_async(&mut connection)
+        .await
+        .expect("get");
+    assert_eq!(
+        kept.as_deref(),
+        Some("keep me"),
+        "clear never touches another prefix"
+    );
+
+    // The ranking was cleared too; record the two operations again, clear the entries only
+    // by invalidating, then warm up from the ranking.
+    app.gql(PRODUCT_BY_ID, json!({ "id": "43" }))
+        .await
+        .assert_ok();
+    app.state
+        .cache
+        .as_ref()
+        .expect("cache")
+        .flush_monitor()
+        .await
+        .expect("flush the monitor");
+    let token = app.create_token("writer").await;
+    app.gql_as(
+        &token,
+        UPDATE_PRODUCT,
+        json!({ "id": "43", "input": { "name": "Renamed" } }),
+    )
+    .await
+    .assert_ok();
+    let warmed = catalog_api(&app, &["cache", "warm-up", "--top", "10"]);
+    assert!(
+        warmed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&warmed.stderr)
+    );
+    let after = app.gql(PRODUCT_BY_ID, json!({ "id": "43" })).await;
+    assert_eq!(
+        after.x_cache(),
+        "HIT",
+        "warm-up filled the most requested operation"
+    );
+    assert_eq!(
+        after.data()["product"]["name"],
+        "Renamed",
+        "with fresh data"
+    );
+}
+
+#[tokio::test]
+async fn cache_commands_explain_that_the_in_process_cache_belongs_to_the_server() {
+    let app = TestApp::spawn_with(|config| config.redis_url = None).await;
+    let output = catalog_api(&app, &["cache", "stats"]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.starts_with("error:") && stderr.contains("REDIS_URL"),
+        "{stderr}"
+    );
+}

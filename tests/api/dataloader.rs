@@ -162,3 +162,61 @@ async fn the_metrics_endpoint_counts_the_statements_a_query_runs() {
         "a query raised catalog_db_statements_total ({before} -> {after})"
     );
 }
+
+#[tokio::test]
+async fn bulk_mutations_cost_the_same_statements_for_ten_items_as_for_five_hundred() {
+    let app = TestApp::spawn().await;
+    let token = app.create_token("writer").await;
+    let create =
+        "mutation($inputs: [CreateProductInput!]!) { bulkCreateProducts(inputs: $inputs) { id } }";
+    let inputs = |count: usize| {
+        serde_json::Value::Array(
+            (0..count)
+                .map(|index| json!({ "name": format!("Bulk {index}"), "price": "1.00", "categoryId": format!("{}", index % 10 + 1) }))
+                .collect(),
+        )
+    };
+    let (small, small_cost) = app
+        .count_statements(app.gql_as(&token, create, json!({ "inputs": inputs(10) })))
+        .await;
+    small.assert_ok();
+    let (large, large_cost) = app
+        .count_statements(app.gql_as(&token, create, json!({ "inputs": inputs(500) })))
+        .await;
+    assert_eq!(
+        large.assert_ok()["bulkCreateProducts"]
+            .as_array()
+            .map(Vec::len),
+        Some(500)
+    );
+    assert_eq!(
+        small_cost, large_cost,
+        "one category check and one multi-row INSERT, whatever the size"
+    );
+
+    let prices =
+        "mutation($updates: [PriceUpdateInput!]!) { bulkUpdatePrices(updates: $updates) { id } }";
+    let updates = |count: usize| {
+        serde_json::Value::Array(
+            (1..=count)
+                .map(|id| json!({ "id": id.to_string(), "price": "2.50" }))
+                .collect(),
+        )
+    };
+    let (_, small_cost) = app
+        .count_statements(app.gql_as(&token, prices, json!({ "updates": updates(10) })))
+        .await;
+    let (large, large_cost) = app
+        .count_statements(app.gql_as(&token, prices, json!({ "updates": updates(500) })))
+        .await;
+    large.assert_ok();
+    assert_eq!(
+        small_cost, large_cost,
+        "one check, one UPDATE ... CASE, one read back"
+    );
+    // The token check (in-process cache: validations are not cached) plus those three.
+    assert!(
+        large_cost <= 4,
+        "bulkUpdatePrices cost {large_cost} statements"
+    );
+}
