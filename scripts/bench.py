@@ -225,6 +225,38 @@ def prime(server, token):
         raise SystemExit(f"W4 check failed: {response}")
 
 
+def measure_invalidation_delay(env, port, token, rounds=50):
+    """Two instances with first tiers on one Redis: after a mutation through A returns, how long
+    until B serves the new price? B is polled back to back; B's entry is re-cached between rounds."""
+    first = Server(dict(env, CATALOG_CACHE_LOCAL_TIER="true", CATALOG_BIND=f"127.0.0.1:{port + 1}"), port + 1)
+    second = Server(dict(env, CATALOG_CACHE_LOCAL_TIER="true", CATALOG_BIND=f"127.0.0.1:{port + 2}"), port + 2)
+    first.start()
+    second.start()
+    delays = []
+    try:
+        read = body(Q_PRODUCT, {"id": "7"}, "ProductById")
+        for round_number in range(rounds):
+            second.post(read)
+            status, _ = second.post(read)
+            price = f"{round_number + 1}.{round_number % 100:02d}"
+            first.post(body(M_PRICE, {"id": "7", "input": {"price": price}}, "UpdatePrice"),
+                       {"Authorization": f"Bearer {token}"})
+            committed = time.perf_counter()
+            while True:
+                _, response = second.post(read)
+                if response["data"]["product"]["price"] == price:
+                    delays.append((time.perf_counter() - committed) * 1000)
+                    break
+                if time.perf_counter() - committed > 5:
+                    delays.append(float("inf"))
+                    break
+    finally:
+        first.stop()
+        second.stop()
+    delays.sort()
+    return delays
+
+
 def psql(admin_url, sql):
     subprocess.run(["psql", admin_url, "-qc", sql], check=True, capture_output=True)
 
@@ -309,6 +341,8 @@ def main():
         finally:
             server.stop()
 
+    delays = measure_invalidation_delay(env, port, token) if not selected else []
+
     baseline = next((result["rps"] for result in results if result["name"] == "healthz"), 0)
     print()
     print(f"catalog-api load benchmark, {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}, "
@@ -320,6 +354,10 @@ def main():
     for result in results:
         if "stale" in result:
             print(f"\nW7 stale reads after the run: {result['stale']} of 1000 products checked")
+    if delays:
+        print(f"\ninvalidation delay between two instances with first tiers (mutation answered -> other instance "
+              f"fresh, {len(delays)} rounds, includes one polling request): p50 {delays[len(delays) // 2]:.2f} ms, "
+              f"max {delays[-1]:.2f} ms")
     for result in scale:
         base = next((r for r in results if r["name"] == result["name"].split(" ")[0]), None)
         if base and base["p50"] and result["p50"]:

@@ -9,7 +9,6 @@
 //! read from the backend. The cache never fails a request: backend errors become misses.
 
 pub mod entry;
-pub mod extension;
 pub mod key;
 pub mod monitor;
 pub mod single_flight;

@@ -22,13 +22,12 @@ use tracing::Instrument;
 use super::CatalogSchema;
 use super::loaders::Loaders;
 use crate::auth::Principal;
-use crate::cache::extension::ExecutionFacts;
 use crate::cache::key::{Scope, document_hash, response_key};
 use crate::cache::monitor::RecordedOperation;
 use crate::cache::single_flight::SingleFlight;
 use crate::cache::tags::TagRecorder;
 use crate::cache::{CacheLookup, Policy, ResponseCache};
-use crate::error::{ApiError, codes};
+use crate::error::{ApiError, Phase, codes};
 use crate::http::RequestId;
 use crate::telemetry::Metrics;
 
@@ -417,25 +416,40 @@ impl Executor {
                 }
             };
             let started = Instant::now();
-            let facts = Arc::new(ExecutionFacts::default());
             let tags = Arc::new(TagRecorder::default());
             let mut request = Request::new(resolved.query.clone())
                 .variables(Variables::from_json(variables.clone()))
                 .data(Loaders::new(&db))
                 .data(caller.principal.clone())
                 .data(caller.request_id.clone())
-                .data(Arc::clone(&facts))
                 .data(Arc::clone(&tags));
             if let Some(name) = &operation_name {
                 request = request.operation_name(name.clone());
             }
-            let mut response = schema.execute(request).await;
+            // Parsed here (async-graphql keeps the parsed document in the request and does not
+            // parse again), so the executor learns what the document is without a schema
+            // extension: any extension puts a hook around every field, which cost half of the
+            // CPU of a 100-product page (docs/performance.md).
+            let (facts, mut response) = match request.parsed_query() {
+                Ok(document) => {
+                    let facts = DocumentFacts::of(document);
+                    (facts, schema.execute(request).await)
+                }
+                Err(error) => (
+                    DocumentFacts::default(),
+                    async_graphql::Response::from_errors(vec![error]),
+                ),
+            };
+            let parse_failed = facts.is_empty();
             for error in &mut response.errors {
-                crate::error::assign_code(
-                    error,
-                    crate::error::Phase::Validation,
-                    Some(&caller.request_id.0),
-                );
+                let phase = if parse_failed {
+                    Phase::Parse
+                } else if error.path.is_empty() {
+                    Phase::Validation
+                } else {
+                    Phase::Execution
+                };
+                crate::error::assign_code(error, phase, Some(&caller.request_id.0));
                 if let Some(async_graphql::Value::String(code)) = error
                     .extensions
                     .as_ref()
@@ -521,6 +535,51 @@ impl Executor {
                 etag,
                 data_absent,
             }
+        }
+    }
+}
+
+/// The operations a parsed document holds: their names and kinds.
+#[derive(Debug, Default)]
+struct DocumentFacts {
+    operations: Vec<(Option<String>, OperationType)>,
+}
+
+impl DocumentFacts {
+    fn of(document: &async_graphql::parser::types::ExecutableDocument) -> Self {
+        use async_graphql::parser::types::DocumentOperations;
+        let operations = match &document.operations {
+            DocumentOperations::Single(operation) => vec![(None, operation.node.ty)],
+            DocumentOperations::Multiple(operations) => operations
+                .iter()
+                .map(|(name, operation)| (Some(name.to_string()), operation.node.ty))
+                .collect(),
+        };
+        DocumentFacts { operations }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.operations.is_empty()
+    }
+
+    /// The type of the operation that `operation_name` selects.
+    fn operation_type(&self, operation_name: Option<&str>) -> Option<OperationType> {
+        match operation_name {
+            None if self.operations.len() == 1 => self.operations.first().map(|(_, kind)| *kind),
+            None => None,
+            Some(name) => self
+                .operations
+                .iter()
+                .find(|(candidate, _)| candidate.as_deref() == Some(name))
+                .map(|(_, kind)| *kind),
+        }
+    }
+
+    /// The name of the document's only operation, when it has exactly one and it is named.
+    fn single_operation_name(&self) -> Option<String> {
+        match self.operations.as_slice() {
+            [(name, _)] => name.clone(),
+            _ => None,
         }
     }
 }

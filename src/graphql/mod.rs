@@ -2,7 +2,6 @@
 //! executor that runs one operation through the response cache.
 
 pub mod context;
-pub mod error_codes;
 pub mod executor;
 pub mod loaders;
 pub mod mutation;

@@ -3,10 +3,8 @@
 
 use async_graphql::{EmptySubscription, MergedObject, SDLExportOptions, Schema, SchemaBuilder};
 
-use super::error_codes::ErrorCodes;
 use super::mutation::{CategoryMutation, ProductMutation};
 use super::query::{CacheQuery, CategoryQuery, ProductQuery, StatsQuery};
-use crate::cache::extension::CacheFactsExtension;
 
 #[derive(MergedObject, Default)]
 #[graphql(name = "Query")]
@@ -42,9 +40,7 @@ pub fn builder(limits: SchemaLimits) -> SchemaBuilder<QueryRoot, MutationRoot, E
         EmptySubscription,
     )
     .limit_depth(limits.max_depth)
-    .limit_complexity(limits.max_complexity)
-    .extension(ErrorCodes)
-    .extension(CacheFactsExtension);
+    .limit_complexity(limits.max_complexity);
     if limits.introspection {
         builder
     } else {
