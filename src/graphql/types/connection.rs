@@ -25,11 +25,30 @@ pub struct PageInfo {
     pub end_cursor: Option<String>,
 }
 
-#[derive(SimpleObject)]
-#[graphql(cache_control(max_age = 600))]
+/// An edge computes its cursor only when the query selects it.
 pub struct ProductEdge {
-    pub cursor: String,
-    pub node: Product,
+    order: ProductOrder,
+    node: Product,
+}
+
+#[Object(cache_control(max_age = 600))]
+impl ProductEdge {
+    async fn cursor(&self) -> String {
+        cursor_of(self.order, &self.node.0)
+    }
+
+    async fn node(&self) -> &Product {
+        &self.node
+    }
+}
+
+fn cursor_of(order: ProductOrder, row: &product::Model) -> String {
+    Cursor {
+        order,
+        key: sort_key(order, row),
+        id: row.id,
+    }
+    .encode()
 }
 
 pub struct ProductConnection {
@@ -52,20 +71,15 @@ impl ProductConnection {
         let edges: Vec<ProductEdge> = rows
             .into_iter()
             .map(|row| ProductEdge {
-                cursor: Cursor {
-                    order,
-                    key: sort_key(order, &row),
-                    id: row.id,
-                }
-                .encode(),
+                order,
                 node: Product(row),
             })
             .collect();
         let page_info = PageInfo {
             has_next_page,
             has_previous_page,
-            start_cursor: edges.first().map(|edge| edge.cursor.clone()),
-            end_cursor: edges.last().map(|edge| edge.cursor.clone()),
+            start_cursor: edges.first().map(|edge| cursor_of(order, &edge.node.0)),
+            end_cursor: edges.last().map(|edge| cursor_of(order, &edge.node.0)),
         };
         ProductConnection {
             edges,
