@@ -784,3 +784,25 @@ async fn cache_commands_explain_that_the_in_process_cache_belongs_to_the_server(
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn token_gated_statistics_never_make_a_shared_entry_that_an_anonymous_client_could_read() {
+    let app = TestApp::spawn().await;
+    let token = app.create_token("ops").await;
+    let mixed = "query Mixed { cacheStats { hits } products(first: 1) { totalCount } }";
+    let first = app.gql_as(&token, mixed, json!({})).await;
+    first.assert_ok();
+    assert_eq!(first.header("cache-control"), Some("no-store"));
+    assert_eq!(
+        app.gql_as(&token, mixed, json!({})).await.x_cache(),
+        "BYPASS"
+    );
+    let anonymous = app.gql(mixed, json!({})).await;
+    anonymous.assert_error("UNAUTHENTICATED");
+    assert_ne!(anonymous.x_cache(), "HIT");
+    assert!(
+        anonymous.data().is_null() || anonymous.data()["cacheStats"].is_null(),
+        "{}",
+        anonymous.body
+    );
+}

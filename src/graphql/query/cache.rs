@@ -66,7 +66,7 @@ fn clamp(value: i64) -> i32 {
 #[Object]
 impl CacheQuery {
     /// Hits, misses and hit rate of the response cache on `date` (default: today, UTC).
-    #[graphql(guard = "RequireToken")]
+    #[graphql(guard = "RequireToken", cache_control(no_cache))]
     async fn cache_stats(
         &self,
         ctx: &Context<'_>,
@@ -99,7 +99,7 @@ impl CacheQuery {
     }
 
     /// Latency statistics of an operation (by operation name; `anonymous` for unnamed ones).
-    #[graphql(guard = "RequireToken")]
+    #[graphql(guard = "RequireToken", cache_control(no_cache))]
     async fn performance_stats(
         &self,
         ctx: &Context<'_>,
