@@ -411,3 +411,41 @@ async fn a_mutation_response_is_never_cached() {
     assert_eq!(response.x_cache(), "BYPASS");
     assert_eq!(response.header("etag"), None);
 }
+
+#[tokio::test]
+async fn shutting_down_lets_in_flight_requests_finish() {
+    // The fill of the first read is held back 400 ms after execution: the request is in
+    // flight when the shutdown signal arrives.
+    let app = TestApp::spawn_with(|config| config.fault_fill_delay_ms = 400).await;
+    let before = app.statements();
+    let in_flight = {
+        let client = app.client.clone();
+        let url = app.url("/graphql");
+        tokio::spawn(async move {
+            let response = client
+                .post(url)
+                .json(&json!({ "query": "{ product(id: \"3\") { name } }" }))
+                .send()
+                .await
+                .expect("the in-flight request is answered");
+            (
+                response.status(),
+                response.json::<serde_json::Value>().await.expect("json"),
+            )
+        })
+    };
+    let executing = crate::helpers::eventually(std::time::Duration::from_secs(5), || async {
+        app.statements() > before
+    })
+    .await;
+    assert!(executing, "the request reached the database");
+    let address = app.address;
+    app.stop().await;
+    let (status, body) = in_flight.await.expect("request task");
+    assert_eq!(status, 200);
+    assert_eq!(body["data"]["product"]["name"], "Product 000003");
+    assert!(
+        tokio::net::TcpStream::connect(address).await.is_err(),
+        "the server no longer accepts connections"
+    );
+}
