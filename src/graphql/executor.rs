@@ -90,6 +90,18 @@ pub struct Outcome {
     pub data_absent: bool,
 }
 
+impl Outcome {
+    fn hit(entry: &crate::cache::entry::Entry, policy: Policy) -> Self {
+        Outcome {
+            body: entry.body.clone(),
+            cache: CacheStatus::Hit,
+            policy: Some(policy),
+            etag: Some(entry.etag.clone()),
+            data_absent: false,
+        }
+    }
+}
+
 /// A request the HTTP layer refuses outright.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
@@ -340,15 +352,7 @@ impl Executor {
                     &scope,
                 );
                 match cache.lookup(&key).await {
-                    CacheLookup::Hit(entry) => {
-                        return Ok(Outcome {
-                            body: entry.body.clone(),
-                            cache: CacheStatus::Hit,
-                            policy: Some(policy),
-                            etag: Some(entry.etag.clone()),
-                            data_absent: false,
-                        });
-                    }
+                    CacheLookup::Hit(entry) => return Ok(Outcome::hit(&entry, policy)),
                     CacheLookup::Miss { .. } => (key.clone(), SequenceSource::Recheck(key, policy)),
                     CacheLookup::Unavailable => (key, SequenceSource::Known(None)),
                 }
@@ -401,15 +405,7 @@ impl Executor {
                 (SequenceSource::Read, Some(cache)) => cache.sequence().await,
                 (SequenceSource::Recheck(key, policy), Some(cache)) => {
                     match cache.recheck(&key).await {
-                        CacheLookup::Hit(entry) => {
-                            return Outcome {
-                                body: entry.body.clone(),
-                                cache: CacheStatus::Hit,
-                                policy: Some(policy),
-                                etag: Some(entry.etag.clone()),
-                                data_absent: false,
-                            };
-                        }
+                        CacheLookup::Hit(entry) => return Outcome::hit(&entry, policy),
                         CacheLookup::Miss { seq } => Some(seq),
                         CacheLookup::Unavailable => None,
                     }

@@ -136,6 +136,34 @@ impl RedisStorage {
         }
     }
 
+    /// Every key under this server's prefix, in SCAN batches (management commands only).
+    async fn prefix_keys(
+        &self,
+        connection: &mut redis::aio::MultiplexedConnection,
+    ) -> Result<Vec<Vec<String>>, StorageError> {
+        let pattern = format!("{}*", escape_glob(&self.prefix));
+        let mut cursor: u64 = 0;
+        let mut batches = Vec::new();
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(connection)
+                .await
+                .map_err(|error| self.failed(error))?;
+            if !keys.is_empty() {
+                batches.push(keys);
+            }
+            if next == 0 {
+                return Ok(batches);
+            }
+            cursor = next;
+        }
+    }
+
     fn failed(&self, error: impl std::fmt::Display) -> StorageError {
         self.reset();
         unavailable(error)
@@ -315,32 +343,16 @@ impl CacheStorage for RedisStorage {
 
     async fn clear(&self) -> Result<u64, StorageError> {
         let mut connection = self.connection().await?;
-        let pattern = format!("{}*", escape_glob(&self.prefix));
-        let mut cursor: u64 = 0;
         let mut deleted = 0;
-        loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut connection)
+        for keys in self.prefix_keys(&mut connection).await? {
+            deleted += keys.len() as u64;
+            redis::cmd("UNLINK")
+                .arg(&keys)
+                .query_async::<()>(&mut connection)
                 .await
                 .map_err(|error| self.failed(error))?;
-            if !keys.is_empty() {
-                deleted += keys.len() as u64;
-                redis::cmd("UNLINK")
-                    .arg(&keys)
-                    .query_async::<()>(&mut connection)
-                    .await
-                    .map_err(|error| self.failed(error))?;
-            }
-            if next == 0 {
-                return Ok(deleted);
-            }
-            cursor = next;
         }
+        Ok(deleted)
     }
 
     async fn stats(&self) -> Result<BackendStats, StorageError> {
@@ -357,19 +369,8 @@ impl CacheStorage for RedisStorage {
             })
         };
         let number = |name: &str| field(name).and_then(|value| value.parse::<u64>().ok());
-        let pattern = format!("{}*", escape_glob(&self.prefix));
-        let mut cursor: u64 = 0;
         let (mut keys_seen, mut bytes) = (0u64, 0u64);
-        loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut connection)
-                .await
-                .map_err(|error| self.failed(error))?;
+        for keys in self.prefix_keys(&mut connection).await? {
             for key in &keys {
                 let usage: Option<u64> = redis::cmd("MEMORY")
                     .arg("USAGE")
@@ -380,10 +381,6 @@ impl CacheStorage for RedisStorage {
                 bytes += usage.unwrap_or(0);
             }
             keys_seen += keys.len() as u64;
-            if next == 0 {
-                break;
-            }
-            cursor = next;
         }
         Ok(BackendStats {
             backend: "redis".into(),
