@@ -427,6 +427,7 @@ pub fn from_config(
                     config.cache_local_bytes,
                     Duration::from_secs(config.cache_local_ttl_secs.max(1)),
                     TAG_TTL,
+                    Arc::clone(&metrics),
                 )?)
             } else {
                 Arc::new(redis)

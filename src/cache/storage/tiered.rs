@@ -17,6 +17,7 @@ use futures::StreamExt;
 use super::redis::RedisStorage;
 use super::{BackendStats, CacheStorage, Lookup, StorageError, is_fresh};
 use crate::cache::entry::Entry;
+use crate::telemetry::Metrics;
 
 pub struct TieredStorage {
     remote: Arc<RedisStorage>,
@@ -32,11 +33,17 @@ impl TieredStorage {
         capacity_bytes: u64,
         ttl: Duration,
         tag_ttl: Duration,
+        metrics: Arc<Metrics>,
     ) -> Result<Self, StorageError> {
         let local = moka::future::Cache::builder()
             .max_capacity(capacity_bytes)
             .weigher(|key: &String, value: &Arc<Entry>| {
                 (key.len() + value.weight()).min(u32::MAX as usize) as u32
+            })
+            .eviction_listener(move |_key, _value, cause| {
+                if cause == moka::notification::RemovalCause::Size {
+                    metrics.cache_evictions.inc();
+                }
             })
             .time_to_live(ttl)
             .build();
