@@ -144,24 +144,13 @@ impl ResponseCache {
     }
 
     pub async fn lookup(&self, key: &str) -> CacheLookup {
-        if !self.reads_allowed() {
-            self.record(Outcome::Error);
-            return CacheLookup::Unavailable;
-        }
-        match self.inner.storage.lookup(key).await {
-            Ok(Lookup::Hit(entry)) => {
-                self.record(Outcome::Hit);
-                CacheLookup::Hit(entry)
-            }
-            Ok(Lookup::Miss { seq }) => {
-                self.record(Outcome::Miss);
-                CacheLookup::Miss { seq }
-            }
-            Err(_) => {
-                self.record(Outcome::Error);
-                CacheLookup::Unavailable
-            }
-        }
+        let found = self.recheck(key).await;
+        self.record(match found {
+            CacheLookup::Hit(_) => Outcome::Hit,
+            CacheLookup::Miss { .. } => Outcome::Miss,
+            CacheLookup::Unavailable => Outcome::Error,
+        });
+        found
     }
 
     /// A second look inside a single flight, not counted in the statistics.

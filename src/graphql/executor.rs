@@ -305,6 +305,10 @@ impl Executor {
             return Err(Refusal::MutationOverGet);
         }
 
+        // A private document without a token runs uncached: it is refused by its guard.
+        let cache = cache.filter(|_| {
+            !policy.is_some_and(|policy| policy.private && !caller.principal.is_authenticated())
+        });
         let Some(cache) = cache else {
             if let Some(cache) = &self.cache {
                 cache.record_bypass();
@@ -331,20 +335,6 @@ impl Executor {
                 } else {
                     Scope::Public
                 };
-                let private_without_token = policy.private && !caller.principal.is_authenticated();
-                if private_without_token {
-                    cache.record_bypass();
-                    return Ok(self
-                        .run(
-                            resolved,
-                            operation_name,
-                            variables,
-                            caller,
-                            label,
-                            SequenceSource::Known(None),
-                        )
-                        .await);
-                }
                 let key = response_key(
                     &resolved.document,
                     operation_name.as_deref(),
@@ -501,14 +491,9 @@ impl Executor {
                                 .await;
                         }
                         if !policy.private {
-                            let id = response_key(
-                                &resolved.document,
-                                operation_name.as_deref(),
-                                &variables,
-                                &Scope::Public,
-                            );
+                            // Public scope: the response key is the operation's identity.
                             cache.record_operation(
-                                id.trim_start_matches("resp:").to_owned(),
+                                key.trim_start_matches("resp:").to_owned(),
                                 RecordedOperation {
                                     query: resolved.query.clone(),
                                     operation_name: operation_name.clone(),
@@ -583,22 +568,7 @@ impl DocumentFacts {
 /// Whether the operation a GET request selects is a mutation (parsing only; errors are left
 /// for execution to report).
 fn is_mutation(query: &str, operation_name: Option<&str>) -> bool {
-    use async_graphql::parser::types::DocumentOperations;
-    let Ok(document) = async_graphql::parser::parse_query(query) else {
-        return false;
-    };
-    match (&document.operations, operation_name) {
-        (DocumentOperations::Single(operation), _) => operation.node.ty == OperationType::Mutation,
-        (DocumentOperations::Multiple(operations), Some(name)) => {
-            operations.iter().any(|(candidate, operation)| {
-                candidate.as_str() == name && operation.node.ty == OperationType::Mutation
-            })
-        }
-        (DocumentOperations::Multiple(operations), None) => {
-            operations.len() == 1
-                && operations
-                    .values()
-                    .all(|operation| operation.node.ty == OperationType::Mutation)
-        }
-    }
+    async_graphql::parser::parse_query(query).is_ok_and(|document| {
+        DocumentFacts::of(&document).operation_type(operation_name) == Some(OperationType::Mutation)
+    })
 }
