@@ -79,12 +79,15 @@ impl AppState {
             max_complexity: config.max_complexity,
             introspection: config.introspection,
         };
-        let mut schema = graphql::schema::builder(limits).data(db.clone());
-        if let Some(cache) = &cache {
-            schema = schema.data(cache.clone());
-        }
+        let schemas = graphql::schema::Schemas::build(limits, |builder| {
+            let builder = builder.data(db.clone());
+            match &cache {
+                Some(cache) => builder.data(cache.clone()),
+                None => builder,
+            }
+        });
         let executor = Executor::new(
-            schema.finish(),
+            schemas,
             db.clone(),
             cache.clone(),
             Arc::clone(&metrics),

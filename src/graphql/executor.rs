@@ -19,8 +19,9 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
-use super::CatalogSchema;
+use super::document_cost::{DocumentCost, MAX_EXPANDED_FIELDS, MAX_INTROSPECTION_COST};
 use super::loaders::Loaders;
+use super::schema::Schemas;
 use crate::auth::Principal;
 use crate::cache::key::{Scope, document_hash, response_key};
 use crate::cache::monitor::RecordedOperation;
@@ -109,7 +110,7 @@ pub enum Refusal {
 }
 
 pub struct Executor {
-    schema: CatalogSchema,
+    schemas: Schemas,
     db: DatabaseConnection,
     cache: Option<ResponseCache>,
     metrics: Arc<Metrics>,
@@ -153,7 +154,7 @@ struct Resolved {
 
 impl Executor {
     pub fn new(
-        schema: CatalogSchema,
+        schemas: Schemas,
         db: DatabaseConnection,
         cache: Option<ResponseCache>,
         metrics: Arc<Metrics>,
@@ -162,7 +163,7 @@ impl Executor {
         fill_delay: std::time::Duration,
     ) -> Self {
         Executor {
-            schema,
+            schemas,
             db,
             cache,
             metrics,
@@ -379,7 +380,7 @@ impl Executor {
         label: &str,
         sequence: SequenceSource,
     ) -> impl Future<Output = Outcome> + Send + 'static {
-        let schema = self.schema.clone();
+        let schemas = self.schemas.clone();
         let db = self.db.clone();
         let cache = self.cache.clone();
         let metrics = Arc::clone(&self.metrics);
@@ -419,7 +420,14 @@ impl Executor {
             let (facts, mut response) = match request.parsed_query() {
                 Ok(document) => {
                     let facts = DocumentFacts::of(document);
-                    (facts, schema.execute(request).await)
+                    let cost = DocumentCost::of(document, operation_name.as_deref());
+                    let response = match schemas.select(cost) {
+                        Ok(schema) => schema.execute(request).await,
+                        Err(refusal) => async_graphql::Response::from_errors(vec![
+                            async_graphql::ServerError::new(refusal, None),
+                        ]),
+                    };
+                    (facts, response)
                 }
                 Err(error) => (
                     DocumentFacts::default(),
@@ -517,6 +525,39 @@ impl Executor {
                 data_absent,
             }
         }
+    }
+}
+
+impl Schemas {
+    /// The schema that may run a document of this cost, or why none may. Runs before
+    /// async-graphql validates, so validation never sees an over-budget document.
+    fn select(&self, cost: Option<DocumentCost>) -> Result<&super::CatalogSchema, String> {
+        let Some(cost) = cost else {
+            return Ok(&self.api);
+        };
+        if cost.expanded_fields > MAX_EXPANDED_FIELDS {
+            return Err(format!(
+                "the operation selects {} fields once its fragments are expanded; the limit is {MAX_EXPANDED_FIELDS}",
+                if cost.expanded_fields == u64::MAX {
+                    "too many".to_owned()
+                } else {
+                    cost.expanded_fields.to_string()
+                }
+            ));
+        }
+        if cost.uses_introspection && !self.introspection_enabled {
+            return Err("introspection is turned off on this server".to_owned());
+        }
+        if !cost.introspection_only {
+            return Ok(&self.api);
+        }
+        if cost.introspection_cost > MAX_INTROSPECTION_COST {
+            return Err(format!(
+                "the introspection query nests lists too deeply (estimated {} values; the limit is {MAX_INTROSPECTION_COST})",
+                cost.introspection_cost
+            ));
+        }
+        Ok(&self.introspection)
     }
 }
 

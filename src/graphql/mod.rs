@@ -2,6 +2,7 @@
 //! executor that runs one operation through the response cache.
 
 pub mod context;
+pub mod document_cost;
 pub mod executor;
 pub mod loaders;
 pub mod mutation;

@@ -33,6 +33,40 @@ impl Default for SchemaLimits {
     }
 }
 
+/// Depth allowed to introspection-only operations: graphql-js' standard introspection query
+/// (what GraphiQL, graphql-codegen and GraphQL Inspector send) nests 15 levels deep. Their
+/// cost is bounded by `document_cost::MAX_INTROSPECTION_COST` instead.
+pub const INTROSPECTION_MAX_DEPTH: usize = 20;
+
+/// The schema that runs operations, and the one that runs introspection-only operations
+/// (the same types and data, a depth limit that fits the standard introspection query).
+#[derive(Clone)]
+pub struct Schemas {
+    pub api: CatalogSchema,
+    pub introspection: CatalogSchema,
+    pub introspection_enabled: bool,
+}
+
+impl Schemas {
+    /// Builds both schemas; `attach` adds the server's state (database, cache) to each.
+    pub fn build(
+        limits: SchemaLimits,
+        attach: impl Fn(
+            SchemaBuilder<QueryRoot, MutationRoot, EmptySubscription>,
+        ) -> SchemaBuilder<QueryRoot, MutationRoot, EmptySubscription>,
+    ) -> Self {
+        let introspection_limits = SchemaLimits {
+            max_depth: limits.max_depth.max(INTROSPECTION_MAX_DEPTH),
+            ..limits
+        };
+        Schemas {
+            api: attach(builder(limits)).finish(),
+            introspection: attach(builder(introspection_limits)).finish(),
+            introspection_enabled: limits.introspection,
+        }
+    }
+}
+
 pub fn builder(limits: SchemaLimits) -> SchemaBuilder<QueryRoot, MutationRoot, EmptySubscription> {
     let builder = Schema::build(
         QueryRoot::default(),
@@ -54,7 +88,8 @@ pub fn sdl() -> String {
         SDLExportOptions::new()
             .sorted_fields()
             .sorted_arguments()
-            .sorted_enum_items(),
+            .sorted_enum_items()
+            .include_specified_by(),
     )
 }
 

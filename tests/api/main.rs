@@ -12,6 +12,7 @@ mod categories;
 mod dataloader;
 mod errors;
 mod http;
+mod introspection;
 mod products;
 mod redis_process;
 mod schema_file;
