@@ -138,7 +138,7 @@ pub struct Config {
     #[arg(long, env = "CATALOG_CACHE_LOCAL_BYTES", default_value_t = 64 * 1024 * 1024, global = true)]
     pub cache_local_bytes: u64,
 
-    /// Longest time an entry stays in the in-process first tier, in seconds.
+    /// Longest time an entry stays in the in-process first tier, in seconds (1 to 60).
     #[arg(
         long,
         env = "CATALOG_CACHE_LOCAL_TTL_SECS",
@@ -146,6 +146,18 @@ pub struct Config {
         global = true
     )]
     pub cache_local_ttl_secs: u64,
+
+    /// How long a mutation keeps retrying its cache invalidation before it answers, in
+    /// milliseconds. Past it the invalidation is kept and replayed, and this instance stops
+    /// reading the cache until it succeeds; other instances could then read stale entries
+    /// only while Redis answers them but not this instance.
+    #[arg(
+        long,
+        env = "CATALOG_INVALIDATION_DEADLINE_MS",
+        default_value_t = 1000,
+        global = true
+    )]
+    pub invalidation_deadline_ms: u64,
 
     /// Cached values larger than this many bytes are compressed (lz4).
     #[arg(
@@ -193,6 +205,13 @@ pub enum ConfigError {
     RedisUrl(String),
     #[error("{0} must be greater than zero")]
     Zero(&'static str),
+    #[error("{name} must be between {low} and {high} (got {value})")]
+    OutOfRange {
+        name: &'static str,
+        low: u64,
+        high: u64,
+        value: u64,
+    },
     #[error("CATALOG_CACHE_PREFIX must be 1 to 64 printable characters without spaces")]
     CachePrefix,
 }
@@ -234,6 +253,29 @@ impl Config {
         ] {
             if value == 0 {
                 return Err(ConfigError::Zero(name));
+            }
+        }
+        for (name, value, low, high) in [
+            (
+                "CATALOG_CACHE_LOCAL_TTL_SECS",
+                self.cache_local_ttl_secs,
+                1,
+                60,
+            ),
+            (
+                "CATALOG_INVALIDATION_DEADLINE_MS",
+                self.invalidation_deadline_ms,
+                0,
+                60_000,
+            ),
+        ] {
+            if !(low..=high).contains(&value) {
+                return Err(ConfigError::OutOfRange {
+                    name,
+                    low,
+                    high,
+                    value,
+                });
             }
         }
         let prefix_ok = !self.cache_prefix.is_empty()

@@ -65,6 +65,9 @@ pub struct Metrics {
     pub cache_fills: Counter,
     pub cache_invalidations: Counter,
     pub cache_evictions: Counter,
+    pub cache_unprovable: Counter,
+    pub cache_epochs: Counter,
+    pub cache_first_tier_gaps: Counter,
     pub redis_seconds: Histogram,
     pub redis_pool_size: Gauge<i64, AtomicI64>,
     pub redis_pool_available: Gauge<i64, AtomicI64>,
@@ -94,6 +97,9 @@ impl Metrics {
         let cache_fills = Counter::default();
         let cache_invalidations = Counter::default();
         let cache_evictions = Counter::default();
+        let cache_unprovable = Counter::default();
+        let cache_epochs = Counter::default();
+        let cache_first_tier_gaps = Counter::default();
         let redis_seconds = latency_histogram();
         let redis_pool_size = Gauge::<i64, AtomicI64>::default();
         let redis_pool_available = Gauge::<i64, AtomicI64>::default();
@@ -154,6 +160,21 @@ impl Metrics {
             cache_evictions.clone(),
         );
         registry.register(
+            "catalog_cache_unprovable",
+            "Entries found but not served: filled before the cache's current epoch, so their freshness cannot be proven",
+            cache_unprovable.clone(),
+        );
+        registry.register(
+            "catalog_cache_epochs",
+            "New cache epochs this instance started (the backend restarted, was restored, failed over or lost its bookkeeping)",
+            cache_epochs.clone(),
+        );
+        registry.register(
+            "catalog_cache_first_tier_gaps",
+            "Times the first tier dropped its entries after a gap in the invalidation stream",
+            cache_first_tier_gaps.clone(),
+        );
+        registry.register(
             "catalog_redis_command_seconds",
             "Redis round-trip latency",
             redis_seconds.clone(),
@@ -182,6 +203,9 @@ impl Metrics {
             cache_fills,
             cache_invalidations,
             cache_evictions,
+            cache_unprovable,
+            cache_epochs,
+            cache_first_tier_gaps,
             redis_seconds,
             redis_pool_size,
             redis_pool_available,

@@ -48,6 +48,9 @@ pub enum CacheLookup {
 /// Longest TTL any entry may have; tag stamps live a little longer than that.
 pub const MAX_TTL: Duration = Duration::from_secs(3600);
 pub const TAG_TTL: Duration = Duration::from_secs(3600 + 60);
+/// Longest time from a fill's sequence read to its store; older fills are dropped, so no
+/// entry can outlive a tag stamp newer than its sequence (`TAG_TTL - MAX_TTL` > this).
+pub const MAX_FILL_AGE: Duration = Duration::from_secs(30);
 const PERSISTED_QUERY_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
 struct Inner {
@@ -59,6 +62,7 @@ struct Inner {
     metrics: Arc<Metrics>,
     monitor: Monitor,
     token_ttl: Option<Duration>,
+    invalidation_deadline: Duration,
     pending_invalidations: Mutex<BTreeSet<String>>,
 }
 
@@ -74,6 +78,7 @@ impl ResponseCache {
         storage: GuardedStorage,
         metrics: Arc<Metrics>,
         token_ttl: Option<Duration>,
+        invalidation_deadline: Duration,
     ) -> Self {
         let cache = ResponseCache {
             inner: Arc::new(Inner {
@@ -88,6 +93,7 @@ impl ResponseCache {
                 metrics,
                 monitor: Monitor::default(),
                 token_ttl,
+                invalidation_deadline,
                 pending_invalidations: Mutex::new(BTreeSet::new()),
             }),
         };
@@ -161,6 +167,10 @@ impl ResponseCache {
         match self.inner.storage.lookup(key).await {
             Ok(Lookup::Hit(entry)) => CacheLookup::Hit(entry),
             Ok(Lookup::Miss { seq }) => CacheLookup::Miss { seq },
+            Ok(Lookup::Unprovable { seq }) => {
+                self.inner.metrics.cache_unprovable.inc();
+                CacheLookup::Miss { seq }
+            }
             Err(_) => CacheLookup::Unavailable,
         }
     }
@@ -227,6 +237,9 @@ impl ResponseCache {
     }
 
     /// Invalidates everything a committed mutation made stale, before its response is sent.
+    /// A failed attempt is retried (past the circuit breaker) until the invalidation deadline;
+    /// only then does the mutation answer with the invalidation kept for replay, and this
+    /// instance stops reading the cache until the replay succeeds.
     pub async fn invalidate(&self, changes: &Changes) {
         if changes.is_empty() {
             return;
@@ -236,13 +249,27 @@ impl ResponseCache {
             .metrics
             .cache_invalidations
             .inc_by(tags.len() as u64);
-        if self.inner.storage.invalidate(&tags).await.is_err() {
+        let deadline = tokio::time::Instant::now() + self.inner.invalidation_deadline;
+        let mut pause = Duration::from_millis(20);
+        loop {
+            if self.inner.storage.invalidate_now(&tags).await.is_ok() {
+                return;
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                break;
+            }
+            tokio::time::sleep(pause.min(deadline - now)).await;
+            pause = (pause * 2).min(Duration::from_millis(200));
+        }
+        let mut pending = self.inner.pending_invalidations.lock();
+        if pending.is_empty() {
             tracing::warn!(
                 tags = tags.len(),
-                "invalidation deferred until the cache backend answers"
+                "invalidation deferred until the cache backend answers; this instance reads no cached entries until then"
             );
-            self.inner.pending_invalidations.lock().extend(tags);
         }
+        pending.extend(tags);
     }
 
     async fn replay_invalidations(&self) {
@@ -334,7 +361,9 @@ impl ResponseCache {
                 Some(token_id) => TokenLookup::Valid(token_id),
                 None => TokenLookup::Unknown { seq: None },
             },
-            Ok(Lookup::Miss { seq }) => TokenLookup::Unknown { seq: Some(seq) },
+            Ok(Lookup::Miss { seq } | Lookup::Unprovable { seq }) => {
+                TokenLookup::Unknown { seq: Some(seq) }
+            }
             Err(_) => TokenLookup::Unknown { seq: None },
         }
     }
@@ -407,6 +436,7 @@ pub fn from_config(
                 config.redis_connect_timeout(),
                 TAG_TTL,
                 config.cache_compress_above,
+                Arc::clone(&metrics),
             )?;
             let pool = redis.pool().clone();
             let storage: Arc<dyn storage::CacheStorage> = if config.cache_local_tier {
@@ -442,7 +472,12 @@ pub fn from_config(
         Arc::clone(&metrics),
     );
     Ok(Some((
-        ResponseCache::new(guarded, metrics, token_ttl),
+        ResponseCache::new(
+            guarded,
+            metrics,
+            token_ttl,
+            Duration::from_millis(config.invalidation_deadline_ms),
+        ),
         pool,
     )))
 }

@@ -141,8 +141,9 @@ fn error_outcome(error: ApiError) -> Outcome {
 /// Where a fill gets the invalidation sequence it must record.
 enum SequenceSource {
     Known(Option<u64>),
-    /// First execution of a document: read the current sequence.
-    Read,
+    /// First sight of a query: the sequence it observed, and a second look for an entry a
+    /// just-finished flight may have stored.
+    FirstSight(u64),
     /// A miss: look again inside the flight (a flight that just finished may have filled it).
     Recheck(String, Policy),
 }
@@ -299,16 +300,24 @@ impl Executor {
         let policy =
             cache.and_then(|cache| cache.policy(&resolved.document, operation_name.as_deref()));
 
-        if caller.transport == Transport::Get
-            && policy.is_none()
-            && is_mutation(&resolved.query, operation_name.as_deref())
-        {
-            return Err(Refusal::MutationOverGet);
-        }
+        // A document whose policy is not known yet is parsed to learn its kind: mutations
+        // (and anything that is not a query) are never coalesced and never read the sequence.
+        let is_query = match policy {
+            Some(_) => true,
+            None => {
+                let kind = operation_kind(&resolved.query, operation_name.as_deref());
+                if caller.transport == Transport::Get && kind == Some(OperationType::Mutation) {
+                    return Err(Refusal::MutationOverGet);
+                }
+                kind == Some(OperationType::Query)
+            }
+        };
 
         // A private document without a token runs uncached: it is refused by its guard.
         let cache = cache.filter(|_| {
-            !policy.is_some_and(|policy| policy.private && !caller.principal.is_authenticated())
+            is_query
+                && !policy
+                    .is_some_and(|policy| policy.private && !caller.principal.is_authenticated())
         });
         let Some(cache) = cache else {
             if let Some(cache) = &self.cache {
@@ -329,7 +338,10 @@ impl Executor {
             Principal::Token { token_hash, .. } => Scope::Private(token_hash.clone()),
             Principal::Anonymous => Scope::Private("anonymous".to_owned()),
         };
-        let (flight_key, seq) = match policy {
+        // `flight` is the single-flight key and the sequence this request observed; without a
+        // sequence there is no proof that a running flight read the database after the
+        // commits this request follows, so it executes alone.
+        let (flight, sequence) = match policy {
             Some(policy) => {
                 let scope = if policy.private {
                     principal_scope
@@ -344,12 +356,15 @@ impl Executor {
                 );
                 match cache.lookup(&key).await {
                     CacheLookup::Hit(entry) => return Ok(Outcome::hit(&entry, policy)),
-                    CacheLookup::Miss { .. } => (key.clone(), SequenceSource::Recheck(key, policy)),
-                    CacheLookup::Unavailable => (key, SequenceSource::Known(None)),
+                    CacheLookup::Miss { seq } => (
+                        Some((key.clone(), seq)),
+                        SequenceSource::Recheck(key, policy),
+                    ),
+                    CacheLookup::Unavailable => (None, SequenceSource::Known(None)),
                 }
             }
             None => {
-                // First sight of this document: its policy is unknown until it executes, so
+                // First sight of this query: its policy is unknown until it executes, so
                 // concurrent first requests are coalesced per principal.
                 let key = response_key(
                     &resolved.document,
@@ -357,16 +372,28 @@ impl Executor {
                     &variables,
                     &principal_scope,
                 );
-                (format!("first:{key}"), SequenceSource::Read)
+                match cache.sequence().await {
+                    Some(seq) => (
+                        Some((format!("first:{key}"), seq)),
+                        SequenceSource::FirstSight(seq),
+                    ),
+                    None => (None, SequenceSource::Known(None)),
+                }
             }
         };
-
         let run = self
-            .run(resolved, operation_name, variables, caller, label, seq)
+            .run(resolved, operation_name, variables, caller, label, sequence)
             .instrument(tracing::Span::current());
-        Ok(self.flights.run(flight_key, run).await.unwrap_or_else(|| {
-            error_outcome(ApiError::Internal("the execution task failed".into()))
-        }))
+        let Some((flight_key, observed)) = flight else {
+            return Ok(run.await);
+        };
+        Ok(self
+            .flights
+            .run(flight_key, observed, run)
+            .await
+            .unwrap_or_else(|| {
+                error_outcome(ApiError::Internal("the execution task failed".into()))
+            }))
     }
 
     /// Executes against the database and, when `seq` is known and the result is cacheable,
@@ -388,12 +415,40 @@ impl Executor {
         let label = label.to_owned();
         let fill_delay = self.fill_delay;
         async move {
+            let fill_started = Instant::now();
             // Inside the flight, so that no await separates a request's decision to lead
             // from its registration, and a late leader finds what the previous one stored.
             let seq = match (sequence, &cache) {
                 (SequenceSource::Known(seq), _) => seq,
                 (_, None) => None,
-                (SequenceSource::Read, Some(cache)) => cache.sequence().await,
+                (SequenceSource::FirstSight(seq), Some(cache)) => {
+                    // A flight that finished while this request read the sequence may have
+                    // learned the policy and filled the entry.
+                    let learned = cache
+                        .policy(&resolved.document, operation_name.as_deref())
+                        .and_then(|policy| {
+                            let scope = match (&caller.principal, policy.private) {
+                                (_, false) => Scope::Public,
+                                (Principal::Token { token_hash, .. }, true) => {
+                                    Scope::Private(token_hash.clone())
+                                }
+                                (Principal::Anonymous, true) => return None,
+                            };
+                            let key = response_key(
+                                &resolved.document,
+                                operation_name.as_deref(),
+                                &variables,
+                                &scope,
+                            );
+                            Some((key, policy))
+                        });
+                    if let Some((key, policy)) = learned
+                        && let CacheLookup::Hit(entry) = cache.recheck(&key).await
+                    {
+                        return Outcome::hit(&entry, policy);
+                    }
+                    Some(seq)
+                }
                 (SequenceSource::Recheck(key, policy), Some(cache)) => {
                     match cache.recheck(&key).await {
                         CacheLookup::Hit(entry) => return Outcome::hit(&entry, policy),
@@ -481,6 +536,10 @@ impl Executor {
                         }
                         (Principal::Anonymous, true) => None,
                     };
+                    // A fill older than `MAX_FILL_AGE` is dropped: tag stamps outlive the
+                    // longest entry TTL by just that margin, so a later fill could outlive the
+                    // stamp that makes it stale.
+                    let seq = seq.filter(|_| fill_started.elapsed() < crate::cache::MAX_FILL_AGE);
                     if let (Some(scope), Some(seq)) = (scope, seq) {
                         status = CacheStatus::Miss;
                         let key = response_key(
@@ -606,10 +665,10 @@ impl DocumentFacts {
     }
 }
 
-/// Whether the operation a GET request selects is a mutation (parsing only; errors are left
-/// for execution to report).
-fn is_mutation(query: &str, operation_name: Option<&str>) -> bool {
-    async_graphql::parser::parse_query(query).is_ok_and(|document| {
-        DocumentFacts::of(&document).operation_type(operation_name) == Some(OperationType::Mutation)
-    })
+/// The kind of the operation a document selects (parsing only; errors are left for
+/// execution to report): `None` when it does not parse or selects no operation.
+fn operation_kind(query: &str, operation_name: Option<&str>) -> Option<OperationType> {
+    async_graphql::parser::parse_query(query)
+        .ok()
+        .and_then(|document| DocumentFacts::of(&document).operation_type(operation_name))
 }

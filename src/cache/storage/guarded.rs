@@ -55,6 +55,15 @@ impl GuardedStorage {
         {
             return Err(StorageError::CircuitOpen);
         }
+        self.attempt(operation).await
+    }
+
+    /// Calls the backend even while the breaker is open (a mutation's invalidation is worth
+    /// the wait), with the same timeout, metrics and health bookkeeping.
+    async fn attempt<T>(
+        &self,
+        operation: impl Future<Output = Result<T, StorageError>>,
+    ) -> Result<T, StorageError> {
         let started = Instant::now();
         let outcome = match tokio::time::timeout(self.timeout, operation).await {
             Ok(result) => result,
@@ -110,6 +119,11 @@ impl GuardedStorage {
 
     pub async fn invalidate(&self, tags: &[String]) -> Result<u64, StorageError> {
         self.guard(self.inner.invalidate(tags)).await
+    }
+
+    /// An invalidation that is attempted even while the breaker is open.
+    pub async fn invalidate_now(&self, tags: &[String]) -> Result<u64, StorageError> {
+        self.attempt(self.inner.invalidate(tags)).await
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {

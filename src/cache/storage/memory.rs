@@ -14,7 +14,8 @@ use moka::Expiry;
 use moka::notification::RemovalCause;
 use parking_lot::Mutex;
 
-use super::{BackendStats, CacheStorage, Lookup, StorageError, is_fresh};
+use super::versions::{TagVersions, Verdict};
+use super::{BackendStats, CacheStorage, Lookup, StorageError};
 use crate::cache::entry::Entry;
 use crate::telemetry::Metrics;
 
@@ -66,7 +67,7 @@ impl Expiry<String, Stored> for PerEntryTtl {
 
 pub struct MemoryStorage {
     values: moka::future::Cache<String, Stored>,
-    tag_versions: moka::sync::Cache<String, u64>,
+    tag_versions: TagVersions,
     sequence: AtomicU64,
     counters: Mutex<HashMap<String, i64>>,
     samples: Mutex<HashMap<String, VecDeque<f64>>>,
@@ -92,10 +93,7 @@ impl MemoryStorage {
             .build();
         MemoryStorage {
             values,
-            tag_versions: moka::sync::Cache::builder()
-                .time_to_live(tag_ttl)
-                .max_capacity(1_000_000)
-                .build(),
+            tag_versions: TagVersions::new(1_000_000, tag_ttl),
             sequence: AtomicU64::new(0),
             counters: Mutex::new(HashMap::new()),
             samples: Mutex::new(HashMap::new()),
@@ -115,14 +113,16 @@ impl CacheStorage for MemoryStorage {
         let Some(Stored::Entry(entry, _)) = self.values.get(key).await else {
             return Ok(Lookup::Miss { seq });
         };
-        if is_fresh(
-            entry.seq,
-            entry.tags.iter().map(|tag| self.tag_versions.get(tag)),
-        ) {
-            Ok(Lookup::Hit(entry))
-        } else {
-            self.values.invalidate(key).await;
-            Ok(Lookup::Miss { seq })
+        match self.tag_versions.verdict(&entry) {
+            Verdict::Fresh => Ok(Lookup::Hit(entry)),
+            Verdict::Stale => {
+                self.values.invalidate(key).await;
+                Ok(Lookup::Miss { seq })
+            }
+            Verdict::Unprovable => {
+                self.values.invalidate(key).await;
+                Ok(Lookup::Unprovable { seq })
+            }
         }
     }
 
@@ -140,7 +140,7 @@ impl CacheStorage for MemoryStorage {
     async fn invalidate(&self, tags: &[String]) -> Result<u64, StorageError> {
         let seq = self.sequence.fetch_add(1, Ordering::SeqCst) + 1;
         for tag in tags {
-            self.tag_versions.insert(tag.clone(), seq);
+            self.tag_versions.raise(tag, seq);
         }
         Ok(seq)
     }

@@ -7,6 +7,7 @@ pub mod guarded;
 pub mod memory;
 pub mod redis;
 pub mod tiered;
+pub mod versions;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,6 +35,9 @@ pub enum Lookup {
     Hit(Arc<Entry>),
     /// No fresh entry; `seq` is the invalidation sequence a fill must record.
     Miss { seq: u64 },
+    /// An entry filled before the current epoch: its freshness cannot be proven, so it is
+    /// not served (counted apart from misses). A fill records `seq` as after a miss.
+    Unprovable { seq: u64 },
 }
 
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -85,11 +89,4 @@ pub trait CacheStorage: Send + Sync + 'static {
     /// Deletes every key under this server's prefix (management only; never on a request path).
     async fn clear(&self) -> Result<u64, StorageError>;
     async fn stats(&self) -> Result<BackendStats, StorageError>;
-}
-
-/// Whether an entry filled at `seq` is still fresh given its tags' versions.
-pub fn is_fresh(seq: u64, versions: impl IntoIterator<Item = Option<u64>>) -> bool {
-    versions
-        .into_iter()
-        .all(|version| version.is_none_or(|version| version <= seq))
 }

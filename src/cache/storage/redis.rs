@@ -14,19 +14,48 @@ use redis::{AsyncCommands, Script};
 
 use super::{BackendStats, CacheStorage, Lookup, StorageError};
 use crate::cache::entry::Entry;
+use crate::telemetry::Metrics;
 
+// Every script starts with this: the epoch floor. Entries filled below it are unprovable (the
+// bookkeeping that could prove them fresh may be gone). When the floor key is missing (Redis
+// restarted empty, `cache clear`, eviction) a new epoch starts above every sequence handed out
+// (the client passes its clock in microseconds, so the sequence never goes backwards even when
+// its own key was lost) and first tiers are told to drop everything (`<seq> *`).
+// KEYS[1] = sequence, KEYS[2] = floor; ARGV[1] = clock (µs), ARGV[2] = channel.
+const EPOCH: &str = r#"
+local function text(number) return string.format('%.0f', number) end
+local function new_epoch()
+  local start = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), tonumber(ARGV[1])) + 1
+  redis.call('SET', KEYS[1], text(start))
+  redis.call('SET', KEYS[2], text(start))
+  redis.call('PUBLISH', ARGV[2], text(start) .. ' *')
+  return start
+end
+local function floor()
+  local current = redis.call('GET', KEYS[2])
+  if current then return tonumber(current) end
+  return new_epoch()
+end
+"#;
+
+// KEYS[3] = entry; ARGV[3] = tag key prefix. Returns {1, entry} when fresh, {0, seq} when
+// absent or stale, {2, seq} when present but unprovable (filled before the epoch floor).
 const LOOKUP: &str = r#"
-local entry = redis.call('GET', KEYS[1])
+local lowest = floor()
+local entry = redis.call('GET', KEYS[3])
 if entry then
   local newline = string.find(entry, '\n', 1, true)
   if newline then
     local seq = nil
     local tags = {}
     for word in string.gmatch(string.sub(entry, 1, newline - 1), '%S+') do
-      if seq == nil then seq = tonumber(word) else tags[#tags + 1] = ARGV[1] .. word end
+      if seq == nil then seq = tonumber(word) else tags[#tags + 1] = ARGV[3] .. word end
     end
-    local fresh = seq ~= nil
-    if fresh and #tags > 0 then
+    if seq == nil or seq < lowest then
+      return {2, redis.call('GET', KEYS[1]) or text(lowest)}
+    end
+    local fresh = true
+    if #tags > 0 then
       local versions = redis.call('MGET', unpack(tags))
       for i = 1, #versions do
         if versions[i] and tonumber(versions[i]) > seq then fresh = false break end
@@ -35,16 +64,44 @@ if entry then
     if fresh then return {1, entry} end
   end
 end
-return {0, redis.call('GET', KEYS[2]) or '0'}
+return {0, redis.call('GET', KEYS[1]) or text(lowest)}
 "#;
 
+// Returns the current sequence (a fill records it before it executes).
+const SEQUENCE: &str = r#"
+local lowest = floor()
+return redis.call('GET', KEYS[1]) or text(lowest)
+"#;
+
+// KEYS[3] = entry; ARGV[3] = the entry's fill sequence, ARGV[4] = encoded entry, ARGV[5] = TTL.
+// A fill from before the floor is dropped: it may have missed invalidations that were lost.
+const STORE: &str = r#"
+local current = redis.call('GET', KEYS[2])
+if not current or tonumber(ARGV[3]) < tonumber(current) then return 0 end
+redis.call('SET', KEYS[3], ARGV[4], 'EX', tonumber(ARGV[5]))
+return 1
+"#;
+
+// ARGV[3] = tag key prefix, ARGV[4] = stamp TTL, ARGV[5..] = tags. Advances the sequence,
+// stamps every tag and announces `<seq> <tags...>` to first tiers.
 const INVALIDATE: &str = r#"
+floor()
 local seq = redis.call('INCR', KEYS[1])
-for i = 3, #ARGV do
-  redis.call('SET', ARGV[1] .. ARGV[i], seq, 'EX', tonumber(ARGV[2]))
+for i = 5, #ARGV do
+  redis.call('SET', ARGV[3] .. ARGV[i], text(seq), 'EX', tonumber(ARGV[4]))
 end
-redis.call('PUBLISH', KEYS[2], seq .. ' ' .. table.concat(ARGV, ' ', 3))
-return seq
+redis.call('PUBLISH', ARGV[2], text(seq) .. ' ' .. table.concat(ARGV, ' ', 5))
+return text(seq)
+"#;
+
+// KEYS[3] = the run id key; ARGV[3] = this Redis process's run id (INFO server). Run on every
+// new connection: a different run id means this Redis restarted (perhaps from an old snapshot)
+// or is a promoted replica, so its invalidation history cannot be trusted: new epoch.
+const HANDSHAKE: &str = r#"
+if redis.call('GET', KEYS[3]) == ARGV[3] then return 0 end
+local start = new_epoch()
+redis.call('SET', KEYS[3], ARGV[3])
+return text(start)
 "#;
 
 /// Connections in use at once. Each is a multiplexed (pipelining) connection taken from the
@@ -60,7 +117,24 @@ pub struct RedisStorage {
     prefix: String,
     tag_ttl: Duration,
     lookup: Script,
+    sequence: Script,
+    store: Script,
     invalidate: Script,
+    handshake: Script,
+    metrics: Arc<Metrics>,
+    warned_about_eviction: std::sync::atomic::AtomicBool,
+}
+
+/// The clock a new epoch starts from, in microseconds (see `EPOCH`).
+fn clock_micros() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+fn script(body: &str) -> Script {
+    Script::new(&format!("{EPOCH}{body}"))
 }
 
 fn unavailable(error: impl std::fmt::Display) -> StorageError {
@@ -75,6 +149,7 @@ impl RedisStorage {
         connect_timeout: Duration,
         tag_ttl: Duration,
         compress_above: usize,
+        metrics: Arc<Metrics>,
     ) -> Result<Self, StorageError> {
         let mut config = deadpool_redis::Config::from_url(url);
         config.pool = Some(PoolConfig {
@@ -98,8 +173,13 @@ impl RedisStorage {
             pool,
             prefix: prefix.to_owned(),
             tag_ttl,
-            lookup: Script::new(LOOKUP),
-            invalidate: Script::new(INVALIDATE),
+            lookup: script(LOOKUP),
+            sequence: script(SEQUENCE),
+            store: script(STORE),
+            invalidate: script(INVALIDATE),
+            handshake: script(HANDSHAKE),
+            metrics,
+            warned_about_eviction: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -110,6 +190,11 @@ impl RedisStorage {
     /// The pub/sub channel on which invalidations are announced.
     pub fn channel(&self) -> String {
         format!("{}invalidations", self.prefix)
+    }
+
+    /// The key holding the invalidation sequence (first tiers read it when they subscribe).
+    pub fn sequence_key(&self) -> String {
+        self.key("seq")
     }
 
     fn key(&self, key: &str) -> String {
@@ -123,9 +208,70 @@ impl RedisStorage {
             return Ok((**connection).clone());
         }
         let pooled = self.pool.get().await.map_err(unavailable)?;
-        let connection = (*pooled).clone();
+        let mut connection = (*pooled).clone();
+        self.check_identity(&mut connection).await?;
         *slot.lock() = Some(pooled);
         Ok(connection)
+    }
+
+    /// Starts a new epoch when this Redis is not the process that holds our bookkeeping
+    /// (restarted, restored from a snapshot, or a promoted replica). Runs before a new
+    /// connection serves anything, so no entry is read from such a Redis before the epoch moves.
+    async fn check_identity(
+        &self,
+        connection: &mut redis::aio::MultiplexedConnection,
+    ) -> Result<(), StorageError> {
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .arg("memory")
+            .query_async(connection)
+            .await
+            .map_err(|error| self.failed(error))?;
+        let run_id = info
+            .lines()
+            .find_map(|line| line.strip_prefix("run_id:"))
+            .map(str::trim)
+            .unwrap_or_default()
+            .to_owned();
+        let policy = info
+            .lines()
+            .find_map(|line| line.strip_prefix("maxmemory_policy:"))
+            .map(str::trim);
+        if let Some(policy) = policy
+            && policy != "noeviction"
+            && !self
+                .warned_about_eviction
+                .swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            tracing::warn!(
+                policy,
+                "Redis may evict keys (maxmemory-policy is not noeviction): an evicted tag stamp would let a stale entry look fresh. Set `maxmemory-policy noeviction` (entries still expire by TTL; fills fail when memory is full, which costs hits, not correctness)"
+            );
+        }
+        let started: Option<String> = self
+            .epoch_call(&self.handshake)
+            .key(self.key("runid"))
+            .arg(run_id)
+            .invoke_async(connection)
+            .await
+            .map_err(|error| self.failed(error))?;
+        if started.is_some_and(|start| start != "0") {
+            self.metrics.cache_epochs.inc();
+            tracing::warn!(
+                "the cache's Redis is not the process that held its bookkeeping (restart, snapshot or failover): new epoch, older entries are not served"
+            );
+        }
+        Ok(())
+    }
+
+    /// An invocation with the epoch prelude's keys and arguments filled in.
+    fn epoch_call<'a>(&self, script: &'a Script) -> redis::ScriptInvocation<'a> {
+        let mut invocation = script.key(self.key("seq"));
+        invocation
+            .key(self.key("floor"))
+            .arg(clock_micros())
+            .arg(self.channel());
+        invocation
     }
 
     /// Drops the shared connections after an error; the next request takes fresh ones from
@@ -179,9 +325,8 @@ impl CacheStorage for RedisStorage {
     async fn lookup(&self, key: &str) -> Result<Lookup, StorageError> {
         let mut connection = self.connection().await?;
         let (found, value): (i64, Vec<u8>) = self
-            .lookup
+            .epoch_call(&self.lookup)
             .key(self.key(key))
-            .key(self.key("seq"))
             .arg(self.key("tag:"))
             .invoke_async(&mut connection)
             .await
@@ -189,43 +334,53 @@ impl CacheStorage for RedisStorage {
         if found == 1 {
             let entry = Entry::decode(&value)
                 .map_err(|error| StorageError::Unavailable(error.to_string()))?;
-            Ok(Lookup::Hit(Arc::new(entry)))
-        } else {
-            let seq = std::str::from_utf8(&value)
-                .ok()
-                .and_then(|text| text.parse().ok())
-                .unwrap_or(0);
-            Ok(Lookup::Miss { seq })
+            return Ok(Lookup::Hit(Arc::new(entry)));
         }
+        let seq = parse_sequence(&value)?;
+        Ok(if found == 2 {
+            Lookup::Unprovable { seq }
+        } else {
+            Lookup::Miss { seq }
+        })
     }
 
     async fn sequence(&self) -> Result<u64, StorageError> {
         let mut connection = self.connection().await?;
-        let seq: Option<u64> = connection
-            .get(self.key("seq"))
+        let value: Vec<u8> = self
+            .epoch_call(&self.sequence)
+            .invoke_async(&mut connection)
             .await
             .map_err(|error| self.failed(error))?;
-        Ok(seq.unwrap_or(0))
+        parse_sequence(&value)
     }
 
     async fn store(&self, key: &str, entry: Arc<Entry>, ttl: Duration) -> Result<(), StorageError> {
-        self.set(key, entry.encode(self.compress_above), ttl).await
+        let mut connection = self.connection().await?;
+        self.epoch_call(&self.store)
+            .key(self.key(key))
+            .arg(entry.seq)
+            .arg(entry.encode(self.compress_above))
+            .arg(ttl.as_secs().max(1))
+            .invoke_async::<i64>(&mut connection)
+            .await
+            .map_err(|error| self.failed(error))?;
+        Ok(())
     }
 
     async fn invalidate(&self, tags: &[String]) -> Result<u64, StorageError> {
         let mut connection = self.connection().await?;
-        let mut invocation = self.invalidate.key(self.key("seq"));
+        let mut invocation = self.epoch_call(&self.invalidate);
         invocation
-            .key(self.channel())
             .arg(self.key("tag:"))
             .arg(self.tag_ttl.as_secs().max(1));
         for tag in tags {
             invocation.arg(tag);
         }
-        invocation
+        let seq: Vec<u8> = invocation
             .invoke_async(&mut connection)
             .await
-            .map_err(|error| self.failed(error))
+            .map_err(|error| self.failed(error))?;
+        parse_sequence(&seq)
     }
 
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
@@ -392,6 +547,13 @@ impl CacheStorage for RedisStorage {
             prefix_bytes: bytes,
         })
     }
+}
+
+fn parse_sequence(value: &[u8]) -> Result<u64, StorageError> {
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .ok_or_else(|| StorageError::Unavailable("the cache sequence is not a number".into()))
 }
 
 /// Escapes glob characters so a prefix matches only itself in SCAN MATCH.

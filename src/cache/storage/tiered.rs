@@ -1,29 +1,62 @@
 //! The optional in-process first tier in front of Redis (`CATALOG_CACHE_LOCAL_TIER=true`).
 //!
 //! Hits from the first tier cost no network round trip. Coherence across instances uses the
-//! same versioned tags as Redis: every invalidation is published on a Redis channel, each
-//! instance records the new tag versions it hears, and a local entry older than any of its
-//! tags' versions is stale. The invalidation delay between instances is the pub/sub delivery
-//! time. While the subscription is down the first tier is bypassed and emptied, so a missed
-//! message can never leave a stale local entry; entries also expire after a short TTL.
+//! same versioned tags as Redis: every invalidation is published on a Redis channel with its
+//! sequence number, and each instance records the versions it hears. Anything that could
+//! hide a message (a reconnect, a gap in sequence numbers, a new epoch, a ping that goes
+//! unanswered on a half-open connection) starts a new generation: nothing filled before it
+//! is served locally again. Local entries live at most the configured TTL (60 s at most).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
 
 use super::redis::RedisStorage;
-use super::{BackendStats, CacheStorage, Lookup, StorageError, is_fresh};
+use super::versions::{TagVersions, Verdict};
+use super::{BackendStats, CacheStorage, Lookup, StorageError};
 use crate::cache::entry::Entry;
 use crate::telemetry::Metrics;
 
+/// How often the subscription is pinged; an unanswered ping ends it (a half-open connection).
+const KEEPALIVE: Duration = Duration::from_secs(1);
+
+/// A local entry and the generation it was fetched in.
+#[derive(Clone)]
+struct LocalEntry {
+    entry: Arc<Entry>,
+    generation: u64,
+}
+
+/// What the listener and the lookups share.
+struct Coherence {
+    versions: TagVersions,
+    /// True while the subscription is known to be live.
+    subscribed: AtomicBool,
+    /// Advanced whenever a message may have been missed.
+    generation: AtomicU64,
+    metrics: Arc<Metrics>,
+}
+
+impl Coherence {
+    /// The generation lookups may use now, or `None` while the first tier is off.
+    fn current(&self) -> Option<u64> {
+        let generation = self.generation.load(Ordering::SeqCst);
+        self.subscribed.load(Ordering::SeqCst).then_some(generation)
+    }
+
+    fn gap(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        self.metrics.cache_first_tier_gaps.inc();
+    }
+}
+
 pub struct TieredStorage {
     remote: Arc<RedisStorage>,
-    local: moka::future::Cache<String, Arc<Entry>>,
-    versions: Arc<moka::sync::Cache<String, u64>>,
-    subscribed: Arc<AtomicBool>,
+    local: moka::future::Cache<String, LocalEntry>,
+    coherence: Arc<Coherence>,
 }
 
 impl TieredStorage {
@@ -35,99 +68,142 @@ impl TieredStorage {
         tag_ttl: Duration,
         metrics: Arc<Metrics>,
     ) -> Result<Self, StorageError> {
+        let evictions = Arc::clone(&metrics);
         let local = moka::future::Cache::builder()
             .max_capacity(capacity_bytes)
-            .weigher(|key: &String, value: &Arc<Entry>| {
-                (key.len() + value.weight()).min(u32::MAX as usize) as u32
+            .weigher(|key: &String, value: &LocalEntry| {
+                (key.len() + value.entry.weight()).min(u32::MAX as usize) as u32
             })
             .eviction_listener(move |_key, _value, cause| {
                 if cause == moka::notification::RemovalCause::Size {
-                    metrics.cache_evictions.inc();
+                    evictions.cache_evictions.inc();
                 }
             })
             .time_to_live(ttl)
             .build();
-        let versions = Arc::new(
-            moka::sync::Cache::builder()
-                .time_to_live(tag_ttl)
-                .max_capacity(1_000_000)
-                .build(),
-        );
-        let subscribed = Arc::new(AtomicBool::new(false));
+        let coherence = Arc::new(Coherence {
+            versions: TagVersions::new(1_000_000, tag_ttl),
+            subscribed: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
+            metrics,
+        });
         let client = redis::Client::open(redis_url)
             .map_err(|error| StorageError::Unavailable(error.to_string()))?;
         tokio::spawn(listen(
             client,
             remote.channel(),
-            local.clone(),
-            Arc::clone(&versions),
-            Arc::clone(&subscribed),
+            remote.sequence_key(),
+            Arc::downgrade(&coherence),
         ));
         Ok(TieredStorage {
             remote: Arc::new(remote),
             local,
-            versions,
-            subscribed,
+            coherence,
         })
-    }
-
-    fn record_versions(
-        versions: &moka::sync::Cache<String, u64>,
-        seq: u64,
-        tags: impl IntoIterator<Item = String>,
-    ) {
-        for tag in tags {
-            if versions.get(&tag).is_none_or(|known| known < seq) {
-                versions.insert(tag, seq);
-            }
-        }
     }
 }
 
-/// Keeps a subscription to the invalidation channel, reconnecting with backoff.
+/// Keeps a subscription to the invalidation channel, reconnecting with backoff, until the
+/// storage is dropped.
 async fn listen(
     client: redis::Client,
     channel: String,
-    local: moka::future::Cache<String, Arc<Entry>>,
-    versions: Arc<moka::sync::Cache<String, u64>>,
-    subscribed: Arc<AtomicBool>,
+    sequence_key: String,
+    coherence: std::sync::Weak<Coherence>,
 ) {
     let mut backoff = Duration::from_millis(100);
     loop {
-        if let Ok(mut pubsub) = client.get_async_pubsub().await
-            && pubsub.subscribe(&channel).await.is_ok()
-        {
-            // Anything cached before this moment may have missed a message.
-            local.invalidate_all();
-            subscribed.store(true, Ordering::SeqCst);
-            backoff = Duration::from_millis(100);
-            let mut messages = pubsub.on_message();
-            while let Some(message) = messages.next().await {
-                let Ok(payload) = message.get_payload::<String>() else {
-                    continue;
-                };
-                let mut words = payload.split(' ');
-                let Some(seq) = words.next().and_then(|word| word.parse::<u64>().ok()) else {
-                    continue;
-                };
-                TieredStorage::record_versions(
-                    &versions,
-                    seq,
-                    words.filter(|word| !word.is_empty()).map(str::to_owned),
-                );
-            }
-            subscribed.store(false, Ordering::SeqCst);
-            local.invalidate_all();
-            tracing::warn!(
-                "lost the cache invalidation subscription; the first tier is off until it returns"
-            );
-        }
-        if Arc::strong_count(&versions) == 1 {
+        let was_live = follow(&client, &channel, &sequence_key, &coherence).await;
+        let Some(strong) = coherence.upgrade() else {
             return;
+        };
+        strong.subscribed.store(false, Ordering::SeqCst);
+        strong.gap();
+        drop(strong);
+        if was_live {
+            backoff = Duration::from_millis(100);
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
+}
+
+/// Follows the channel until the subscription ends or the storage is dropped; true if the
+/// subscription was live.
+async fn follow(
+    client: &redis::Client,
+    channel: &str,
+    sequence_key: &str,
+    coherence: &std::sync::Weak<Coherence>,
+) -> bool {
+    let Ok(mut pubsub) = client.get_async_pubsub().await else {
+        return false;
+    };
+    if pubsub.subscribe(channel).await.is_err() {
+        return false;
+    }
+    // The sequence after subscribing: every later invalidation arrives as a message, so a
+    // message numbered past `last + 1` means one was missed.
+    let Ok(mut connection) = client.get_multiplexed_async_connection().await else {
+        return false;
+    };
+    let Ok(current) = redis::cmd("GET")
+        .arg(sequence_key)
+        .query_async::<Option<u64>>(&mut connection)
+        .await
+    else {
+        return false;
+    };
+    drop(connection);
+    let mut last = current.unwrap_or(0);
+    {
+        let Some(coherence) = coherence.upgrade() else {
+            return false;
+        };
+        // Whatever was cached before this moment may have missed a message.
+        coherence.gap();
+        coherence.subscribed.store(true, Ordering::SeqCst);
+    }
+    let (mut sink, mut messages) = pubsub.split();
+    let mut keepalive = tokio::time::interval(KEEPALIVE);
+    keepalive.tick().await;
+    loop {
+        tokio::select! {
+            message = messages.next() => {
+                let Some(message) = message else { break };
+                let Ok(payload) = message.get_payload::<String>() else { continue };
+                let mut words = payload.split(' ');
+                let Some(seq) = words.next().and_then(|word| word.parse::<u64>().ok()) else {
+                    continue;
+                };
+                let tags: Vec<&str> = words.filter(|word| !word.is_empty()).collect();
+                let Some(coherence) = coherence.upgrade() else { return true };
+                for tag in &tags {
+                    coherence.versions.raise(tag, seq);
+                }
+                let new_epoch = tags.first() == Some(&"*");
+                if new_epoch || seq > last.saturating_add(1) {
+                    // A missed message or lost bookkeeping: nothing older may be served.
+                    coherence.versions.raise_floor(seq);
+                    coherence.gap();
+                }
+                last = last.max(seq);
+            }
+            _ = keepalive.tick() => {
+                if coherence.strong_count() == 0 {
+                    return true;
+                }
+                let answered = tokio::time::timeout(KEEPALIVE, sink.ping::<redis::Value>()).await;
+                if !matches!(answered, Ok(Ok(_))) {
+                    break;
+                }
+            }
+        }
+    }
+    tracing::warn!(
+        "lost the cache invalidation subscription; the first tier is off until it returns"
+    );
+    true
 }
 
 #[async_trait]
@@ -137,19 +213,24 @@ impl CacheStorage for TieredStorage {
     }
 
     async fn lookup(&self, key: &str) -> Result<Lookup, StorageError> {
-        let local_tier = self.subscribed.load(Ordering::SeqCst);
-        if local_tier && let Some(entry) = self.local.get(key).await {
-            if is_fresh(
-                entry.seq,
-                entry.tags.iter().map(|tag| self.versions.get(tag)),
-            ) {
-                return Ok(Lookup::Hit(entry));
+        let generation = self.coherence.current();
+        if let Some(generation) = generation
+            && let Some(local) = self.local.get(key).await
+        {
+            if local.generation == generation
+                && self.coherence.versions.verdict(&local.entry) == Verdict::Fresh
+            {
+                return Ok(Lookup::Hit(local.entry));
             }
             self.local.invalidate(key).await;
         }
         let found = self.remote.lookup(key).await?;
-        if local_tier && let Lookup::Hit(entry) = &found {
-            self.local.insert(key.to_owned(), Arc::clone(entry)).await;
+        if let (Some(generation), Lookup::Hit(entry)) = (generation, &found) {
+            let local = LocalEntry {
+                entry: Arc::clone(entry),
+                generation,
+            };
+            self.local.insert(key.to_owned(), local).await;
         }
         Ok(found)
     }
@@ -159,9 +240,13 @@ impl CacheStorage for TieredStorage {
     }
 
     async fn store(&self, key: &str, entry: Arc<Entry>, ttl: Duration) -> Result<(), StorageError> {
+        // The generation before the store: a gap during it leaves the local copy unusable.
+        let generation = self.coherence.current();
         self.remote.store(key, Arc::clone(&entry), ttl).await?;
-        if self.subscribed.load(Ordering::SeqCst) {
-            self.local.insert(key.to_owned(), entry).await;
+        if let Some(generation) = generation {
+            self.local
+                .insert(key.to_owned(), LocalEntry { entry, generation })
+                .await;
         }
         Ok(())
     }
@@ -169,7 +254,9 @@ impl CacheStorage for TieredStorage {
     async fn invalidate(&self, tags: &[String]) -> Result<u64, StorageError> {
         let seq = self.remote.invalidate(tags).await?;
         // Our own first tier learns at once, without waiting for the message to come back.
-        Self::record_versions(&self.versions, seq, tags.iter().cloned());
+        for tag in tags {
+            self.coherence.versions.raise(tag, seq);
+        }
         Ok(seq)
     }
 
@@ -218,6 +305,7 @@ impl CacheStorage for TieredStorage {
     }
 
     async fn clear(&self) -> Result<u64, StorageError> {
+        self.coherence.gap();
         self.local.invalidate_all();
         self.remote.clear().await
     }
