@@ -9,6 +9,7 @@ mod apq;
 mod auth;
 mod cache;
 mod categories;
+mod checker;
 mod dataloader;
 mod errors;
 mod http;

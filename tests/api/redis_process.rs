@@ -1,5 +1,6 @@
 //! A private `redis-server` on a free port that a test can kill, restart, pause and resume,
-//! to prove the cache survives outages. Tests using it skip (with a message) when the
+//! to prove the cache survives outages; a persistent one can also be restarted from an older
+//! snapshot (a failover to a lagging replica). Tests using it skip (with a message) when the
 //! `redis-server` binary is not installed.
 
 use std::process::{Child, Command, Stdio};
@@ -10,6 +11,19 @@ use crate::helpers::eventually;
 pub struct RedisProcess {
     child: Option<Child>,
     pub port: u16,
+    /// Where `save()` writes the snapshot that `restart_from_snapshot()` loads; `None` for a
+    /// server that never persists anything.
+    snapshots: Option<tempfile::TempDir>,
+}
+
+const SNAPSHOT_FILE: &str = "dump.rdb";
+
+fn installed() -> bool {
+    Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok()
 }
 
 fn free_port() -> u16 {
@@ -22,18 +36,24 @@ fn free_port() -> u16 {
 impl RedisProcess {
     /// Starts a server, or returns `None` when `redis-server` is not installed.
     pub async fn start() -> Option<RedisProcess> {
-        if Command::new("redis-server")
-            .arg("--version")
-            .stdout(Stdio::null())
-            .status()
-            .is_err()
-        {
+        Self::start_with(None).await
+    }
+
+    /// Starts a server that snapshots only when told to (`save()`), so that a restart can
+    /// bring back an older state. Automatic saving stays off.
+    pub async fn start_persistent() -> Option<RedisProcess> {
+        Self::start_with(Some(tempfile::tempdir().expect("snapshot directory"))).await
+    }
+
+    async fn start_with(snapshots: Option<tempfile::TempDir>) -> Option<RedisProcess> {
+        if !installed() {
             eprintln!("redis-server is not installed: skipping this outage test");
             return None;
         }
         let mut process = RedisProcess {
             child: None,
             port: free_port(),
+            snapshots,
         };
         process.restart().await;
         Some(process)
@@ -68,17 +88,75 @@ impl RedisProcess {
     /// (Re)starts the server on the same port, empty, and waits until it answers.
     pub async fn restart(&mut self) {
         self.kill().await;
+        // The snapshot is moved aside while the server starts, so it starts empty and a later
+        // `restart_from_snapshot()` still finds it.
+        let snapshot = self
+            .snapshots
+            .as_ref()
+            .map(|directory| directory.path().join(SNAPSHOT_FILE))
+            .filter(|file| file.exists());
+        let kept = snapshot.as_ref().map(|file| file.with_extension("kept"));
+        if let (Some(file), Some(kept)) = (&snapshot, &kept) {
+            std::fs::rename(file, kept).expect("move the snapshot aside");
+        }
+        self.launch().await;
+        if let (Some(file), Some(kept)) = (&snapshot, &kept) {
+            std::fs::rename(kept, file).expect("put the snapshot back");
+        }
+    }
+
+    /// Kills the server (no chance to save) and starts it again from the last `save()`: the
+    /// entries and counters it holds go back in time.
+    pub async fn restart_from_snapshot(&mut self) {
+        self.kill().await;
+        self.launch().await;
+    }
+
+    /// Writes a snapshot now (SAVE), for a later `restart_from_snapshot()`.
+    pub async fn save(&self) -> redis::RedisResult<()> {
+        let mut connection = self.connection().await?;
+        redis::cmd("SAVE").query_async(&mut connection).await
+    }
+
+    /// Closes every subscriber connection (CLIENT KILL TYPE pubsub), as a network blip would;
+    /// returns how many were closed.
+    pub async fn kill_subscriptions(&self) -> redis::RedisResult<u64> {
+        let mut connection = self.connection().await?;
+        redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("pubsub")
+            .query_async(&mut connection)
+            .await
+    }
+
+    async fn connection(&self) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+        redis::Client::open(self.url())?
+            .get_multiplexed_async_connection()
+            .await
+    }
+
+    async fn launch(&mut self) {
+        let port = self.port.to_string();
+        let mut arguments = vec![
+            "--port",
+            &port,
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ];
+        let directory = self
+            .snapshots
+            .as_ref()
+            .map(|directory| directory.path().display().to_string());
+        if let Some(directory) = &directory {
+            arguments.extend(["--dir", directory, "--dbfilename", SNAPSHOT_FILE]);
+        }
         let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+            .args(arguments)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -1,0 +1,1676 @@
+//! The randomized consistency checker: concurrent clients on two instances that share one
+//! database and one private Redis run a seeded mix of reads and mutations while Redis is
+//! killed, restored from an older snapshot, stalled, cleared and cut off from its subscribers.
+//! Every answer is judged against a model of the acknowledged writes and against the database,
+//! so the cache's promises are proven by the workload itself instead of hand-picked cases.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use catalog_api::entities::{category, product};
+use futures::future::join_all;
+use parking_lot::Mutex;
+use rand::rngs::SmallRng;
+use rand::seq::{IndexedRandom, SliceRandom};
+use rand::{Rng, SeedableRng};
+use rust_decimal::Decimal;
+use rust_decimal::prelude::ToPrimitive;
+use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter};
+use serde_json::{Value, json};
+
+use crate::helpers::{GqlResponse, PRODUCT_BY_ID, TestApp, test_config};
+use crate::redis_process::RedisProcess;
+
+/// With the first tier on, another instance hears of an invalidation through pub/sub: its
+/// reads must reflect a mutation once this long has passed since the mutation's response.
+const PUBSUB_DELAY: Duration = Duration::from_millis(100);
+/// Both instances give up on a Redis command after this long; a stall lasts longer.
+const COMMAND_TIMEOUT_MS: u64 = 100;
+const STALL: Duration = Duration::from_millis(400);
+const OUTAGE: Duration = Duration::from_millis(300);
+const FAULT_INTERVAL: Duration = Duration::from_millis(1_200);
+const DEFAULT_SECONDS: u64 = 15;
+const CLIENTS: usize = 4;
+const CATEGORIES: u32 = 5;
+const PRODUCTS: u32 = 60;
+const INSTANCES: usize = 2;
+/// Each second, writes stop for the rest of the second after this long, so that lists and
+/// counts (which any write may change) can be judged in the quiet part.
+const WRITES_PER_SECOND: Duration = Duration::from_millis(650);
+
+const PRODUCT_PAGE: &str = "query ProductPage($filter: ProductFilter, $order: ProductOrder, $first: Int, $after: String) { products(filter: $filter, orderBy: $order, first: $first, after: $after) { totalCount pageInfo { hasNextPage endCursor } edges { node { id name price category { id } } } } }";
+const CATEGORY_COUNT: &str =
+    "query CategoryCount($id: ID!) { category(id: $id) { id name productCount } }";
+const ALL_CATEGORIES: &str = "query Categories { categories { id name productCount } }";
+const DASHBOARD: &str = "query Dashboard { dashboardStats { totalProducts categoriesCount avgPrice productsByCategory { categoryId productCount } } }";
+const CREATE: &str = "mutation Create($input: CreateProductInput!) { createProduct(input: $input) { id name price category { id } } }";
+const UPDATE: &str = "mutation Update($id: ID!, $input: UpdateProductInput!) { updateProduct(id: $id, input: $input) { id name price category { id } } }";
+const DELETE: &str = "mutation Delete($id: ID!) { deleteProduct(id: $id) }";
+const BULK_CREATE: &str = "mutation BulkCreate($inputs: [CreateProductInput!]!) { bulkCreateProducts(inputs: $inputs) { id name price category { id } } }";
+const BULK_PRICES: &str = "mutation BulkPrices($updates: [PriceUpdateInput!]!) { bulkUpdatePrices(updates: $updates) { id name price category { id } } }";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seeded_random_workload_with_redis_faults_never_breaks_a_cache_promise() {
+    let seed = std::env::var("CATALOG_CHECK_SEED")
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or_else(rand::random::<u64>);
+    let seconds = std::env::var("CATALOG_CHECK_SECONDS")
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(DEFAULT_SECONDS);
+    eprintln!(
+        "checker seed: {seed} (replay: CATALOG_CHECK_SEED={seed} CATALOG_CHECK_SECONDS={seconds} cargo test --test api checker -- --nocapture)"
+    );
+    let mut violations = Vec::new();
+    for local_tier in [false, true] {
+        let Some(report) = check(seed, local_tier, Duration::from_secs(seconds)).await else {
+            return;
+        };
+        violations.extend(report);
+    }
+    assert!(
+        violations.is_empty(),
+        "checker seed {seed}: {} violation(s) (replay: CATALOG_CHECK_SEED={seed}); first ones:\n{}",
+        violations.len(),
+        violations
+            .iter()
+            .take(12)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+/// One run of the checker on a fresh pair of instances; `None` when Redis is not installed.
+async fn check(seed: u64, local_tier: bool, duration: Duration) -> Option<Vec<String>> {
+    let mut redis = RedisProcess::start_persistent().await?;
+    let run = Arc::new(Run::start(seed, local_tier, &redis).await);
+    run.warm_up().await;
+    if let Err(error) = redis.save().await {
+        run.violation(format!("the first snapshot failed: {error}"));
+    }
+    let deadline = Instant::now() + duration;
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|client| tokio::spawn(client_loop(Arc::clone(&run), client, deadline)))
+        .collect();
+    inject_faults(&run, &mut redis, deadline).await;
+    for (client, finished) in join_all(clients).await.into_iter().enumerate() {
+        if let Err(error) = finished {
+            run.violation(format!("client {client} panicked: {error}"));
+        }
+    }
+    run.final_sweep().await;
+    run.tally.print(&run.label());
+    let violations = run.tally.violations.lock().clone();
+    Some(violations)
+}
+
+// ---------------------------------------------------------------------------------------
+// The model: what the acknowledged mutations say, and which reads they constrain.
+// ---------------------------------------------------------------------------------------
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct ProductState {
+    name: String,
+    price_cents: i64,
+    category_id: i32,
+}
+
+/// Which instance answered a write, which decides how soon reads elsewhere must see it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Writer {
+    Instance(usize),
+    /// Identical requests went to both instances.
+    Both,
+    /// The write failed (or its outcome was learned from the database): nothing promises
+    /// that reads reflect it, so reads of its products are not judged until the next write.
+    Unacknowledged,
+}
+
+/// When and where a write's response arrived.
+#[derive(Clone, Copy, Debug)]
+struct Acknowledgement {
+    at: Instant,
+    writer: Writer,
+}
+
+/// One product as the model knows it. Only its owner mutates it, so between the owner's
+/// writes the database holds exactly `state` (`None`: deleted).
+#[derive(Clone, Debug)]
+struct Record {
+    state: Option<ProductState>,
+    owner: usize,
+    writes_in_flight: u32,
+    /// Bumped when a write starts and when it ends: a read that saw the same generation
+    /// before and after overlapped no write.
+    generation: u64,
+    acknowledged: Option<Acknowledgement>,
+}
+
+/// Mutations in flight anywhere, for reads (lists, counts) that any mutation may change.
+#[derive(Default)]
+struct Activity {
+    in_flight: u32,
+    generation: u64,
+    last_acknowledged: [Option<Instant>; INSTANCES],
+}
+
+/// Where and when a read was sent.
+#[derive(Clone, Copy)]
+struct ReadStart {
+    at: Instant,
+    instance: usize,
+}
+
+struct Model {
+    products: Mutex<BTreeMap<i32, Record>>,
+    activity: Mutex<Activity>,
+    local_tier: bool,
+}
+
+/// A write in progress: the products it touches.
+struct Ticket {
+    ids: Vec<i32>,
+}
+
+impl Model {
+    fn new(products: BTreeMap<i32, ProductState>, local_tier: bool) -> Model {
+        let records = products
+            .into_iter()
+            .map(|(id, state)| {
+                let record = Record {
+                    state: Some(state),
+                    owner: id as usize % CLIENTS,
+                    writes_in_flight: 0,
+                    generation: 0,
+                    acknowledged: None,
+                };
+                (id, record)
+            })
+            .collect();
+        Model {
+            products: Mutex::new(records),
+            activity: Mutex::new(Activity::default()),
+            local_tier,
+        }
+    }
+
+    /// Must a read that started at `read` reflect a mutation acknowledged at `ack`?
+    /// On the writing instance at once; on the other one after the pub/sub delay when the
+    /// first tier is on.
+    fn binds(&self, ack: Acknowledgement, read: ReadStart) -> bool {
+        match ack.writer {
+            Writer::Instance(instance) if instance == read.instance => true,
+            Writer::Unacknowledged => false,
+            Writer::Instance(_) | Writer::Both => {
+                !self.local_tier || read.at >= ack.at + PUBSUB_DELAY
+            }
+        }
+    }
+
+    fn begin(&self, ids: &[i32]) -> Ticket {
+        let mut activity = self.activity.lock();
+        activity.in_flight += 1;
+        activity.generation += 1;
+        let mut products = self.products.lock();
+        for id in ids {
+            if let Some(record) = products.get_mut(id) {
+                record.writes_in_flight += 1;
+                record.generation += 1;
+            }
+        }
+        Ticket { ids: ids.to_vec() }
+    }
+
+    /// Ends a write; `states` is what the products now hold (new ones are added for `owner`).
+    fn finish(
+        &self,
+        ticket: Ticket,
+        owner: usize,
+        states: Vec<(i32, Option<ProductState>)>,
+        writer: Writer,
+    ) {
+        let now = Instant::now();
+        let mut activity = self.activity.lock();
+        let mut products = self.products.lock();
+        for id in &ticket.ids {
+            if let Some(record) = products.get_mut(id) {
+                record.writes_in_flight -= 1;
+                record.generation += 1;
+            }
+        }
+        for (id, state) in states {
+            let record = products.entry(id).or_insert(Record {
+                state: None,
+                owner,
+                writes_in_flight: 0,
+                generation: 0,
+                acknowledged: None,
+            });
+            record.state = state;
+            record.owner = owner;
+            record.generation += 1;
+            record.acknowledged = Some(Acknowledgement { at: now, writer });
+        }
+        activity.in_flight -= 1;
+        activity.generation += 1;
+        match writer {
+            Writer::Instance(instance) => activity.last_acknowledged[instance] = Some(now),
+            Writer::Both | Writer::Unacknowledged => {
+                activity.last_acknowledged = [Some(now); INSTANCES];
+            }
+        }
+    }
+
+    fn record(&self, id: i32) -> Option<Record> {
+        self.products.lock().get(&id).cloned()
+    }
+
+    /// A product id worth reading: half the time a seeded one (cached before the snapshot).
+    fn any_id(&self, rng: &mut SmallRng) -> i32 {
+        let products = self.products.lock();
+        if rng.random_bool(0.5) {
+            return rng.random_range(1..=PRODUCTS as i32);
+        }
+        let index = rng.random_range(0..products.len());
+        products.keys().nth(index).copied().unwrap_or(1)
+    }
+
+    /// Up to `count` distinct existing products `client` owns and nobody is writing.
+    fn owned(&self, client: usize, count: usize, rng: &mut SmallRng) -> Vec<i32> {
+        let products = self.products.lock();
+        let candidates: Vec<i32> = products
+            .iter()
+            .filter(|(_, record)| {
+                record.owner == client && record.state.is_some() && record.writes_in_flight == 0
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        candidates.choose_multiple(rng, count).copied().collect()
+    }
+
+    /// A generation to compare after a list read, when no mutation is in flight and none is
+    /// too recent for `read` to be bound by it.
+    fn quiet(&self, read: ReadStart) -> Option<u64> {
+        let activity = self.activity.lock();
+        let settled = (0..INSTANCES).all(|instance| {
+            activity.last_acknowledged[instance].is_none_or(|at| {
+                let writer = Writer::Instance(instance);
+                self.binds(Acknowledgement { at, writer }, read)
+            })
+        });
+        (activity.in_flight == 0 && settled).then_some(activity.generation)
+    }
+
+    fn still_quiet(&self, generation: u64) -> bool {
+        self.activity.lock().generation == generation
+    }
+
+    fn existing(&self) -> BTreeMap<i32, ProductState> {
+        self.products
+            .lock()
+            .iter()
+            .filter_map(|(id, record)| record.state.clone().map(|state| (*id, state)))
+            .collect()
+    }
+
+    fn latest_acknowledgement(&self) -> Option<Instant> {
+        self.activity
+            .lock()
+            .last_acknowledged
+            .iter()
+            .flatten()
+            .max()
+            .copied()
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The oracle: the database read directly, past the cache.
+// ---------------------------------------------------------------------------------------
+
+struct Snapshot {
+    products: BTreeMap<i32, ProductState>,
+    categories: Vec<(i32, String)>,
+}
+
+impl Snapshot {
+    async fn load(db: &DatabaseConnection) -> Result<Snapshot, DbErr> {
+        let products = product::Entity::find()
+            .all(db)
+            .await?
+            .into_iter()
+            .map(|row| (row.id, stored_state(&row)))
+            .collect();
+        let categories = category::Entity::find()
+            .all(db)
+            .await?
+            .into_iter()
+            .map(|row| (row.id, row.name))
+            .collect();
+        Ok(Snapshot {
+            products,
+            categories,
+        })
+    }
+
+    fn count_in(&self, category_id: i32) -> usize {
+        self.products
+            .values()
+            .filter(|product| product.category_id == category_id)
+            .count()
+    }
+}
+
+fn stored_state(row: &product::Model) -> ProductState {
+    ProductState {
+        name: row.name.clone(),
+        price_cents: row.price_cents,
+        category_id: row.category_id,
+    }
+}
+
+async fn stored(db: &DatabaseConnection, id: i32) -> Result<Option<ProductState>, DbErr> {
+    Ok(product::Entity::find_by_id(id)
+        .one(db)
+        .await?
+        .map(|row| stored_state(&row)))
+}
+
+async fn stored_named(
+    db: &DatabaseConnection,
+    name: &str,
+) -> Result<BTreeMap<i32, ProductState>, DbErr> {
+    Ok(product::Entity::find()
+        .filter(product::Column::Name.eq(name))
+        .all(db)
+        .await?
+        .iter()
+        .map(|row| (row.id, stored_state(row)))
+        .collect())
+}
+
+// ---------------------------------------------------------------------------------------
+// Verdicts: pure comparisons of an answer with what it must say.
+// ---------------------------------------------------------------------------------------
+
+fn price_text(cents: i64) -> String {
+    format!("{}.{:02}", cents / 100, cents % 100)
+}
+
+fn cents(value: &Value) -> Option<i64> {
+    let price = Decimal::from_str(value.as_str()?).ok()?;
+    (price * Decimal::ONE_HUNDRED).to_i64()
+}
+
+fn id_of(value: &Value) -> Option<i32> {
+    value.as_str()?.parse().ok()
+}
+
+/// A product as an answer shows it: `{ id name price category { id } }`.
+fn answered_product(value: &Value) -> Option<(i32, ProductState)> {
+    Some((
+        id_of(&value["id"])?,
+        ProductState {
+            name: value["name"].as_str()?.to_owned(),
+            price_cents: cents(&value["price"])?,
+            category_id: id_of(&value["category"]["id"])?,
+        },
+    ))
+}
+
+fn describe(response: &GqlResponse) -> String {
+    format!("X-Cache {:?}, body {}", response.x_cache(), response.body)
+}
+
+/// The answer carries data and no error: the cache never fails a request.
+fn succeeded(response: &GqlResponse) -> Result<&Value, String> {
+    if response.body.get("errors").is_some() || response.status != 200 {
+        return Err(format!("failed ({})", describe(response)));
+    }
+    Ok(response.data())
+}
+
+fn product_verdict(expected: Option<&ProductState>, response: &GqlResponse) -> Result<(), String> {
+    let product = &succeeded(response)?["product"];
+    let answered = if product.is_null() {
+        None
+    } else {
+        Some(
+            answered_product(product)
+                .ok_or_else(|| format!("malformed: {}", describe(response)))?,
+        )
+    };
+    if answered.as_ref().map(|(_, state)| state) == expected {
+        Ok(())
+    } else {
+        Err(format!("expected {expected:?}, got {}", describe(response)))
+    }
+}
+
+/// Which products a page read asks for.
+#[derive(Clone, Debug)]
+struct PageRequest {
+    category_id: Option<i32>,
+    price_range: Option<(i64, i64)>,
+    order: &'static str,
+    first: usize,
+    /// The sort key and id of the last product of the previous page.
+    after: Option<(i64, i32)>,
+}
+
+impl PageRequest {
+    fn random(rng: &mut SmallRng, categories: &[i32]) -> PageRequest {
+        let low = rng.random_range(100..50_000);
+        PageRequest {
+            category_id: rng
+                .random_bool(0.5)
+                .then(|| *categories.choose(rng).unwrap_or(&1)),
+            price_range: rng
+                .random_bool(0.3)
+                .then(|| (low, low + rng.random_range(0..50_000))),
+            order: ["ID_ASC", "PRICE_ASC", "PRICE_DESC"][rng.random_range(0..3)],
+            first: rng.random_range(1..=15),
+            after: None,
+        }
+    }
+
+    fn variables(&self, cursor: Option<&str>) -> Value {
+        let mut filter = serde_json::Map::new();
+        if let Some(category_id) = self.category_id {
+            filter.insert("categoryId".into(), json!(category_id.to_string()));
+        }
+        if let Some((low, high)) = self.price_range {
+            filter.insert("minPrice".into(), json!(price_text(low)));
+            filter.insert("maxPrice".into(), json!(price_text(high)));
+        }
+        json!({ "filter": filter, "order": self.order, "first": self.first, "after": cursor })
+    }
+
+    fn sort_key(&self, id: i32, product: &ProductState) -> (i64, i32) {
+        match self.order {
+            "PRICE_ASC" => (product.price_cents, id),
+            "PRICE_DESC" => (-product.price_cents, -id),
+            _ => (0, id),
+        }
+    }
+
+    /// The whole filtered list in order, the page's products and whether more follow.
+    fn expected(&self, snapshot: &Snapshot) -> (usize, Vec<(i32, ProductState)>, bool) {
+        let mut matching: Vec<(i32, ProductState)> = snapshot
+            .products
+            .iter()
+            .filter(|(_, product)| self.category_id.is_none_or(|id| product.category_id == id))
+            .filter(|(_, product)| {
+                self.price_range
+                    .is_none_or(|(low, high)| (low..=high).contains(&product.price_cents))
+            })
+            .map(|(id, product)| (*id, product.clone()))
+            .collect();
+        matching.sort_by_key(|(id, product)| self.sort_key(*id, product));
+        let total = matching.len();
+        let start = self.after.map_or(0, |(key, id)| {
+            let cursor = self.sort_key(
+                id,
+                &ProductState {
+                    name: String::new(),
+                    price_cents: key,
+                    category_id: 0,
+                },
+            );
+            matching
+                .iter()
+                .take_while(|(id, product)| self.sort_key(*id, product) <= cursor)
+                .count()
+        });
+        let rest = &matching[start..];
+        let page = rest.iter().take(self.first).cloned().collect();
+        (total, page, rest.len() > self.first)
+    }
+}
+
+fn page_verdict(
+    request: &PageRequest,
+    snapshot: &Snapshot,
+    response: &GqlResponse,
+) -> Result<(), String> {
+    let products = &succeeded(response)?["products"];
+    let answered: Option<Vec<(i32, ProductState)>> = products["edges"]
+        .as_array()
+        .map(|edges| {
+            edges
+                .iter()
+                .map(|edge| answered_product(&edge["node"]))
+                .collect()
+        })
+        .and_then(|page: Option<Vec<_>>| page);
+    let (total, page, more) = request.expected(snapshot);
+    let matches = answered.as_ref() == Some(&page)
+        && products["totalCount"].as_u64() == Some(total as u64)
+        && products["pageInfo"]["hasNextPage"].as_bool() == Some(more);
+    if matches {
+        Ok(())
+    } else {
+        let ids: Vec<i32> = page.iter().map(|(id, _)| *id).collect();
+        Err(format!(
+            "page {request:?}: expected totalCount {total}, hasNextPage {more}, ids {ids:?}; got {}",
+            describe(response)
+        ))
+    }
+}
+
+fn categories_verdict(snapshot: &Snapshot, response: &GqlResponse) -> Result<(), String> {
+    let expected: Vec<Value> = snapshot
+        .categories
+        .iter()
+        .map(|(id, name)| json!({ "id": id.to_string(), "name": name, "productCount": snapshot.count_in(*id) }))
+        .collect();
+    if succeeded(response)?["categories"] == Value::Array(expected.clone()) {
+        Ok(())
+    } else {
+        Err(format!("expected {expected:?}, got {}", describe(response)))
+    }
+}
+
+fn category_verdict(id: i32, snapshot: &Snapshot, response: &GqlResponse) -> Result<(), String> {
+    let expected = snapshot
+        .categories
+        .iter()
+        .find(|(category_id, _)| *category_id == id)
+        .map(|(_, name)| json!({ "id": id.to_string(), "name": name, "productCount": snapshot.count_in(id) }))
+        .unwrap_or(Value::Null);
+    if succeeded(response)?["category"] == expected {
+        Ok(())
+    } else {
+        Err(format!("expected {expected}, got {}", describe(response)))
+    }
+}
+
+fn dashboard_verdict(snapshot: &Snapshot, response: &GqlResponse) -> Result<(), String> {
+    let stats = &succeeded(response)?["dashboardStats"];
+    let total = snapshot.products.len();
+    let sum: i64 = snapshot
+        .products
+        .values()
+        .map(|product| product.price_cents)
+        .sum();
+    let average = (total > 0).then(|| {
+        (Decimal::from(sum) / Decimal::from(total) / Decimal::ONE_HUNDRED)
+            .round_dp_with_strategy(2, rust_decimal::RoundingStrategy::MidpointAwayFromZero)
+    });
+    let answered_average = stats["avgPrice"]
+        .as_str()
+        .and_then(|text| Decimal::from_str(text).ok());
+    let by_category: Vec<Value> = snapshot
+        .categories
+        .iter()
+        .map(|(id, _)| json!({ "categoryId": id.to_string(), "productCount": snapshot.count_in(*id) }))
+        .collect();
+    let matches = stats["totalProducts"].as_u64() == Some(total as u64)
+        && stats["categoriesCount"].as_u64() == Some(snapshot.categories.len() as u64)
+        && answered_average == average
+        && stats["productsByCategory"] == Value::Array(by_category);
+    if matches {
+        Ok(())
+    } else {
+        Err(format!(
+            "expected {total} products averaging {average:?}, got {}",
+            describe(response)
+        ))
+    }
+}
+
+/// A private result without a valid token: refused, and no data at all.
+fn refusal_verdict(response: &GqlResponse) -> Result<(), String> {
+    let refused = response.error_codes().first().map(String::as_str) == Some("UNAUTHENTICATED");
+    let no_data = response.data().is_null() || response.data()["dashboardStats"].is_null();
+    if refused && no_data {
+        Ok(())
+    } else {
+        Err(format!("a private result escaped: {}", describe(response)))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The run: two instances, tokens, the model, and the tally of what happened.
+// ---------------------------------------------------------------------------------------
+
+#[derive(Default)]
+struct Tally {
+    /// Per operation: how many ran, and how many of them the checker could judge.
+    operations: Mutex<BTreeMap<&'static str, (u64, u64)>>,
+    faults: Mutex<BTreeMap<&'static str, u64>>,
+    violations: Mutex<Vec<String>>,
+}
+
+impl Tally {
+    fn print(&self, label: &str) {
+        eprintln!("checker {label}:");
+        for (operation, (performed, judged)) in self.operations.lock().iter() {
+            eprintln!("  {operation:<24} {performed:>6} performed {judged:>6} judged");
+        }
+        for (fault, count) in self.faults.lock().iter() {
+            eprintln!("  fault {fault:<18} {count:>6}");
+        }
+        let violations = self.violations.lock();
+        eprintln!("  violations {:>6}", violations.len());
+        for violation in violations.iter().take(20) {
+            eprintln!("    {violation}");
+        }
+    }
+}
+
+struct Run {
+    seed: u64,
+    local_tier: bool,
+    /// Two instances writing one SQLite file can fail a write with "database is locked"
+    /// (an internal error to the client); such a write must then have changed nothing.
+    sqlite: bool,
+    started: Instant,
+    apps: Vec<TestApp>,
+    /// Two tokens per client, so identical mutations also come from different callers.
+    tokens: Vec<[String; 2]>,
+    reader: String,
+    revoked: String,
+    categories: Vec<i32>,
+    model: Model,
+    tally: Tally,
+}
+
+impl Run {
+    async fn start(seed: u64, local_tier: bool, redis: &RedisProcess) -> Run {
+        let (mut config, files) = test_config().await;
+        let sqlite = !config.is_postgres();
+        config.redis_url = Some(redis.url());
+        config.redis_command_timeout_ms = COMMAND_TIMEOUT_MS;
+        config.redis_connect_timeout_ms = 200;
+        config.cache_local_tier = local_tier;
+        let plan = catalog_api::db::seed::SeedPlan {
+            categories: CATEGORIES,
+            products: PRODUCTS,
+        };
+        let first = TestApp::start(config.clone(), files, Some(plan)).await;
+        let second = TestApp::start(config, None, None).await;
+        let mut tokens = Vec::new();
+        for client in 0..CLIENTS {
+            tokens.push([
+                first.create_token(&format!("client {client} a")).await,
+                first.create_token(&format!("client {client} b")).await,
+            ]);
+        }
+        let reader = first.create_token("reader").await;
+        let snapshot = Snapshot::load(&first.state.db)
+            .await
+            .expect("read the seed");
+        let categories = snapshot.categories.iter().map(|(id, _)| *id).collect();
+        let apps = vec![first, second];
+        let revoked = revoked_token(&apps).await;
+        Run {
+            seed,
+            local_tier,
+            sqlite,
+            started: Instant::now(),
+            apps,
+            tokens,
+            reader,
+            revoked,
+            categories,
+            model: Model::new(snapshot.products, local_tier),
+            tally: Tally::default(),
+        }
+    }
+
+    fn label(&self) -> String {
+        if self.local_tier {
+            "with the first tier".into()
+        } else {
+            "without the first tier".into()
+        }
+    }
+
+    fn writes_allowed(&self) -> bool {
+        let second = Duration::from_secs(1).as_millis();
+        self.started.elapsed().as_millis() % second < WRITES_PER_SECOND.as_millis()
+    }
+
+    /// A failed write the checker accepts: only SQLite's lock contention, which the client
+    /// sees as an internal error. The callers verify that such a write changed nothing.
+    fn tolerated(&self, response: &GqlResponse) -> bool {
+        let codes = response.error_codes();
+        let tolerated = self.sqlite
+            && !codes.is_empty()
+            && codes.iter().all(|code| code == "INTERNAL_SERVER_ERROR");
+        if tolerated {
+            self.counted("write failed on SQLite", false);
+        }
+        tolerated
+    }
+
+    fn db(&self) -> &DatabaseConnection {
+        &self.apps[0].state.db
+    }
+
+    fn violation(&self, what: String) {
+        let message = format!("[seed {}, {}] {what}", self.seed, self.label());
+        eprintln!("VIOLATION {message}");
+        self.tally.violations.lock().push(message);
+    }
+
+    fn counted(&self, operation: &'static str, judged: bool) {
+        let mut operations = self.tally.operations.lock();
+        let entry = operations.entry(operation).or_default();
+        entry.0 += 1;
+        entry.1 += u64::from(judged);
+    }
+
+    fn judge(&self, operation: &'static str, verdict: Result<(), String>) {
+        self.counted(operation, true);
+        if let Err(what) = verdict {
+            self.violation(format!("{operation}: {what}"));
+        }
+    }
+
+    /// Sends one request; a transport failure is a failed response, never a panic.
+    async fn send(
+        &self,
+        instance: usize,
+        token: Option<&str>,
+        query: &str,
+        variables: Value,
+    ) -> GqlResponse {
+        let app = &self.apps[instance];
+        let mut request = app
+            .client
+            .post(app.url("/graphql"))
+            .json(&json!({ "query": query, "variables": variables }));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        match request.send().await {
+            Ok(response) => TestApp::read(response).await,
+            Err(error) => GqlResponse {
+                status: reqwest::StatusCode::BAD_GATEWAY,
+                headers: Default::default(),
+                body: json!({ "errors": [{ "message": error.to_string() }] }),
+            },
+        }
+    }
+
+    async fn snapshot(&self) -> Option<Snapshot> {
+        match Snapshot::load(self.db()).await {
+            Ok(snapshot) => Some(snapshot),
+            Err(error) => {
+                self.violation(format!("the oracle cannot read the database: {error}"));
+                None
+            }
+        }
+    }
+
+    /// Fills both instances' caches with every seeded product before the first snapshot, so
+    /// a restore from it has entries to bring back.
+    async fn warm_up(&self) {
+        for instance in 0..INSTANCES {
+            for id in 1..=PRODUCTS {
+                self.send(
+                    instance,
+                    None,
+                    PRODUCT_BY_ID,
+                    json!({ "id": id.to_string() }),
+                )
+                .await;
+            }
+            self.send(instance, Some(&self.reader), DASHBOARD, json!({}))
+                .await;
+        }
+    }
+
+    /// After the last fault and write: every product reads as the database holds it, on both
+    /// instances, and the database holds exactly what the acknowledged writes said.
+    async fn final_sweep(&self) {
+        if let Some(latest) = self.model.latest_acknowledgement() {
+            // The promise allows the pub/sub delay between instances; wait it out once.
+            tokio::time::sleep_until((latest + PUBSUB_DELAY).into()).await;
+        }
+        let Some(snapshot) = self.snapshot().await else {
+            return;
+        };
+        let expected = self.model.existing();
+        if snapshot.products != expected {
+            let missing: Vec<_> = expected
+                .keys()
+                .filter(|id| !snapshot.products.contains_key(id))
+                .collect();
+            let extra: Vec<_> = snapshot
+                .products
+                .keys()
+                .filter(|id| !expected.contains_key(id))
+                .collect();
+            self.violation(format!(
+                "the database is not what the acknowledged writes made: missing {missing:?}, unexpected {extra:?}"
+            ));
+        }
+        let ids: Vec<i32> = self.model.products.lock().keys().copied().collect();
+        for instance in 0..INSTANCES {
+            for id in &ids {
+                let response = self
+                    .send(
+                        instance,
+                        None,
+                        PRODUCT_BY_ID,
+                        json!({ "id": id.to_string() }),
+                    )
+                    .await;
+                let verdict = product_verdict(snapshot.products.get(id), &response)
+                    .map_err(|what| format!("product {id} on instance {instance}: {what}"));
+                self.judge("final read", verdict);
+            }
+        }
+    }
+}
+
+/// A token that read its private result on both instances and was then revoked, as
+/// `catalog-api token revoke` does: it must never read anything again.
+async fn revoked_token(apps: &[TestApp]) -> String {
+    let (token, record) = catalog_api::auth::create(&apps[0].state.db, "revoked")
+        .await
+        .expect("token");
+    for app in apps {
+        app.gql_as(&token, DASHBOARD, json!({})).await.assert_ok();
+    }
+    let hash = catalog_api::auth::revoke(&apps[0].state.db, record.id)
+        .await
+        .expect("revoke");
+    for app in apps {
+        if let Some(cache) = &app.state.cache {
+            cache.forget_token(&hash).await.expect("forget the token");
+        }
+    }
+    token
+}
+
+// ---------------------------------------------------------------------------------------
+// Clients: a seeded random mix of reads and mutations.
+// ---------------------------------------------------------------------------------------
+
+#[derive(Clone, Copy, Debug)]
+enum Operation {
+    ReadProduct,
+    ReadPage,
+    ReadCategory,
+    ReadCategories,
+    ReadDashboard,
+    ReadDashboardAnonymously,
+    ReadDashboardRevoked,
+    Create,
+    Update,
+    Delete,
+    BulkCreate,
+    BulkUpdatePrices,
+    IdenticalCreates,
+    IdenticalBulkCreates,
+    IdenticalDeletes,
+}
+
+const MIX: &[(Operation, u32)] = &[
+    (Operation::ReadProduct, 30),
+    (Operation::ReadPage, 14),
+    (Operation::ReadCategory, 5),
+    (Operation::ReadCategories, 4),
+    (Operation::ReadDashboard, 5),
+    (Operation::ReadDashboardAnonymously, 2),
+    (Operation::ReadDashboardRevoked, 2),
+    (Operation::Create, 5),
+    (Operation::Update, 14),
+    (Operation::Delete, 3),
+    (Operation::BulkCreate, 2),
+    (Operation::BulkUpdatePrices, 3),
+    (Operation::IdenticalCreates, 1),
+    (Operation::IdenticalBulkCreates, 1),
+    (Operation::IdenticalDeletes, 1),
+];
+
+impl Operation {
+    fn pick(rng: &mut SmallRng, writes_allowed: bool) -> Operation {
+        MIX.iter()
+            .filter(|(operation, _)| writes_allowed || !operation.writes())
+            .collect::<Vec<_>>()
+            .choose_weighted(rng, |(_, weight)| *weight)
+            .map(|(operation, _)| *operation)
+            .unwrap_or(Operation::ReadProduct)
+    }
+
+    fn writes(self) -> bool {
+        !matches!(
+            self,
+            Operation::ReadProduct
+                | Operation::ReadPage
+                | Operation::ReadCategory
+                | Operation::ReadCategories
+                | Operation::ReadDashboard
+                | Operation::ReadDashboardAnonymously
+                | Operation::ReadDashboardRevoked
+        )
+    }
+}
+
+async fn client_loop(run: Arc<Run>, client: usize, deadline: Instant) {
+    let mut rng = SmallRng::seed_from_u64(run.seed ^ (client as u64 + 1).wrapping_mul(0x9E37_79B9));
+    let mut client = Client {
+        run: &run,
+        number: client,
+        created: 0,
+    };
+    while Instant::now() < deadline {
+        let operation = Operation::pick(&mut rng, run.writes_allowed());
+        client.perform(operation, &mut rng).await;
+    }
+}
+
+struct Client<'run> {
+    run: &'run Run,
+    number: usize,
+    /// Names this client made so far: every create gets a name of its own.
+    created: u64,
+}
+
+impl Client<'_> {
+    async fn perform(&mut self, operation: Operation, rng: &mut SmallRng) {
+        let instance = rng.random_range(0..INSTANCES);
+        match operation {
+            Operation::ReadProduct => {
+                let id = self.run.model.any_id(rng);
+                self.read_product(instance, id).await;
+            }
+            Operation::ReadPage => self.read_pages(instance, rng).await,
+            Operation::ReadCategory => {
+                let id = *self.run.categories.choose(rng).unwrap_or(&1);
+                self.read_aggregate(instance, "read category", AggregateRead::Category(id))
+                    .await;
+            }
+            Operation::ReadCategories => {
+                self.read_aggregate(instance, "read categories", AggregateRead::Categories)
+                    .await;
+            }
+            Operation::ReadDashboard => {
+                self.read_aggregate(instance, "read dashboard", AggregateRead::Dashboard)
+                    .await;
+            }
+            Operation::ReadDashboardAnonymously => {
+                let response = self.run.send(instance, None, DASHBOARD, json!({})).await;
+                self.run
+                    .judge("read dashboard anonymously", refusal_verdict(&response));
+            }
+            Operation::ReadDashboardRevoked => {
+                let token = Some(self.run.revoked.as_str());
+                let response = self.run.send(instance, token, DASHBOARD, json!({})).await;
+                self.run
+                    .judge("read dashboard revoked", refusal_verdict(&response));
+            }
+            Operation::Create => self.create(instance, rng, 1, 1).await,
+            Operation::BulkCreate => {
+                let size = rng.random_range(2..=5);
+                self.create(instance, rng, size, 1).await;
+            }
+            Operation::IdenticalCreates => {
+                let copies = rng.random_range(8..=24);
+                self.create(instance, rng, 1, copies).await;
+            }
+            Operation::IdenticalBulkCreates => {
+                let copies = rng.random_range(4..=8);
+                self.create(instance, rng, 2, copies).await;
+            }
+            Operation::Update => self.update(instance, rng).await,
+            Operation::BulkUpdatePrices => self.update_prices(instance, rng).await,
+            Operation::Delete => self.delete(instance, rng, 1).await,
+            Operation::IdenticalDeletes => {
+                let copies = rng.random_range(4..=8);
+                self.delete(instance, rng, copies).await;
+            }
+        }
+    }
+
+    fn token(&self, rng: &mut SmallRng) -> &str {
+        &self.run.tokens[self.number][rng.random_range(0..2)]
+    }
+
+    /// A product read that began after the owner's latest acknowledged write, and overlapped
+    /// no write of it, must show that write.
+    async fn read_product(&self, instance: usize, id: i32) {
+        let model = &self.run.model;
+        let before = model.record(id);
+        let start = ReadStart {
+            at: Instant::now(),
+            instance,
+        };
+        let response = self
+            .run
+            .send(
+                instance,
+                None,
+                PRODUCT_BY_ID,
+                json!({ "id": id.to_string() }),
+            )
+            .await;
+        let after = model.record(id);
+        let Some(before) = before else {
+            return self.run.counted("read product", false);
+        };
+        let overlapped = before.writes_in_flight > 0
+            || after.is_none_or(|after| after.generation != before.generation);
+        let bound = before
+            .acknowledged
+            .is_none_or(|ack| model.binds(ack, start));
+        if overlapped || !bound {
+            if let Err(what) = succeeded(&response) {
+                self.run.violation(format!("read product {id}: {what}"));
+            }
+            return self.run.counted("read product", false);
+        }
+        let verdict = product_verdict(before.state.as_ref(), &response).map_err(|what| {
+            format!(
+                "product {id} on instance {instance}, {:?} after its write on instance {:?}: {what}",
+                before.acknowledged.map(|ack| start.at - ack.at),
+                before.acknowledged.map(|ack| ack.writer),
+            )
+        });
+        self.run.judge("read product", verdict);
+    }
+
+    /// A page, then the next one by its cursor; each judged against the database when no
+    /// mutation could have changed the answer.
+    async fn read_pages(&self, instance: usize, rng: &mut SmallRng) {
+        let mut request = PageRequest::random(rng, &self.run.categories);
+        let mut cursor: Option<String> = None;
+        for _ in 0..rng.random_range(1..=2) {
+            let variables = request.variables(cursor.as_deref());
+            let response = self
+                .judged_read(
+                    instance,
+                    "read page",
+                    PRODUCT_PAGE,
+                    variables,
+                    None,
+                    |snapshot, response| page_verdict(&request, snapshot, response),
+                )
+                .await;
+            let products = &response.data()["products"];
+            let last = products["edges"]
+                .as_array()
+                .and_then(|edges| edges.last())
+                .and_then(|edge| answered_product(&edge["node"]));
+            match (products["pageInfo"]["endCursor"].as_str(), last) {
+                (Some(end), Some((id, product))) if products["pageInfo"]["hasNextPage"] == true => {
+                    cursor = Some(end.to_owned());
+                    request.after = Some((product.price_cents, id));
+                }
+                _ => return,
+            }
+        }
+    }
+
+    async fn read_aggregate(&self, instance: usize, operation: &'static str, read: AggregateRead) {
+        let (query, variables, token) = match read {
+            AggregateRead::Category(id) => (CATEGORY_COUNT, json!({ "id": id.to_string() }), None),
+            AggregateRead::Categories => (ALL_CATEGORIES, json!({}), None),
+            AggregateRead::Dashboard => (DASHBOARD, json!({}), Some(self.run.reader.as_str())),
+        };
+        self.judged_read(
+            instance,
+            operation,
+            query,
+            variables,
+            token,
+            |snapshot, response| match read {
+                AggregateRead::Category(id) => category_verdict(id, snapshot, response),
+                AggregateRead::Categories => categories_verdict(snapshot, response),
+                AggregateRead::Dashboard => dashboard_verdict(snapshot, response),
+            },
+        )
+        .await;
+    }
+
+    /// Sends a read that any mutation may change, then reads the database; judges the answer
+    /// only if no mutation was in flight or recent enough to be allowed to be missed.
+    async fn judged_read(
+        &self,
+        instance: usize,
+        operation: &'static str,
+        query: &str,
+        variables: Value,
+        token: Option<&str>,
+        verdict: impl FnOnce(&Snapshot, &GqlResponse) -> Result<(), String>,
+    ) -> GqlResponse {
+        let start = ReadStart {
+            at: Instant::now(),
+            instance,
+        };
+        let quiet = self.run.model.quiet(start);
+        let response = self.run.send(instance, token, query, variables).await;
+        let snapshot = match quiet {
+            Some(_) => self.run.snapshot().await,
+            None => None,
+        };
+        match (quiet, snapshot) {
+            (Some(generation), Some(snapshot)) if self.run.model.still_quiet(generation) => {
+                let verdict = verdict(&snapshot, &response)
+                    .map_err(|what| format!("on instance {instance}: {what}"));
+                self.run.judge(operation, verdict);
+            }
+            _ => {
+                if let Err(what) = succeeded(&response) {
+                    self.run.violation(format!("{operation}: {what}"));
+                }
+                self.run.counted(operation, false);
+            }
+        }
+        response
+    }
+
+    fn new_product(&mut self, rng: &mut SmallRng) -> ProductState {
+        self.created += 1;
+        ProductState {
+            name: format!(
+                "check {} client {} #{}",
+                self.run.seed % 1_000_000,
+                self.number,
+                self.created
+            ),
+            price_cents: rng.random_range(100..100_000),
+            category_id: *self.run.categories.choose(rng).unwrap_or(&1),
+        }
+    }
+
+    /// `copies` identical requests creating `size` products each, sent at once: each
+    /// request must create its own rows, exactly once, as its answer says.
+    async fn create(&mut self, instance: usize, rng: &mut SmallRng, size: usize, copies: usize) {
+        let products: Vec<ProductState> = (0..size).map(|_| self.new_product(rng)).collect();
+        let inputs: Vec<Value> = products
+            .iter()
+            .map(|product| {
+                json!({
+                    "name": product.name,
+                    "price": price_text(product.price_cents),
+                    "categoryId": product.category_id.to_string(),
+                })
+            })
+            .collect();
+        let (query, variables, field) = if size == 1 {
+            (CREATE, json!({ "input": inputs[0] }), "createProduct")
+        } else {
+            (
+                BULK_CREATE,
+                json!({ "inputs": inputs }),
+                "bulkCreateProducts",
+            )
+        };
+        let operation = match (size, copies) {
+            (1, 1) => "create",
+            (_, 1) => "bulk create",
+            (1, _) => "identical creates",
+            _ => "identical bulk creates",
+        };
+        let ticket = self.run.model.begin(&[]);
+        let (answers, writer) = self
+            .send_copies(instance, rng, copies, query, &variables)
+            .await;
+        let mut answered = BTreeMap::new();
+        let mut failures = Vec::new();
+        let mut tolerated = 0;
+        for response in &answers {
+            let created = succeeded(response).ok().and_then(|data| {
+                let value = &data[field];
+                if size == 1 {
+                    answered_product(value).map(|product| vec![product])
+                } else {
+                    value
+                        .as_array()
+                        .and_then(|list| list.iter().map(answered_product).collect())
+                }
+            });
+            match created {
+                Some(created) if created.len() == size => answered.extend(created),
+                _ if self.run.tolerated(response) => tolerated += 1,
+                _ => failures.push(describe(response)),
+            }
+        }
+        let mut stored = BTreeMap::new();
+        for product in &products {
+            match stored_named(self.run.db(), &product.name).await {
+                Ok(rows) => stored.extend(rows),
+                Err(error) => self.run.violation(format!("{operation}: oracle: {error}")),
+            }
+        }
+        let writer = if failures.is_empty() && tolerated == 0 {
+            writer
+        } else {
+            Writer::Unacknowledged
+        };
+        let states = stored
+            .iter()
+            .map(|(id, state)| (*id, Some(state.clone())))
+            .collect();
+        self.run.model.finish(ticket, self.number, states, writer);
+
+        let mut problems = Vec::new();
+        if !failures.is_empty() {
+            problems.push(format!(
+                "{} of {copies} failed: {}",
+                failures.len(),
+                failures.join("; ")
+            ));
+        }
+        let expected_rows = size * copies;
+        let expected_products = expected_rows - (failures.len() + tolerated) * size;
+        if answered.len() != expected_products {
+            problems.push(format!(
+                "{copies} identical requests answered {} distinct products, expected {expected_products}",
+                answered.len(),
+            ));
+        }
+        if stored.len() != answered.len() {
+            problems.push(format!(
+                "{} rows exist for {} acknowledged products",
+                stored.len(),
+                answered.len()
+            ));
+        }
+        for (id, product) in &answered {
+            if stored.get(id) != Some(product) {
+                problems.push(format!(
+                    "product {id} answered {product:?}, stored {:?}",
+                    stored.get(id)
+                ));
+            }
+            if !products.contains(product) {
+                problems.push(format!(
+                    "product {id} answered {product:?}, not what was sent"
+                ));
+            }
+        }
+        self.run.judge(operation, verdict_of(problems));
+    }
+
+    async fn send_copies(
+        &self,
+        instance: usize,
+        rng: &mut SmallRng,
+        copies: usize,
+        query: &str,
+        variables: &Value,
+    ) -> (Vec<GqlResponse>, Writer) {
+        let spread = copies > 1 && rng.random_bool(0.5);
+        let requests: Vec<_> = (0..copies)
+            .map(|copy| {
+                let token = self.run.tokens[self.number][copy % 2].as_str();
+                let instance = if spread { copy % INSTANCES } else { instance };
+                self.run
+                    .send(instance, Some(token), query, variables.clone())
+            })
+            .collect();
+        let writer = if spread {
+            Writer::Both
+        } else {
+            Writer::Instance(instance)
+        };
+        (join_all(requests).await, writer)
+    }
+
+    /// Changes some fields of an owned product; the answer and the database must agree with
+    /// the change.
+    async fn update(&mut self, instance: usize, rng: &mut SmallRng) {
+        let Some(&id) = self.run.model.owned(self.number, 1, rng).first() else {
+            return self.create(instance, rng, 1, 1).await;
+        };
+        let Some(before) = self.run.model.record(id).and_then(|record| record.state) else {
+            return;
+        };
+        let fresh = self.new_product(rng);
+        let mut expected = before.clone();
+        let mut input = serde_json::Map::new();
+        if rng.random_bool(0.7) {
+            expected.price_cents = fresh.price_cents;
+            input.insert("price".into(), json!(price_text(fresh.price_cents)));
+        }
+        if rng.random_bool(0.3) {
+            expected.name = fresh.name;
+            input.insert("name".into(), json!(expected.name));
+        }
+        if input.is_empty() || rng.random_bool(0.2) {
+            expected.category_id = fresh.category_id;
+            input.insert("categoryId".into(), json!(fresh.category_id.to_string()));
+        }
+        let token = self.token(rng).to_owned();
+        let variables = json!({ "id": id.to_string(), "input": input });
+        let ticket = self.run.model.begin(&[id]);
+        let response = self
+            .run
+            .send(instance, Some(&token), UPDATE, variables)
+            .await;
+        let answered = succeeded(&response)
+            .ok()
+            .and_then(|data| answered_product(&data["updateProduct"]));
+        self.settle(
+            "update",
+            ticket,
+            instance,
+            vec![(id, Some(expected))],
+            answered.into_iter().collect(),
+            &response,
+        )
+        .await;
+        if rng.random_bool(0.5) {
+            // Read your write, on either instance, right after the answer.
+            self.read_product(rng.random_range(0..INSTANCES), id).await;
+        }
+    }
+
+    async fn update_prices(&mut self, instance: usize, rng: &mut SmallRng) {
+        let ids = self
+            .run
+            .model
+            .owned(self.number, rng.random_range(2..=5), rng);
+        if ids.is_empty() {
+            return;
+        }
+        let mut expected = Vec::new();
+        let mut updates = Vec::new();
+        for id in &ids {
+            let Some(mut state) = self.run.model.record(*id).and_then(|record| record.state) else {
+                continue;
+            };
+            state.price_cents = rng.random_range(100..100_000);
+            updates.push(json!({ "id": id.to_string(), "price": price_text(state.price_cents) }));
+            expected.push((*id, Some(state)));
+        }
+        let token = self.token(rng).to_owned();
+        let ticket = self.run.model.begin(&ids);
+        let response = self
+            .run
+            .send(
+                instance,
+                Some(&token),
+                BULK_PRICES,
+                json!({ "updates": updates }),
+            )
+            .await;
+        let answered: Vec<(i32, ProductState)> = succeeded(&response)
+            .ok()
+            .and_then(|data| data["bulkUpdatePrices"].as_array().cloned())
+            .map(|list| list.iter().filter_map(answered_product).collect())
+            .unwrap_or_default();
+        self.settle(
+            "bulk update prices",
+            ticket,
+            instance,
+            expected,
+            answered,
+            &response,
+        )
+        .await;
+    }
+
+    /// Ends a write of known products: the answer must be `expected`, and so must the database.
+    /// The model takes what the database holds, so one failure cannot cascade into others.
+    async fn settle(
+        &self,
+        operation: &'static str,
+        ticket: Ticket,
+        instance: usize,
+        expected: Vec<(i32, Option<ProductState>)>,
+        answered: Vec<(i32, ProductState)>,
+        response: &GqlResponse,
+    ) {
+        let acknowledged = succeeded(response).is_ok();
+        let mut problems = Vec::new();
+        if !acknowledged && !self.run.tolerated(response) {
+            problems.push(format!("failed: {}", describe(response)));
+        }
+        let expected_answer: Vec<(i32, ProductState)> = expected
+            .iter()
+            .filter_map(|(id, state)| state.clone().map(|state| (*id, state)))
+            .collect();
+        let mut answered = answered;
+        answered.sort_by_key(|(id, _)| *id);
+        let mut expected_answer = expected_answer;
+        expected_answer.sort_by_key(|(id, _)| *id);
+        if acknowledged && answered != expected_answer {
+            problems.push(format!(
+                "answered {answered:?}, expected {expected_answer:?}"
+            ));
+        }
+        // Acknowledged at once, so a read right after the answer is bound by it; the database
+        // is compared afterwards.
+        let states = if acknowledged {
+            expected.clone()
+        } else {
+            Vec::new()
+        };
+        let writer = if acknowledged {
+            Writer::Instance(instance)
+        } else {
+            Writer::Unacknowledged
+        };
+        self.run.model.finish(ticket, self.number, states, writer);
+        for (id, state) in &expected {
+            match stored(self.run.db(), *id).await {
+                Ok(row) if acknowledged && &row != state => {
+                    problems.push(format!(
+                        "product {id}: acknowledged {state:?}, stored {row:?}"
+                    ));
+                    self.resync(*id, row);
+                }
+                Ok(row) if !acknowledged => {
+                    if self.run.model.record(*id).and_then(|record| record.state) != row {
+                        problems.push(format!("product {id}: a failed write was stored: {row:?}"));
+                    }
+                    self.resync(*id, row);
+                }
+                Ok(_) => {}
+                Err(error) => problems.push(format!("oracle: {error}")),
+            }
+        }
+        self.run.judge(operation, verdict_of(problems));
+    }
+
+    /// Makes the model hold what the database holds, bound on every instance after the delay.
+    fn resync(&self, id: i32, state: Option<ProductState>) {
+        let ticket = self.run.model.begin(&[id]);
+        self.run.model.finish(
+            ticket,
+            self.number,
+            vec![(id, state)],
+            Writer::Unacknowledged,
+        );
+    }
+
+    /// `copies` identical deletes of one owned product at once: exactly one deletes it, the
+    /// others answer NOT_FOUND.
+    async fn delete(&mut self, instance: usize, rng: &mut SmallRng, copies: usize) {
+        let Some(&id) = self.run.model.owned(self.number, 1, rng).first() else {
+            return;
+        };
+        let operation = if copies == 1 {
+            "delete"
+        } else {
+            "identical deletes"
+        };
+        let ticket = self.run.model.begin(&[id]);
+        let (answers, writer) = self
+            .send_copies(
+                instance,
+                rng,
+                copies,
+                DELETE,
+                &json!({ "id": id.to_string() }),
+            )
+            .await;
+        let deleted = answers
+            .iter()
+            .filter(|response| {
+                succeeded(response).is_ok_and(|data| id_of(&data["deleteProduct"]) == Some(id))
+            })
+            .count();
+        let not_found = answers
+            .iter()
+            .filter(|response| {
+                response.error_codes().first().map(String::as_str) == Some("NOT_FOUND")
+            })
+            .count();
+        let row = stored(self.run.db(), id).await;
+        let writer = if deleted >= 1 {
+            writer
+        } else {
+            Writer::Unacknowledged
+        };
+        let state = match &row {
+            Ok(row) => row.clone(),
+            Err(_) => None,
+        };
+        self.run
+            .model
+            .finish(ticket, self.number, vec![(id, state)], writer);
+        let tolerated = answers
+            .iter()
+            .filter(|response| succeeded(response).is_err() && self.run.tolerated(response))
+            .count();
+        let mut problems = Vec::new();
+        let expected_not_found = if deleted == 0 {
+            0
+        } else {
+            copies - 1 - tolerated.min(copies - 1)
+        };
+        let all_tolerated = deleted == 0 && tolerated == copies;
+        if !all_tolerated && (deleted != 1 || not_found != expected_not_found) {
+            let answers: Vec<String> = answers.iter().map(describe).collect();
+            problems.push(format!(
+                "{copies} identical deletes of product {id}: {deleted} deleted it, {not_found} answered NOT_FOUND (expected 1 and {}): {}",
+                copies - 1,
+                answers.join("; ")
+            ));
+        }
+        match row {
+            Ok(None) if all_tolerated => {
+                problems.push(format!("product {id}: failed deletes removed it"));
+            }
+            Ok(Some(_)) if all_tolerated => {}
+            Ok(None) => {}
+            Ok(Some(row)) => problems.push(format!("product {id} is still stored: {row:?}")),
+            Err(error) => problems.push(format!("oracle: {error}")),
+        }
+        self.run.judge(operation, verdict_of(problems));
+    }
+}
+
+#[derive(Clone, Copy)]
+enum AggregateRead {
+    Category(i32),
+    Categories,
+    Dashboard,
+}
+
+fn verdict_of(problems: Vec<String>) -> Result<(), String> {
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems.join("; "))
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Faults: injected on a seeded schedule until the deadline; Redis is whole again after.
+// ---------------------------------------------------------------------------------------
+
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    /// Killed, down for a while, restarted empty.
+    Restart,
+    /// Killed and restarted from the last snapshot: old entries and counters come back.
+    RestoreSnapshot,
+    /// Frozen for longer than the command timeout, then resumed.
+    Stall,
+    /// `catalog-api cache clear`.
+    Clear,
+    /// Every pub/sub connection closed.
+    KillSubscriptions,
+    /// Not a fault: a snapshot for a later restore.
+    Save,
+}
+
+impl Fault {
+    fn name(self) -> &'static str {
+        match self {
+            Fault::Restart => "restart empty",
+            Fault::RestoreSnapshot => "restore snapshot",
+            Fault::Stall => "stall",
+            Fault::Clear => "cache clear",
+            Fault::KillSubscriptions => "kill subscriptions",
+            Fault::Save => "save snapshot",
+        }
+    }
+}
+
+async fn inject_faults(run: &Run, redis: &mut RedisProcess, deadline: Instant) {
+    let mut rng = SmallRng::seed_from_u64(run.seed.rotate_left(17));
+    let mut schedule = Vec::new();
+    loop {
+        if schedule.is_empty() {
+            schedule = vec![
+                Fault::Restart,
+                Fault::RestoreSnapshot,
+                Fault::Stall,
+                Fault::Clear,
+                Fault::KillSubscriptions,
+                Fault::Save,
+            ];
+            schedule.shuffle(&mut rng);
+        }
+        // The schedule's pace, not a synchronisation: faults come at jittered intervals.
+        let pause = FAULT_INTERVAL.mul_f64(rng.random_range(0.6..1.4));
+        if Instant::now() + pause >= deadline {
+            tokio::time::sleep_until(deadline.into()).await;
+            return;
+        }
+        tokio::time::sleep(pause).await;
+        if let Some(fault) = schedule.pop() {
+            inject(run, redis, fault, &mut rng).await;
+            *run.tally.faults.lock().entry(fault.name()).or_default() += 1;
+        }
+    }
+}
+
+async fn inject(run: &Run, redis: &mut RedisProcess, fault: Fault, rng: &mut SmallRng) {
+    match fault {
+        Fault::Restart => {
+            redis.kill().await;
+            tokio::time::sleep(OUTAGE).await;
+            redis.restart().await;
+        }
+        Fault::RestoreSnapshot => redis.restart_from_snapshot().await,
+        Fault::Stall => {
+            redis.pause();
+            tokio::time::sleep(STALL).await;
+            redis.resume();
+        }
+        Fault::Clear => {
+            let app = &run.apps[rng.random_range(0..INSTANCES)];
+            if let Some(cache) = &app.state.cache
+                && let Err(error) = cache.storage().clear().await
+            {
+                eprintln!("checker: cache clear failed: {error}");
+            }
+        }
+        Fault::KillSubscriptions => {
+            if let Err(error) = redis.kill_subscriptions().await {
+                eprintln!("checker: CLIENT KILL failed: {error}");
+            }
+        }
+        Fault::Save => {
+            if let Err(error) = redis.save().await {
+                eprintln!("checker: SAVE failed: {error}");
+            }
+        }
+    }
+}
