@@ -175,6 +175,17 @@ pub struct Config {
     )]
     pub fault_fill_delay_ms: u64,
 
+    /// Seconds shared HTTP caches (CDNs, proxies) may reuse a public result without
+    /// revalidating (`s-maxage`, never beyond the result's own max-age). 0, the default, makes
+    /// every HTTP cache revalidate with the ETag, so none serves a result a mutation changed.
+    #[arg(
+        long,
+        env = "CATALOG_HTTP_SHARED_MAX_AGE_SECS",
+        default_value_t = 0,
+        global = true
+    )]
+    pub http_shared_max_age_secs: u32,
+
     /// Seconds a validated bearer token is remembered by the cache.
     #[arg(
         long,
