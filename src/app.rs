@@ -15,6 +15,7 @@ use crate::db::seed::{self, SeedPlan};
 use crate::db::{self, DatabaseError};
 use crate::graphql::SchemaLimits;
 use crate::graphql::executor::Executor;
+use crate::revocations::RevocationWatcher;
 use crate::telemetry::Metrics;
 use crate::{graphql, http};
 
@@ -47,6 +48,9 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub cache: Option<ResponseCache>,
     pub redis_pool: Option<deadpool_redis::Pool>,
+    /// Polls the database for revoked tokens while this state lives (only when token
+    /// validations are cached, that is in Redis).
+    pub revocation_watcher: Option<Arc<RevocationWatcher>>,
 }
 
 impl AppState {
@@ -69,6 +73,25 @@ impl AppState {
         let (cache, redis_pool) = match crate::cache::from_config(&config, Arc::clone(&metrics))? {
             Some((cache, pool)) => (Some(cache), pool),
             None => (None, None),
+        };
+        // Validations are cached only in the shared cache; there a revocation that reached
+        // only the database (the CLI without REDIS_URL) must still reach this server.
+        let revocation_watcher = match (&cache, &config.redis_url) {
+            (Some(cache), Some(_)) => {
+                // A connection of its own: polls never wait behind requests for the pool,
+                // and never count as the statements of a request.
+                let mut watcher_config = config.clone();
+                watcher_config.db_pool_size = 1;
+                let watcher_db = db::connect(&watcher_config, None).await?;
+                let (watcher, _task) = RevocationWatcher::spawn(
+                    watcher_db,
+                    cache.clone(),
+                    config.revocation_poll_interval(),
+                    config.token_cache_ttl(),
+                );
+                Some(watcher)
+            }
+            _ => None,
         };
         let manifest = match &config.persisted_only {
             Some(path) => Some(load_manifest(path)?),
@@ -103,6 +126,7 @@ impl AppState {
             metrics,
             cache,
             redis_pool,
+            revocation_watcher,
         })
     }
 }

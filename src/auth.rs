@@ -6,6 +6,7 @@
 use async_graphql::{Context, Guard};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter, QueryOrder,
     Set,
@@ -93,6 +94,19 @@ pub async fn create<C: ConnectionTrait>(
 pub async fn list<C: ConnectionTrait>(db: &C) -> Result<Vec<api_token::Model>, DbErr> {
     api_token::Entity::find()
         .order_by_asc(api_token::Column::Id)
+        .all(db)
+        .await
+}
+
+/// Tokens revoked at or after `since`, oldest first (a range read on `revoked_at`'s index):
+/// how every server learns of revocations that did not reach its cache.
+pub async fn revoked_since<C: ConnectionTrait>(
+    db: &C,
+    since: DateTime<Utc>,
+) -> Result<Vec<api_token::Model>, DbErr> {
+    api_token::Entity::find()
+        .filter(api_token::Column::RevokedAt.gte(since))
+        .order_by_asc(api_token::Column::RevokedAt)
         .all(db)
         .await
 }

@@ -52,7 +52,9 @@ pub enum TokenCommand {
     Create { name: String },
     /// List tokens (never the tokens themselves).
     List,
-    /// Revoke a token by id; takes effect at once, cached validations included.
+    /// Revoke a token by id: every server refuses it within its revocation poll interval
+    /// plus one request (CATALOG_REVOCATION_POLL_MS, 1 s by default), however it is revoked;
+    /// with REDIS_URL set, this command also forgets the cached validation at once.
     Revoke { id: i32 },
 }
 
@@ -179,10 +181,17 @@ async fn token(config: Config, command: TokenCommand) -> Result<(), CliError> {
         TokenCommand::Revoke { id } => {
             let token_hash = crate::auth::revoke(&db, id).await.map_err(failed)?;
             let metrics = std::sync::Arc::new(crate::telemetry::Metrics::new());
-            if let Some((cache, _)) = crate::cache::from_config(&config, metrics).map_err(failed)? {
-                cache.forget_token(&token_hash).await.map_err(|error| {
-                    failed(format!("token {id} is revoked in the database, but its cached validation could not be removed ({error}); it expires within {}s", config.token_cache_secs))
-                })?;
+            // Servers learn the revocation from the database within their poll interval; with
+            // the shared cache at hand, forgetting the validation here makes it immediate.
+            if config.redis_url.is_some()
+                && let Some((cache, _)) =
+                    crate::cache::from_config(&config, metrics).map_err(failed)?
+                && let Err(error) = cache.forget_token(&token_hash).await
+            {
+                eprintln!(
+                    "warning: the cached validation could not be removed now ({error}); servers refuse the token within their revocation poll interval ({} ms)",
+                    config.revocation_poll_ms
+                );
             }
             eprintln!("revoked token {id}");
         }

@@ -9,6 +9,11 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 
+/// The longest a validated token may be cached: the cache's longest TTL, so a cached
+/// validation never outlives the tag stamp a revocation leaves (stamps live a little longer).
+/// `crate::revocations` checks at compile time that this stays within the cache's bound.
+pub const MAX_TOKEN_CACHE_SECS: u64 = 3600;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Pretty,
@@ -187,7 +192,19 @@ pub struct Config {
     )]
     pub fault_fill_delay_ms: u64,
 
-    /// Seconds a validated bearer token is remembered by the cache.
+    /// Seconds shared HTTP caches (CDNs, proxies) may reuse a public result without
+    /// revalidating (`s-maxage`, never beyond the result's own max-age). 0, the default, makes
+    /// every HTTP cache revalidate with the ETag, so none serves a result a mutation changed.
+    #[arg(
+        long,
+        env = "CATALOG_HTTP_SHARED_MAX_AGE_SECS",
+        default_value_t = 0,
+        global = true
+    )]
+    pub http_shared_max_age_secs: u32,
+
+    /// Seconds a validated bearer token is remembered by the cache (at most 3600, the
+    /// cache's longest TTL).
     #[arg(
         long,
         env = "CATALOG_TOKEN_CACHE_SECS",
@@ -195,6 +212,16 @@ pub struct Config {
         global = true
     )]
     pub token_cache_secs: u64,
+
+    /// Milliseconds between two polls of the database for revoked tokens: a revoked token is
+    /// refused by every server within this interval plus one request, however it was revoked.
+    #[arg(
+        long,
+        env = "CATALOG_REVOCATION_POLL_MS",
+        default_value_t = 1000,
+        global = true
+    )]
+    pub revocation_poll_ms: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -250,6 +277,10 @@ impl Config {
             ("CATALOG_MAX_COMPLEXITY", self.max_complexity),
             ("CATALOG_MAX_BATCH", self.max_batch),
             ("CATALOG_MAX_BODY_BYTES", self.max_body_bytes),
+            (
+                "CATALOG_REVOCATION_POLL_MS",
+                usize::try_from(self.revocation_poll_ms).unwrap_or(usize::MAX),
+            ),
         ] {
             if value == 0 {
                 return Err(ConfigError::Zero(name));
@@ -267,6 +298,12 @@ impl Config {
                 self.invalidation_deadline_ms,
                 0,
                 60_000,
+            ),
+            (
+                "CATALOG_TOKEN_CACHE_SECS",
+                self.token_cache_secs,
+                0,
+                MAX_TOKEN_CACHE_SECS,
             ),
         ] {
             if !(low..=high).contains(&value) {
@@ -295,6 +332,14 @@ impl Config {
         Duration::from_millis(self.redis_connect_timeout_ms)
     }
 
+    pub fn revocation_poll_interval(&self) -> Duration {
+        Duration::from_millis(self.revocation_poll_ms)
+    }
+
+    pub fn token_cache_ttl(&self) -> Duration {
+        Duration::from_secs(self.token_cache_secs)
+    }
+
     pub fn is_postgres(&self) -> bool {
         self.database_url.starts_with("postgres")
     }
@@ -316,5 +361,34 @@ pub fn redact(url: &str) -> String {
             }
         }
         _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_cache_longer_than_the_longest_cache_ttl_is_refused() {
+        let mut config = Config::for_database("sqlite::memory:");
+        config.token_cache_secs = MAX_TOKEN_CACHE_SECS;
+        assert!(config.validate().is_ok());
+        config.token_cache_secs = MAX_TOKEN_CACHE_SECS + 1;
+        let error = config.validate().expect_err("over the bound");
+        assert_eq!(
+            error.to_string(),
+            "CATALOG_TOKEN_CACHE_SECS must be between 0 and 3600 (got 3601)"
+        );
+    }
+
+    #[test]
+    fn a_zero_revocation_poll_interval_is_refused() {
+        let mut config = Config::for_database("sqlite::memory:");
+        assert_eq!(config.revocation_poll_interval(), Duration::from_secs(1));
+        config.revocation_poll_ms = 0;
+        assert_eq!(
+            config.validate().expect_err("zero").to_string(),
+            "CATALOG_REVOCATION_POLL_MS must be greater than zero"
+        );
     }
 }

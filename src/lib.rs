@@ -18,6 +18,7 @@ pub mod entities;
 pub mod error;
 pub mod graphql;
 pub mod http;
+pub mod revocations;
 pub mod telemetry;
 
 pub use app::{App, AppState};

@@ -8,6 +8,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20250101_000001_create_catalog;
 mod m20250101_000002_create_api_token;
 mod m20250101_000003_search_indexes;
+mod m20250101_000004_token_revocation_index;
 
 pub struct Migrator;
 
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20250101_000001_create_catalog::Migration),
             Box::new(m20250101_000002_create_api_token::Migration),
             Box::new(m20250101_000003_search_indexes::Migration),
+            Box::new(m20250101_000004_token_revocation_index::Migration),
         ]
     }
 }

@@ -354,6 +354,8 @@ pub async fn delete<C: ConnectionTrait>(db: &C, id: i32) -> ApiResult<product::M
 }
 
 /// Sets many prices at once: one SELECT to check the ids, one UPDATE ... CASE, one SELECT back.
+/// Answers in the order of `updates`; an id given twice is refused (BAD_USER_INPUT) rather
+/// than resolved by position, since two prices for one product in one call is a client bug.
 pub async fn update_prices<C: ConnectionTrait>(
     db: &C,
     updates: &[(i32, Price)],
@@ -395,13 +397,22 @@ pub async fn update_prices<C: ConnectionTrait>(
         .filter(product::Column::Id.is_in(ids.iter().copied()))
         .exec(db)
         .await?;
-    let mut updated = find_by_ids(db, &ids).await?;
-    updated.sort_by_key(|product| product.id);
-    Ok(updated
+    // The answer follows the order of `updates` (the i-th result answers the i-th update),
+    // whatever order the database returns rows in; ids are unique, so each row is taken once.
+    let mut updated: HashMap<i32, product::Model> = find_by_ids(db, &ids)
+        .await?
         .into_iter()
-        .map(|product| ProductWrite {
-            before_category_id: before.get(&product.id).copied(),
-            product,
+        .map(|product| (product.id, product))
+        .collect();
+    ids.iter()
+        .map(|id| {
+            let product = updated.remove(id).ok_or_else(|| {
+                ApiError::Internal(format!("product {id} vanished inside its transaction"))
+            })?;
+            Ok(ProductWrite {
+                before_category_id: before.get(id).copied(),
+                product,
+            })
         })
-        .collect())
+        .collect()
 }

@@ -3,7 +3,8 @@
 //! is 405), `application/graphql-response+json` when the client accepts it, 400 for bodies
 //! that are not GraphQL requests, 413 past the body limit, 401 for a bad token.
 //! Every response says whether the cache answered (`X-Cache`), and query responses carry
-//! `Cache-Control` and a strong `ETag` that `If-None-Match` turns into a 304.
+//! `Cache-Control` (revalidate by default) and a strong `ETag` that `If-None-Match` on a GET
+//! turns into a 304.
 
 use std::collections::HashMap;
 
@@ -18,6 +19,7 @@ use tower_http::request_id::RequestId as TowerRequestId;
 
 use super::{RequestId, graphiql};
 use crate::app::AppState;
+use crate::cache::Policy;
 use crate::error::{ApiError, codes, request_error_body};
 use crate::graphql::executor::{CacheStatus, Caller, Operation, Outcome, Refusal, Transport};
 use crate::telemetry::Metrics;
@@ -373,23 +375,13 @@ async fn respond(
         );
     };
     tracing::Span::current().record("cache", outcome.cache.as_str());
-    let cache_control = match outcome.policy {
-        Some(policy) if !policy.private => format!("public, max-age={}", policy.max_age),
-        Some(_) => "private, no-store".to_owned(),
-        None => "no-store".to_owned(),
-    };
-    let not_modified = outcome.etag.as_ref().is_some_and(|etag| {
-        headers
-            .get(header::IF_NONE_MATCH)
-            .and_then(|value| value.to_str().ok())
-            .is_some_and(|value| {
-                // Weak comparison (RFC 9110 13.1.2): a proxy that compresses the body turns
-                // our strong ETag into `W/"..."`, and the client sends that back.
-                value.split(',').map(str::trim).any(|candidate| {
-                    candidate == "*" || candidate.strip_prefix("W/").unwrap_or(candidate) == etag
-                })
-            })
-    });
+    let cache_control = cache_control(outcome.policy, state.config.http_shared_max_age_secs);
+    // Only a GET is a cacheable request an HTTP cache revalidates; a POST always gets the body.
+    let not_modified = transport == Transport::Get
+        && outcome
+            .etag
+            .as_deref()
+            .is_some_and(|etag| if_none_match(headers, etag));
     let status = if not_modified {
         StatusCode::NOT_MODIFIED
     } else if media_type == GRAPHQL_RESPONSE_JSON && outcome.data_absent {
@@ -424,6 +416,38 @@ async fn respond(
         HeaderValue::from_static("Authorization, Accept"),
     );
     response
+}
+
+/// `Cache-Control` for a single result. A public result may be stored anywhere but reused
+/// only after revalidating with its ETag (a 304 costs a cache lookup, not an execution), so no
+/// browser or CDN keeps serving what a mutation has changed; an operator who accepts that
+/// delay lets shared caches reuse it for `shared_max_age` seconds, never beyond its max-age.
+fn cache_control(policy: Option<Policy>, shared_max_age: u32) -> String {
+    match policy {
+        Some(policy) if !policy.private => {
+            let shared_max_age = shared_max_age.min(policy.max_age);
+            if shared_max_age == 0 {
+                "public, max-age=0, must-revalidate".to_owned()
+            } else {
+                format!("public, max-age=0, s-maxage={shared_max_age}, must-revalidate")
+            }
+        }
+        Some(_) => "private, no-store".to_owned(),
+        None => "no-store".to_owned(),
+    }
+}
+
+/// Whether `If-None-Match` names this ETag. Weak comparison (RFC 9110 13.1.2): a proxy that
+/// compresses the body turns our strong ETag into `W/"..."`, and the client sends that back.
+/// `*` never matches: it asks "any representation", and a GraphQL URL's result changes.
+fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .any(|candidate| candidate.strip_prefix("W/").unwrap_or(candidate) == etag)
 }
 
 /// Why an operation is not a GraphQL request, if it is not: no document (neither a `query`

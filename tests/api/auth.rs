@@ -1,15 +1,16 @@
 //! Bearer tokens: mutations and `dashboardStats` need one, a bad or revoked token is a 401
 //! whatever the operation, only a token's SHA-256 is stored, and the `token` CLI manages them.
 
+use std::cell::Cell;
 use std::process::Output;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use catalog_api::auth::{self, generate_token, hash_token};
 use catalog_api::entities::api_token;
 use sea_orm::EntityTrait;
 use serde_json::json;
 
-use crate::helpers::{CATEGORIES, GqlResponse, PRODUCTS, TestApp, redis_configured};
+use crate::helpers::{CATEGORIES, GqlResponse, PRODUCTS, TestApp, eventually, redis_configured};
 
 const CREATE_CATEGORY: &str =
     "mutation Create($name: String!) { createCategory(input: { name: $name }) { id name } }";
@@ -121,23 +122,25 @@ async fn a_revoked_token_is_refused_on_the_very_next_request() {
         app.gql_as(&token, DASHBOARD, json!({})).await.assert_ok();
     }
 
-    // What `catalog-api token revoke` does: mark it revoked, then forget the cached validation.
-    let hash = auth::revoke(&app.state.db, record.id)
-        .await
-        .expect("revoke");
-    assert_eq!(hash, hash_token(&token));
     let cache = app
         .state
         .cache
         .as_ref()
         .expect("the cache is on by default");
-    // Only the shared cache remembers validations; the CLI can reach it to forget one.
+    // Only the shared cache remembers validations; the CLI can reach it to forget one. (Checked
+    // before the revocation: after it, the server's own database poll may forget it first.)
     let expected = redis_configured().then_some(record.id);
     assert_eq!(
-        cache.cached_token(&hash).await,
+        cache.cached_token(&hash_token(&token)).await,
         expected,
         "the validation cache this test exercises"
     );
+
+    // What `catalog-api token revoke` does: mark it revoked, then forget the cached validation.
+    let hash = auth::revoke(&app.state.db, record.id)
+        .await
+        .expect("revoke");
+    assert_eq!(hash, hash_token(&token));
     cache
         .forget_token(&hash)
         .await
@@ -161,6 +164,88 @@ async fn a_revoked_token_is_refused_on_the_very_next_request() {
             .iter()
             .any(|name| name == "Too late")
     );
+}
+
+#[tokio::test]
+async fn a_revocation_that_reaches_only_the_database_is_refused_by_every_server_within_the_poll_interval()
+ {
+    let first = TestApp::spawn().await;
+    let mut config = first.config.clone();
+    config.bind = "127.0.0.1:0".parse().expect("address");
+    let second = TestApp::start(config, None, None).await;
+    let servers = [("first", &first), ("second", &second)];
+    let (token, record) = auth::create(&first.state.db, "revoked by a slip")
+        .await
+        .expect("token");
+    let hash = hash_token(&token);
+    for (name, server) in servers {
+        server
+            .gql_as(&token, DASHBOARD, json!({}))
+            .await
+            .assert_ok();
+        let again = server.gql_as(&token, DASHBOARD, json!({})).await;
+        again.assert_ok();
+        assert_eq!(
+            again.x_cache(),
+            "HIT",
+            "{name}: the private result is cached"
+        );
+        // The shared cache remembers the validation: without the database poll, both servers
+        // would accept the token for CATALOG_TOKEN_CACHE_SECS.
+        let expected = redis_configured().then_some(record.id);
+        let cache = server.state.cache.as_ref().expect("the cache is on");
+        assert_eq!(cache.cached_token(&hash).await, expected, "{name}");
+    }
+
+    // What `catalog-api token revoke` does when run without REDIS_URL: the database only.
+    let revoked_at = Instant::now();
+    auth::revoke(&first.state.db, record.id)
+        .await
+        .expect("revoke");
+    // Each round asks both servers; once a server has refused the token, it must refuse it
+    // on every later request (no cached validation or private result comes back).
+    let first_refusals = [Cell::new(None), Cell::new(None)];
+    let refused = eventually(Duration::from_secs(2), || {
+        let (first_refusals, token) = (&first_refusals, &token);
+        async move {
+            for ((name, server), first_refusal) in servers.iter().zip(first_refusals) {
+                let response = server.gql_as(token, DASHBOARD, json!({})).await;
+                if first_refusal.get().is_some() || response.status == 401 {
+                    assert_unauthorized(&response, &format!("{name}, the revoked token"));
+                    assert_ne!(response.x_cache(), "HIT", "{name}");
+                    if first_refusal.get().is_none() {
+                        first_refusal.set(Some(revoked_at.elapsed()));
+                    }
+                } else {
+                    // Until it learns of the revocation a server may still answer, but only
+                    // with this token's own result.
+                    let stats = &response.assert_ok()["dashboardStats"];
+                    assert_eq!(stats["totalProducts"], PRODUCTS, "{name}");
+                }
+            }
+            first_refusals.iter().all(|refusal| refusal.get().is_some())
+        }
+    })
+    .await;
+    for ((name, _), first_refusal) in servers.iter().zip(&first_refusals) {
+        eprintln!(
+            "{name}: first 401 {:?} after the revocation",
+            first_refusal.get()
+        );
+    }
+    assert!(
+        refused,
+        "a server accepts the token 2 s after its revocation"
+    );
+    for (name, server) in servers {
+        for _ in 0..5 {
+            let response = server.gql_as(&token, DASHBOARD, json!({})).await;
+            assert_unauthorized(&response, &format!("{name}, after its first refusal"));
+            assert_ne!(response.x_cache(), "HIT", "{name}");
+        }
+    }
+    second.stop().await;
+    first.stop().await;
 }
 
 #[tokio::test]

@@ -343,14 +343,19 @@ async fn cors_answers_only_the_configured_origins() {
     }
 }
 
+/// The default `Cache-Control` of a public result: browsers and CDNs may store it but must
+/// revalidate with the ETag before reusing it, so no HTTP cache outlives a mutation.
+const REVALIDATE: &str = "public, max-age=0, must-revalidate";
+
 #[tokio::test]
 async fn a_query_is_cacheable_by_http_and_answers_if_none_match_with_304() {
     let app = TestApp::spawn().await;
-    let body = json!({ "query": PRODUCT_NAME, "variables": { "id": "5" } });
+    let params = [("query", PRODUCT_NAME), ("variables", r#"{"id":"5"}"#)];
+    let url = graphql_get_url(&app, &params);
 
-    let first = app.post_json(body.clone(), None, &[]).await;
+    let first = get(&app, url.clone(), &[]).await;
     first.assert_ok();
-    assert_eq!(first.header("cache-control"), Some("public, max-age=600"));
+    assert_eq!(first.header("cache-control"), Some(REVALIDATE));
     assert_eq!(first.x_cache(), "MISS");
     let etag = first.header("etag").expect("an etag").to_owned();
     assert!(
@@ -358,14 +363,12 @@ async fn a_query_is_cacheable_by_http_and_answers_if_none_match_with_304() {
         "a strong etag: {etag}"
     );
 
-    let second = app.post_json(body.clone(), None, &[]).await;
+    let second = get(&app, url.clone(), &[]).await;
     assert_eq!(second.x_cache(), "HIT");
     assert_eq!(second.body, first.body);
     assert_eq!(second.header("etag"), Some(etag.as_str()));
 
-    let not_modified = app
-        .post_json(body.clone(), None, &[("if-none-match", etag.as_str())])
-        .await;
+    let not_modified = get(&app, url.clone(), &[("if-none-match", etag.as_str())]).await;
     assert_eq!(not_modified.status, 304);
     assert_eq!(
         not_modified.body,
@@ -373,26 +376,103 @@ async fn a_query_is_cacheable_by_http_and_answers_if_none_match_with_304() {
         "a 304 has an empty body"
     );
     assert_eq!(not_modified.header("etag"), Some(etag.as_str()));
+    assert_eq!(not_modified.header("cache-control"), Some(REVALIDATE));
 
     // A proxy that compresses responses weakens the ETag; the client sends that form back.
     let weak = format!("W/{etag}");
-    let not_modified = app
-        .post_json(body.clone(), None, &[("if-none-match", weak.as_str())])
-        .await;
+    let not_modified = get(&app, url.clone(), &[("if-none-match", weak.as_str())]).await;
     assert_eq!(not_modified.status, 304, "If-None-Match compares weakly");
     let list = format!("\"something-else\", {etag}");
-    let not_modified = app
-        .post_json(body.clone(), None, &[("if-none-match", list.as_str())])
-        .await;
+    let not_modified = get(&app, url.clone(), &[("if-none-match", list.as_str())]).await;
     assert_eq!(not_modified.status, 304, "any etag of the list matches");
 
     // Another result has another etag, so a stale one gets the full body.
-    let other = json!({ "query": PRODUCT_NAME, "variables": { "id": "6" } });
-    let response = app
-        .post_json(other, None, &[(IF_NONE_MATCH.as_str(), etag.as_str())])
-        .await;
+    let other = graphql_get_url(
+        &app,
+        &[("query", PRODUCT_NAME), ("variables", r#"{"id":"6"}"#)],
+    );
+    let response = get(&app, other, &[(IF_NONE_MATCH.as_str(), etag.as_str())]).await;
     assert_eq!(response.assert_ok()["product"]["name"], "Product 000006");
     assert_ne!(response.header("etag"), Some(etag.as_str()));
+}
+
+#[tokio::test]
+async fn if_none_match_is_answered_with_304_only_for_an_exact_etag_over_get() {
+    let app = TestApp::spawn().await;
+    let params = [("query", PRODUCT_NAME), ("variables", r#"{"id":"8"}"#)];
+    let first = get(&app, graphql_get_url(&app, &params), &[]).await;
+    first.assert_ok();
+    let etag = first.header("etag").expect("an etag").to_owned();
+    let unquoted = etag.trim_matches('"').to_owned();
+    let prefix = etag[..etag.len() - 2].to_owned() + "\"";
+    let inside_another = format!("\"x{unquoted}\"");
+
+    // `*` would match any representation, and a result may change under the same URL: only
+    // an ETag the client actually holds proves it has the current body.
+    for (what, value) in [
+        ("a wildcard", "*"),
+        ("a wildcard in a list", "\"other\", *"),
+        ("the etag without quotes", unquoted.as_str()),
+        ("a prefix of the etag", prefix.as_str()),
+        ("the etag inside another", inside_another.as_str()),
+        ("an empty header", ""),
+    ] {
+        let response = get(
+            &app,
+            graphql_get_url(&app, &params),
+            &[(IF_NONE_MATCH.as_str(), value)],
+        )
+        .await;
+        assert_eq!(response.status, 200, "{what}: {value}");
+        assert_eq!(response.body, first.body, "{what}: the full body");
+    }
+
+    // A POST is not a cacheable request: it always gets the full answer.
+    let body = json!({ "query": PRODUCT_NAME, "variables": { "id": "8" } });
+    let post = app
+        .post_json(body, None, &[(IF_NONE_MATCH.as_str(), etag.as_str())])
+        .await;
+    assert_eq!(post.status, 200, "a POST with a matching If-None-Match");
+    assert_eq!(post.body, first.body);
+    assert_eq!(post.header("etag"), Some(etag.as_str()));
+}
+
+#[tokio::test]
+async fn a_shared_max_age_is_sent_only_when_configured_and_never_beyond_the_result_max_age() {
+    let params = [("query", PRODUCT_NAME), ("variables", r#"{"id":"9"}"#)];
+    for (configured, expected) in [
+        (0, REVALIDATE.to_owned()),
+        (
+            60,
+            "public, max-age=0, s-maxage=60, must-revalidate".to_owned(),
+        ),
+        // Products are cacheable for 600 s; a CDN is never told to keep them longer.
+        (
+            86_400,
+            "public, max-age=0, s-maxage=600, must-revalidate".to_owned(),
+        ),
+    ] {
+        let app = TestApp::spawn_with(|config| config.http_shared_max_age_secs = configured).await;
+        for round in ["miss", "hit"] {
+            let response = get(&app, graphql_get_url(&app, &params), &[]).await;
+            response.assert_ok();
+            assert_eq!(
+                response.header("cache-control"),
+                Some(expected.as_str()),
+                "CATALOG_HTTP_SHARED_MAX_AGE_SECS={configured}, {round}"
+            );
+        }
+        let token = app.create_token("private").await;
+        let private = app
+            .gql_as(&token, "{ dashboardStats { totalProducts } }", json!({}))
+            .await;
+        private.assert_ok();
+        assert_eq!(
+            private.header("cache-control"),
+            Some("private, no-store"),
+            "a token-scoped result is never stored by a shared cache"
+        );
+    }
 }
 
 #[tokio::test]

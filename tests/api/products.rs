@@ -772,7 +772,8 @@ async fn bulk_update_prices_sets_every_price() {
         .await;
     assert_eq!(
         response.assert_ok()["bulkUpdatePrices"],
-        json!([{ "id": "1", "price": "0.99" }, { "id": "3", "price": "1.50" }, { "id": "700", "price": "99999999.99" }])
+        json!([{ "id": "3", "price": "1.50" }, { "id": "1", "price": "0.99" }, { "id": "700", "price": "99999999.99" }]),
+        "the answer follows the order of `updates`"
     );
     let response = app
         .gql("{ a: product(id: \"1\") { price } b: product(id: \"3\") { price } c: product(id: \"700\") { price } d: product(id: \"2\") { price } }", json!({}))
@@ -799,6 +800,33 @@ async fn bulk_create_with_one_unknown_category_writes_nothing() {
     assert_eq!(response.data(), &Value::Null);
     assert_eq!(total_count(&app, json!({ "search": "atomic" })).await, 0);
     assert_eq!(total_count(&app, json!({})).await, i64::from(PRODUCTS));
+}
+
+#[tokio::test]
+async fn bulk_update_prices_answers_in_the_order_of_its_input() {
+    let app = TestApp::spawn().await;
+    let token = app.create_token("products").await;
+    let descending: Vec<u32> = (1..=40).rev().collect();
+    // A fixed permutation that is neither ascending nor descending (17 is coprime with 97).
+    let shuffled: Vec<u32> = (0..97).map(|index| 1 + (index * 17 + 5) % 97).collect();
+    for ids in [descending, shuffled] {
+        let updates: Vec<Value> = ids
+            .iter()
+            .map(|id| json!({ "id": id.to_string(), "price": format!("{id}.25") }))
+            .collect();
+        let response = app
+            .gql_as(&token, BULK_PRICES, json!({ "updates": updates }))
+            .await;
+        let expected: Vec<Value> = ids
+            .iter()
+            .map(|id| json!({ "id": id.to_string(), "price": format!("{id}.25") }))
+            .collect();
+        assert_eq!(
+            response.assert_ok()["bulkUpdatePrices"],
+            json!(expected),
+            "the i-th result answers the i-th update"
+        );
+    }
 }
 
 #[tokio::test]

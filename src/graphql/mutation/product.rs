@@ -84,7 +84,8 @@ impl ProductMutation {
         Ok(created.into_iter().map(Product).collect())
     }
 
-    /// Sets up to 1,000 prices in one transaction: all of them or none.
+    /// Sets up to 1,000 prices in one transaction: all of them or none. Answers in the order
+    /// of `updates`; a product id given twice is refused with BAD_USER_INPUT.
     #[graphql(guard = "RequireToken")]
     async fn bulk_update_prices(
         &self,
