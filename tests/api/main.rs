@@ -11,6 +11,7 @@ mod cache;
 mod categories;
 mod dataloader;
 mod errors;
+mod hostile;
 mod http;
 mod products;
 mod redis_process;
