@@ -11,6 +11,7 @@ use crate::auth::Authenticator;
 use crate::cache::ResponseCache;
 use crate::cache::key::document_hash;
 use crate::config::{Config, ConfigError};
+use crate::db::breaker::DatabaseBreaker;
 use crate::db::seed::{self, SeedPlan};
 use crate::db::{self, DatabaseError};
 use crate::graphql::SchemaLimits;
@@ -42,6 +43,8 @@ pub enum StartupError {
 pub struct AppState {
     pub config: Arc<Config>,
     pub db: DatabaseConnection,
+    /// Open while the database is unreachable: requests that need it fail at once.
+    pub db_breaker: DatabaseBreaker,
     pub executor: Arc<Executor>,
     pub authenticator: Authenticator,
     pub metrics: Arc<Metrics>,
@@ -79,7 +82,10 @@ impl AppState {
             max_complexity: config.max_complexity,
             introspection: config.introspection,
         };
-        let mut schema = graphql::schema::builder(limits).data(db.clone());
+        let db_breaker = DatabaseBreaker::new(db.clone(), 2 * config.db_acquire_timeout());
+        let mut schema = graphql::schema::builder(limits)
+            .data(db.clone())
+            .data(db_breaker.clone());
         if let Some(cache) = &cache {
             schema = schema.data(cache.clone());
         }
@@ -96,6 +102,7 @@ impl AppState {
             config: Arc::new(config),
             authenticator: Authenticator::new(db.clone(), cache.clone()),
             db,
+            db_breaker,
             executor: Arc::new(executor),
             metrics,
             cache,

@@ -302,6 +302,7 @@ async fn respond(
                     *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
                 }
                 ApiError::ServiceUnavailable => {
+                    state.db_breaker.trip();
                     *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
                     response.headers_mut().remove(header::WWW_AUTHENTICATE);
                 }

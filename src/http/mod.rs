@@ -132,10 +132,19 @@ async fn healthz() -> &'static str {
 }
 
 /// Ready when the database answers (the cache is optional: without it the server still works).
+/// While the database breaker is open the answer is 503 at once; a failed ping opens it.
 async fn readyz(State(state): State<AppState>) -> Response {
-    match tokio::time::timeout(Duration::from_secs(2), state.db.ping()).await {
+    let unreachable = || (StatusCode::SERVICE_UNAVAILABLE, "database unreachable").into_response();
+    if state.db_breaker.is_open() {
+        return unreachable();
+    }
+    let timeout = 2 * state.config.db_acquire_timeout();
+    match tokio::time::timeout(timeout, state.db.ping()).await {
         Ok(Ok(())) => (StatusCode::OK, "ready").into_response(),
-        _ => (StatusCode::SERVICE_UNAVAILABLE, "database unreachable").into_response(),
+        _ => {
+            state.db_breaker.trip();
+            unreachable()
+        }
     }
 }
 
