@@ -11,6 +11,7 @@ use crate::auth::Authenticator;
 use crate::cache::ResponseCache;
 use crate::cache::key::document_hash;
 use crate::config::{Config, ConfigError};
+use crate::db::breaker::DatabaseBreaker;
 use crate::db::seed::{self, SeedPlan};
 use crate::db::{self, DatabaseError};
 use crate::graphql::SchemaLimits;
@@ -43,6 +44,8 @@ pub enum StartupError {
 pub struct AppState {
     pub config: Arc<Config>,
     pub db: DatabaseConnection,
+    /// Open while the database is unreachable: requests that need it fail at once.
+    pub db_breaker: DatabaseBreaker,
     pub executor: Arc<Executor>,
     pub authenticator: Authenticator,
     pub metrics: Arc<Metrics>,
@@ -102,8 +105,9 @@ impl AppState {
             max_complexity: config.max_complexity,
             introspection: config.introspection,
         };
+        let db_breaker = DatabaseBreaker::new(db.clone(), 2 * config.db_acquire_timeout());
         let schemas = graphql::schema::Schemas::build(limits, |builder| {
-            let builder = builder.data(db.clone());
+            let builder = builder.data(db.clone()).data(db_breaker.clone());
             match &cache {
                 Some(cache) => builder.data(cache.clone()),
                 None => builder,
@@ -122,6 +126,7 @@ impl AppState {
             config: Arc::new(config),
             authenticator: Authenticator::new(db.clone(), cache.clone()),
             db,
+            db_breaker,
             executor: Arc::new(executor),
             metrics,
             cache,
@@ -165,27 +170,39 @@ pub fn load_manifest(path: &std::path::Path) -> Result<HashMap<String, String>, 
     Ok(documents)
 }
 
-/// A server bound to its port, not yet serving.
+/// A server bound to its port (and its metrics port, when it has one), not yet serving.
 pub struct App {
     state: AppState,
     listener: tokio::net::TcpListener,
     address: SocketAddr,
+    metrics_listener: Option<(tokio::net::TcpListener, SocketAddr)>,
+}
+
+async fn bind(address: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), StartupError> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|source| StartupError::Bind { address, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| StartupError::Bind { address, source })?;
+    Ok((listener, bound))
 }
 
 impl App {
     pub async fn build(config: Config) -> Result<App, StartupError> {
         let address = config.bind;
+        let metrics_address = config.metrics_bind;
         let state = AppState::build(config).await?;
-        let listener = tokio::net::TcpListener::bind(address)
-            .await
-            .map_err(|source| StartupError::Bind { address, source })?;
-        let address = listener
-            .local_addr()
-            .map_err(|source| StartupError::Bind { address, source })?;
+        let (listener, address) = bind(address).await?;
+        let metrics_listener = match metrics_address {
+            Some(address) => Some(bind(address).await?),
+            None => None,
+        };
         Ok(App {
             state,
             listener,
             address,
+            metrics_listener,
         })
     }
 
@@ -193,17 +210,55 @@ impl App {
         self.address
     }
 
+    /// Where `/metrics` is served when `CATALOG_METRICS_BIND` is set.
+    pub fn metrics_address(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref().map(|(_, address)| *address)
+    }
+
     pub fn state(&self) -> &AppState {
         &self.state
     }
 
-    /// Serves until `shutdown` resolves, then lets in-flight requests finish.
+    /// Serves until `shutdown` resolves, then lets in-flight requests finish for the shutdown
+    /// grace period and closes the connections still open after it.
     pub async fn serve(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        axum::serve(self.listener, http::router(self.state))
-            .with_graceful_shutdown(shutdown)
-            .await
+        let config = &self.state.config;
+        let limits = http::server::ConnectionLimits {
+            header_read_timeout: config.header_read_timeout(),
+            shutdown_grace: config.shutdown_grace(),
+        };
+        let connections = Arc::new(tokio::sync::Semaphore::new(config.max_connections()));
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let signal = tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop.send(true);
+        });
+        let metrics = self.metrics_listener.map(|(listener, _)| {
+            http::server::serve(
+                listener,
+                http::metrics_router(self.state.clone()),
+                limits,
+                Arc::clone(&connections),
+                stopped.clone(),
+            )
+        });
+        let api = http::server::serve(
+            self.listener,
+            http::router(self.state),
+            limits,
+            connections,
+            stopped,
+        );
+        match metrics {
+            Some(metrics) => {
+                tokio::join!(api, metrics);
+            }
+            None => api.await,
+        }
+        signal.abort();
+        Ok(())
     }
 }

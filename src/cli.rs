@@ -1,5 +1,6 @@
 //! The command line: `serve` (the default), `seed`, `token`, `schema` and `cache`.
-//! Output meant for scripts goes to stdout (a new token, the SDL); everything else to stderr.
+//! Output meant for scripts goes to stdout (a new token, the token list, the SDL); everything
+//! else to stderr.
 
 use std::time::Instant;
 
@@ -172,7 +173,7 @@ async fn token(config: Config, command: TokenCommand) -> Result<(), CliError> {
                     Some(at) => format!("revoked {at}"),
                     None => "active".to_owned(),
                 };
-                eprintln!(
+                println!(
                     "{:>5}  {:<30}  created {}  {state}",
                     record.id, record.name, record.created_at
                 );

@@ -40,6 +40,15 @@ pub struct Config {
     )]
     pub db_pool_size: u32,
 
+    /// Milliseconds a request waits for a database connection before it fails as unavailable.
+    #[arg(
+        long,
+        env = "CATALOG_DB_ACQUIRE_TIMEOUT_MS",
+        default_value_t = 1_000,
+        global = true
+    )]
+    pub db_acquire_timeout_ms: u64,
+
     /// Address the HTTP server listens on (port 0 picks a free port).
     #[arg(
         long,
@@ -48,6 +57,47 @@ pub struct Config {
         global = true
     )]
     pub bind: SocketAddr,
+
+    /// Address that serves `/metrics` alone; unset, `/metrics` stays on the API address.
+    #[arg(long, env = "CATALOG_METRICS_BIND", global = true)]
+    pub metrics_bind: Option<SocketAddr>,
+
+    /// Milliseconds a client has to send a request's headers before its connection is closed.
+    #[arg(
+        long,
+        env = "CATALOG_HEADER_READ_TIMEOUT_MS",
+        default_value_t = 10_000,
+        global = true
+    )]
+    pub header_read_timeout_ms: u64,
+
+    /// Milliseconds a client has to send a whole request body; past it the answer is a 408.
+    #[arg(
+        long,
+        env = "CATALOG_BODY_READ_TIMEOUT_MS",
+        default_value_t = 30_000,
+        global = true
+    )]
+    pub body_read_timeout_ms: u64,
+
+    /// Most connections open at once; further clients wait in the listen backlog.
+    /// 0 picks three quarters of the open-file limit (10,000 where it cannot be read).
+    #[arg(
+        long,
+        env = "CATALOG_MAX_CONNECTIONS",
+        default_value_t = 0,
+        global = true
+    )]
+    pub max_connections: usize,
+
+    /// Milliseconds a graceful shutdown waits for open connections before closing them.
+    #[arg(
+        long,
+        env = "CATALOG_SHUTDOWN_GRACE_MS",
+        default_value_t = 10_000,
+        global = true
+    )]
+    pub shutdown_grace_ms: u64,
 
     /// Log format: human-readable or one JSON object per line.
     #[arg(long, env = "CATALOG_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty, global = true)]
@@ -281,6 +331,18 @@ impl Config {
                 "CATALOG_REVOCATION_POLL_MS",
                 usize::try_from(self.revocation_poll_ms).unwrap_or(usize::MAX),
             ),
+            (
+                "CATALOG_HEADER_READ_TIMEOUT_MS",
+                self.header_read_timeout_ms as usize,
+            ),
+            (
+                "CATALOG_BODY_READ_TIMEOUT_MS",
+                self.body_read_timeout_ms as usize,
+            ),
+            (
+                "CATALOG_DB_ACQUIRE_TIMEOUT_MS",
+                self.db_acquire_timeout_ms as usize,
+            ),
         ] {
             if value == 0 {
                 return Err(ConfigError::Zero(name));
@@ -340,9 +402,50 @@ impl Config {
         Duration::from_secs(self.token_cache_secs)
     }
 
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_read_timeout_ms)
+    }
+
+    pub fn body_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.body_read_timeout_ms)
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+
+    pub fn db_acquire_timeout(&self) -> Duration {
+        Duration::from_millis(self.db_acquire_timeout_ms)
+    }
+
+    /// The connection bound: the configured one, or three quarters of the open-file limit, so
+    /// that database, Redis and log descriptors are left when clients hold the rest.
+    pub fn max_connections(&self) -> usize {
+        if self.max_connections > 0 {
+            return self.max_connections;
+        }
+        open_file_limit()
+            .map(|limit| (limit / 4 * 3).max(1))
+            .unwrap_or(10_000)
+    }
+
     pub fn is_postgres(&self) -> bool {
         self.database_url.starts_with("postgres")
     }
+}
+
+/// The soft limit on open files, from `/proc/self/limits` (Linux); `None` elsewhere or when
+/// unlimited.
+fn open_file_limit() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits
+        .lines()
+        .find(|line| line.starts_with("Max open files"))?;
+    line.trim_start_matches("Max open files")
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// Hides a password in a connection URL before it is printed.

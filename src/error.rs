@@ -25,6 +25,8 @@ pub enum ApiError {
     PersistedQueryHashMismatch,
     #[error("only persisted operations may run on this server")]
     PersistedQueryNotAllowed,
+    #[error("the database is unavailable; retry shortly")]
+    ServiceUnavailable,
     #[error("internal server error")]
     Internal(String),
 }
@@ -42,6 +44,8 @@ pub mod codes {
     pub const PERSISTED_QUERY_NOT_ALLOWED: &str = "PERSISTED_QUERY_NOT_ALLOWED";
     pub const METHOD_NOT_ALLOWED: &str = "METHOD_NOT_ALLOWED";
     pub const PAYLOAD_TOO_LARGE: &str = "PAYLOAD_TOO_LARGE";
+    pub const REQUEST_TIMEOUT: &str = "REQUEST_TIMEOUT";
+    pub const SERVICE_UNAVAILABLE: &str = "SERVICE_UNAVAILABLE";
     pub const INTERNAL_SERVER_ERROR: &str = "INTERNAL_SERVER_ERROR";
 }
 
@@ -56,6 +60,7 @@ impl ApiError {
             ApiError::Conflict(_) => codes::CONFLICT,
             ApiError::PersistedQueryNotFound => codes::PERSISTED_QUERY_NOT_FOUND,
             ApiError::PersistedQueryNotAllowed => codes::PERSISTED_QUERY_NOT_ALLOWED,
+            ApiError::ServiceUnavailable => codes::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => codes::INTERNAL_SERVER_ERROR,
         }
     }
@@ -65,17 +70,47 @@ impl ApiError {
     }
 }
 
-impl From<DbErr> for ApiError {
-    fn from(error: DbErr) -> Self {
+impl ApiError {
+    /// The one mapping of database errors: constraint violations are the client's conflict;
+    /// no connection (pool timeout, refused, reset) is the database being away, which a
+    /// retry may fix; anything else is ours.
+    pub fn from_database(error: &DbErr) -> Self {
+        use sea_orm::sqlx::Error as SqlxError;
+        use sea_orm::{DbErr as E, RuntimeErr};
         match error.sql_err() {
             Some(SqlErr::UniqueConstraintViolation(_)) => {
-                ApiError::Conflict("a record with this value already exists".into())
+                return ApiError::Conflict("a record with this value already exists".into());
             }
             Some(SqlErr::ForeignKeyConstraintViolation(_)) => {
-                ApiError::Conflict("the record is referenced by other records".into())
+                return ApiError::Conflict("the record is referenced by other records".into());
             }
-            _ => ApiError::Internal(format!("database: {error}")),
+            _ => {}
         }
+        let unavailable = match error {
+            E::ConnectionAcquire(_) | E::Conn(_) => true,
+            E::Exec(RuntimeErr::SqlxError(sqlx)) | E::Query(RuntimeErr::SqlxError(sqlx)) => {
+                matches!(
+                    sqlx.as_ref(),
+                    SqlxError::Io(_)
+                        | SqlxError::PoolTimedOut
+                        | SqlxError::PoolClosed
+                        | SqlxError::WorkerCrashed
+                )
+            }
+            _ => false,
+        };
+        if unavailable {
+            // Logged once per outage by the database breaker, not once per request.
+            ApiError::ServiceUnavailable
+        } else {
+            ApiError::Internal(format!("database: {error}"))
+        }
+    }
+}
+
+impl From<DbErr> for ApiError {
+    fn from(error: DbErr) -> Self {
+        ApiError::from_database(&error)
     }
 }
 

@@ -12,6 +12,6 @@ pub mod products;
 pub mod stats;
 
 pub use ids::EntityId;
-pub use names::{CategoryName, ProductName};
+pub use names::{CategoryName, ProductName, SearchText};
 pub use pagination::{Cursor, PageSize, ProductOrder};
 pub use price::Price;

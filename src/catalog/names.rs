@@ -1,4 +1,6 @@
-//! Names with length rules, validated once at the input layer.
+//! Names and search text with length rules, validated once at the input layer. None may
+//! hold a control character: PostgreSQL refuses a NUL in text outright, and the other
+//! backends would store or match what no client can type.
 
 use crate::error::{ApiError, ApiResult};
 
@@ -53,6 +55,26 @@ impl CategoryName {
     }
 }
 
+/// The text of a product search: at most 200 characters after trimming; blank means none.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchText(String);
+
+impl SearchText {
+    pub const MAX_CHARS: usize = 200;
+
+    /// `None` for blank text (no search), an error for text that breaks the rules.
+    pub fn parse(value: &str) -> ApiResult<Option<Self>> {
+        if value.trim().is_empty() {
+            return Ok(None);
+        }
+        validated("`search`", value, Self::MAX_CHARS).map(|text| Some(SearchText(text)))
+    }
+
+    pub fn into_inner(self) -> String {
+        self.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -67,5 +89,19 @@ mod tests {
         assert!(ProductName::parse(&"x".repeat(201)).is_err());
         assert!(ProductName::parse(&"é".repeat(200)).is_ok());
         assert!(CategoryName::parse(&"x".repeat(101)).is_err());
+        assert!(ProductName::parse("Desk\u{0}Lamp").is_err());
+    }
+
+    #[test]
+    fn search_text_is_trimmed_bounded_and_free_of_control_characters() {
+        assert_eq!(SearchText::parse("  ").expect("blank is no search"), None);
+        assert_eq!(
+            SearchText::parse(" lamp ")
+                .expect("valid")
+                .map(SearchText::into_inner),
+            Some("lamp".to_owned())
+        );
+        assert!(SearchText::parse("a\u{0}b").is_err());
+        assert!(SearchText::parse(&"x".repeat(201)).is_err());
     }
 }

@@ -3,6 +3,7 @@
 //! Every statement sea-orm runs passes the metric callback installed here, which feeds
 //! `catalog_db_statements_total`; tests read that counter to prove DataLoader batching.
 
+pub mod breaker;
 pub mod seed;
 
 use std::sync::Arc;
@@ -30,8 +31,9 @@ pub async fn connect(
     options
         .max_connections(config.db_pool_size)
         .min_connections(1)
-        .connect_timeout(Duration::from_secs(5))
-        .acquire_timeout(Duration::from_secs(10))
+        // Also bounds opening a connection (sqlx counts it in the acquire): a database that
+        // does not answer within it counts as unreachable, and the breaker takes over.
+        .acquire_timeout(config.db_acquire_timeout())
         .sqlx_logging(false)
         .map_sqlx_sqlite_opts(|options| {
             options

@@ -1,15 +1,22 @@
-//! Per-request values every resolver reaches through the GraphQL context.
+//! Per-request values every resolver reaches through the GraphQL context. The database is
+//! reached only through `db()` and `loaders()`, which fail at once while the database breaker
+//! is open, and its errors are mapped by `database_error`, which opens the breaker.
 
 use async_graphql::Context;
-use sea_orm::DatabaseConnection;
+use sea_orm::{DatabaseConnection, DbErr};
 
 use super::loaders::Loaders;
 use crate::cache::tags::{Tag, TagRecorder};
+use crate::db::breaker::DatabaseBreaker;
 use crate::error::ApiError;
 
 pub trait RequestContext {
     fn db(&self) -> Result<&DatabaseConnection, ApiError>;
     fn loaders(&self) -> Result<&Loaders, ApiError>;
+    /// The client's view of a database error; an unreachable database opens the breaker.
+    fn database_error(&self, error: &DbErr) -> ApiError;
+    /// Opens the breaker when `error` says the database is unreachable; returns it unchanged.
+    fn observe(&self, error: ApiError) -> ApiError;
     /// Records that the result depends on `tag` (no-op when the request is not cached).
     fn record_tag(&self, tag: Tag);
     fn record_product(&self, product_id: i32, category_id: Option<i32>);
@@ -17,13 +24,28 @@ pub trait RequestContext {
 
 impl RequestContext for Context<'_> {
     fn db(&self) -> Result<&DatabaseConnection, ApiError> {
+        refuse_while_down(self)?;
         self.data::<DatabaseConnection>()
             .map_err(|_| ApiError::Internal("no database in the schema data".into()))
     }
 
     fn loaders(&self) -> Result<&Loaders, ApiError> {
+        refuse_while_down(self)?;
         self.data::<Loaders>()
             .map_err(|_| ApiError::Internal("no DataLoaders in the request data".into()))
+    }
+
+    fn database_error(&self, error: &DbErr) -> ApiError {
+        self.observe(ApiError::from_database(error))
+    }
+
+    fn observe(&self, error: ApiError) -> ApiError {
+        if let (ApiError::ServiceUnavailable, Some(breaker)) =
+            (&error, self.data_opt::<DatabaseBreaker>())
+        {
+            breaker.trip();
+        }
+        error
     }
 
     fn record_tag(&self, tag: Tag) {
@@ -36,5 +58,12 @@ impl RequestContext for Context<'_> {
         if let Some(recorder) = self.data_opt::<std::sync::Arc<TagRecorder>>() {
             recorder.record_product(product_id, category_id);
         }
+    }
+}
+
+fn refuse_while_down(ctx: &Context<'_>) -> Result<(), ApiError> {
+    match ctx.data_opt::<DatabaseBreaker>() {
+        Some(breaker) if breaker.is_open() => Err(ApiError::ServiceUnavailable),
+        _ => Ok(()),
     }
 }

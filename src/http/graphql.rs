@@ -1,7 +1,8 @@
 //! GraphQL over HTTP, per the GraphQL-over-HTTP specification: POST with a JSON body (one
 //! operation or a batch array), GET with query parameters (queries only: a mutation over GET
 //! is 405), `application/graphql-response+json` when the client accepts it, 400 for bodies
-//! that are not GraphQL requests, 413 past the body limit, 401 for a bad token.
+//! that are not GraphQL requests, 413 past the body limit, 408 past the body read deadline,
+//! 401 for a bad token (503 when the token cannot be checked because the database is away).
 //! Every response says whether the cache answered (`X-Cache`), and query responses carry
 //! `Cache-Control` (revalidate by default) and a strong `ETag` that `If-None-Match` on a GET
 //! turns into a 304.
@@ -138,9 +139,33 @@ pub async fn post_graphql(
     id: Option<Extension<TowerRequestId>>,
     body: Body,
 ) -> Response {
-    let bytes = match axum::body::to_bytes(body, state.config.max_body_bytes).await {
-        Ok(bytes) => bytes,
+    // One deadline for the whole body: a client that sends it a byte at a time cannot hold
+    // the connection longer than this.
+    let read = tokio::time::timeout(
+        state.config.body_read_timeout(),
+        axum::body::to_bytes(body, state.config.max_body_bytes),
+    )
+    .await;
+    let bytes = match read {
+        Ok(Ok(bytes)) => bytes,
         Err(_) => {
+            let message = format!(
+                "the request body did not arrive within {} ms",
+                state.config.body_read_timeout_ms
+            );
+            let mut response = request_error(
+                &state.metrics,
+                StatusCode::REQUEST_TIMEOUT,
+                &message,
+                codes::REQUEST_TIMEOUT,
+            );
+            // The rest of the body may still come: the connection cannot carry another request.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return response;
+        }
+        Ok(Err(_)) => {
             let message = format!(
                 "the request body exceeds {} bytes",
                 state.config.max_body_bytes
@@ -274,8 +299,16 @@ async fn respond(
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            if let ApiError::Internal(_) = error {
-                *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+            match error {
+                ApiError::Internal(_) => {
+                    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                }
+                ApiError::ServiceUnavailable => {
+                    state.db_breaker.trip();
+                    *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                    response.headers_mut().remove(header::WWW_AUTHENTICATE);
+                }
+                _ => {}
             }
             return response;
         }

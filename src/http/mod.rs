@@ -1,8 +1,10 @@
 //! HTTP: the axum router, its layers (request ids, tracing, CORS, panics), health, readiness,
-//! metrics and graceful shutdown. GraphQL transport rules live in `graphql`.
+//! metrics and the shutdown signal. GraphQL transport rules live in `graphql`; connection
+//! limits and graceful shutdown in `server`.
 
 pub mod graphiql;
 pub mod graphql;
+pub mod server;
 
 use std::time::Duration;
 
@@ -26,16 +28,20 @@ use crate::app::AppState;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestId(pub String);
 
+/// The API. `/metrics` is part of it unless a separate metrics address is configured.
 pub fn router(state: AppState) -> Router {
     let cors = cors_layer(&state.config.cors_origins);
-    Router::new()
+    let mut routes = Router::new()
         .route(
             "/graphql",
             get(graphql::get_graphql).post(graphql::post_graphql),
         )
         .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .route("/readyz", get(readyz));
+    if state.config.metrics_bind.is_none() {
+        routes = routes.route("/metrics", get(metrics));
+    }
+    routes
         .merge(graphiql::routes())
         .layer(
             ServiceBuilder::new()
@@ -86,6 +92,13 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// `/metrics` alone, for the metrics address (`CATALOG_METRICS_BIND`), which can stay private.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
 fn cors_layer(origins: &[String]) -> CorsLayer {
     let base = CorsLayer::new()
         .allow_methods([
@@ -119,10 +132,19 @@ async fn healthz() -> &'static str {
 }
 
 /// Ready when the database answers (the cache is optional: without it the server still works).
+/// While the database breaker is open the answer is 503 at once; a failed ping opens it.
 async fn readyz(State(state): State<AppState>) -> Response {
-    match tokio::time::timeout(Duration::from_secs(2), state.db.ping()).await {
+    let unreachable = || (StatusCode::SERVICE_UNAVAILABLE, "database unreachable").into_response();
+    if state.db_breaker.is_open() {
+        return unreachable();
+    }
+    let timeout = 2 * state.config.db_acquire_timeout();
+    match tokio::time::timeout(timeout, state.db.ping()).await {
         Ok(Ok(())) => (StatusCode::OK, "ready").into_response(),
-        _ => (StatusCode::SERVICE_UNAVAILABLE, "database unreachable").into_response(),
+        _ => {
+            state.db_breaker.trip();
+            unreachable()
+        }
     }
 }
 
@@ -145,7 +167,8 @@ async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-/// Resolves on SIGTERM or Ctrl-C; axum then stops accepting and lets in-flight requests finish.
+/// Resolves on SIGTERM or Ctrl-C; the server then stops accepting and lets in-flight requests
+/// finish, for at most the shutdown grace period.
 pub async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;

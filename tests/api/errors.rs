@@ -340,3 +340,30 @@ async fn a_post_that_is_not_json_is_refused_with_415() {
     assert_eq!(response.status, 415);
     response.assert_error("BAD_REQUEST");
 }
+
+#[tokio::test]
+async fn a_nul_byte_in_search_or_a_name_is_bad_user_input_on_every_backend() {
+    let app = TestApp::spawn().await;
+    let search = "query Search($s: String) { products(filter: { search: $s }) { totalCount } }";
+    for text in ["a\u{0}b", "\u{0}", "lamp\u{0}"] {
+        let response = app.gql(search, json!({ "s": text })).await;
+        response.assert_error("BAD_USER_INPUT");
+        assert_no_internals(&response);
+    }
+
+    let token = app.create_token("nul").await;
+    let create_category =
+        "mutation Create($name: String!) { createCategory(input: { name: $name }) { id } }";
+    let create_product = "mutation Create($name: String!) { createProduct(input: { name: $name, price: \"1.00\", categoryId: \"1\" }) { id } }";
+    let update_product = "mutation Update($name: String!) { updateProduct(id: \"1\", input: { name: $name }) { id } }";
+    for mutation in [create_category, create_product, update_product] {
+        let response = app
+            .gql_as(&token, mutation, json!({ "name": "Desk\u{0}Lamp" }))
+            .await;
+        response.assert_error("BAD_USER_INPUT");
+        assert_no_internals(&response);
+    }
+    // Nothing was written: the refusal happens before any statement.
+    let response = app.gql(search, json!({ "s": "Desk" })).await;
+    assert_eq!(response.assert_ok()["products"]["totalCount"], 0);
+}

@@ -18,6 +18,8 @@ pub const PRODUCTS: u32 = 1_000;
 
 pub struct TestApp {
     pub address: std::net::SocketAddr,
+    /// Where `/metrics` is served when the configuration gives it its own address.
+    pub metrics_address: Option<std::net::SocketAddr>,
     pub state: AppState,
     pub client: reqwest::Client,
     pub config: Config,
@@ -164,6 +166,7 @@ impl TestApp {
             seed::seed(&app.state().db, plan).await.expect("seed");
         }
         let address = app.address();
+        let metrics_address = app.metrics_address();
         let state = app.state().clone();
         let (shutdown, signal) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(async move {
@@ -175,6 +178,7 @@ impl TestApp {
         });
         TestApp {
             address,
+            metrics_address,
             state,
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))

@@ -529,3 +529,46 @@ async fn shutting_down_lets_in_flight_requests_finish() {
         "the server no longer accepts connections"
     );
 }
+
+#[tokio::test]
+async fn with_a_metrics_address_metrics_are_served_there_and_not_on_the_api_port() {
+    let app = TestApp::spawn_with(|config| {
+        config.metrics_bind = Some("127.0.0.1:0".parse().expect("address"));
+    })
+    .await;
+    let metrics_address = app.metrics_address.expect("a metrics address is bound");
+    assert_ne!(metrics_address, app.address);
+    app.gql("{ __typename }", json!({})).await.assert_ok();
+
+    let response = app
+        .client
+        .get(format!("http://{metrics_address}/metrics"))
+        .send()
+        .await
+        .expect("metrics answer");
+    assert_eq!(response.status(), 200);
+    let metrics = response.text().await.expect("metrics");
+    assert!(
+        metrics.contains("catalog_db_statements_total"),
+        "not the catalog's metrics: {metrics}"
+    );
+
+    let on_api = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .expect("the API port answers");
+    assert_eq!(on_api.status(), 404);
+    let graphql_on_metrics = app
+        .client
+        .get(format!("http://{metrics_address}/healthz"))
+        .send()
+        .await
+        .expect("the metrics port answers");
+    assert_eq!(
+        graphql_on_metrics.status(),
+        404,
+        "only /metrics is served there"
+    );
+}

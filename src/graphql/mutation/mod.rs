@@ -22,7 +22,10 @@ use crate::graphql::context::RequestContext;
 pub const MAX_BULK_ITEMS: usize = 1_000;
 
 pub(crate) async fn begin(ctx: &Context<'_>) -> Result<DatabaseTransaction, ApiError> {
-    Ok(ctx.db()?.begin().await?)
+    ctx.db()?
+        .begin()
+        .await
+        .map_err(|error| ctx.database_error(&error))
 }
 
 /// Commits, then invalidates what the mutation changed.
@@ -31,7 +34,10 @@ pub(crate) async fn commit(
     transaction: DatabaseTransaction,
     changes: Changes,
 ) -> Result<(), ApiError> {
-    transaction.commit().await?;
+    transaction
+        .commit()
+        .await
+        .map_err(|error| ctx.database_error(&error))?;
     if let Some(cache) = ctx.data_opt::<ResponseCache>() {
         cache.invalidate(&changes).await;
     }

@@ -2,7 +2,6 @@ use async_graphql::{Context, ID, Object};
 
 use crate::cache::tags::Tag;
 use crate::catalog::{EntityId, categories};
-use crate::error::ApiError;
 use crate::graphql::context::RequestContext;
 use crate::graphql::loaders::prefetch_product_counts;
 use crate::graphql::types::Category;
@@ -21,7 +20,7 @@ impl CategoryQuery {
             .categories
             .load_one(id.0)
             .await
-            .map_err(|error| ApiError::Internal(format!("loading category: {error}")))?;
+            .map_err(|error| ctx.database_error(&error))?;
         Ok(category.map(Category))
     }
 
@@ -29,12 +28,14 @@ impl CategoryQuery {
     #[graphql(cache_control(max_age = 600))]
     async fn categories(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Category>> {
         ctx.record_tag(Tag::Categories);
-        let rows = categories::all(ctx.db()?).await.map_err(ApiError::from)?;
+        let rows = categories::all(ctx.db()?)
+            .await
+            .map_err(|error| ctx.database_error(&error))?;
         if ctx.look_ahead().field("productCount").exists() {
             let ids: Vec<i32> = rows.iter().map(|row| row.id).collect();
             prefetch_product_counts(ctx.loaders()?, ctx.db()?, &ids)
                 .await
-                .map_err(ApiError::from)?;
+                .map_err(|error| ctx.database_error(&error))?;
         }
         Ok(rows.into_iter().map(Category).collect())
     }

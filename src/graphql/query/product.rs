@@ -2,7 +2,6 @@ use async_graphql::{Context, ID, Object};
 
 use crate::cache::tags::Tag;
 use crate::catalog::{Cursor, EntityId, PageSize, ProductOrder, products};
-use crate::error::ApiError;
 use crate::graphql::context::RequestContext;
 use crate::graphql::loaders::prefetch_categories;
 use crate::graphql::types::connection::TotalCount;
@@ -22,7 +21,7 @@ impl ProductQuery {
             .products
             .load_one(id.0)
             .await
-            .map_err(|error| ApiError::Internal(format!("loading product: {error}")))?;
+            .map_err(|error| ctx.database_error(&error))?;
         ctx.record_product(id.0, product.as_ref().map(|product| product.category_id));
         Ok(product.map(Product))
     }
@@ -47,7 +46,9 @@ impl ProductQuery {
             Some(category_id) => Tag::CategoryProducts(category_id),
             None => Tag::AllProducts,
         });
-        let rows = products::list_page(ctx.db()?, &filter, order_by, size, after).await?;
+        let rows = products::list_page(ctx.db()?, &filter, order_by, size, after)
+            .await
+            .map_err(|error| ctx.observe(error))?;
         if ctx
             .look_ahead()
             .field("edges")
@@ -57,7 +58,7 @@ impl ProductQuery {
         {
             prefetch_categories(ctx.loaders()?, ctx.db()?, &rows)
                 .await
-                .map_err(ApiError::from)?;
+                .map_err(|error| ctx.database_error(&error))?;
         }
         Ok(ProductConnection::from_rows(
             rows,

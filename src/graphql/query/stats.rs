@@ -3,7 +3,6 @@ use async_graphql::{Context, Object};
 use crate::auth::RequireToken;
 use crate::cache::tags::Tag;
 use crate::catalog::stats;
-use crate::error::ApiError;
 use crate::graphql::context::RequestContext;
 use crate::graphql::types::DashboardStats;
 
@@ -17,7 +16,9 @@ impl StatsQuery {
     async fn dashboard_stats(&self, ctx: &Context<'_>) -> async_graphql::Result<DashboardStats> {
         ctx.record_tag(Tag::AllProducts);
         ctx.record_tag(Tag::Categories);
-        let totals = stats::dashboard(ctx.db()?).await.map_err(ApiError::from)?;
+        let totals = stats::dashboard(ctx.db()?)
+            .await
+            .map_err(|error| ctx.database_error(&error))?;
         Ok(totals.into())
     }
 }

@@ -6,7 +6,6 @@ use super::connection::TotalCount;
 use crate::cache::tags::Tag;
 use crate::catalog::{Cursor, PageSize, ProductOrder};
 use crate::entities::category;
-use crate::error::ApiError;
 use crate::graphql::context::RequestContext;
 use crate::graphql::loaders::CategoryPageKey;
 
@@ -30,7 +29,7 @@ impl Category {
             .product_counts
             .load_one(self.0.id)
             .await
-            .map_err(|error| ApiError::Internal(format!("counting products: {error}")))?;
+            .map_err(|error| ctx.database_error(&error))?;
         Ok(count.unwrap_or(0).min(i32::MAX as u64) as i32)
     }
 
@@ -57,7 +56,7 @@ impl Category {
             .category_pages
             .load_one(key)
             .await
-            .map_err(|error| ApiError::Internal(format!("loading category products: {error}")))?
+            .map_err(|error| ctx.database_error(&error))?
             .unwrap_or_default();
         // Every product of this page belongs to this category: answer `node.category` from here.
         ctx.loaders()?

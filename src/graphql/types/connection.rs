@@ -7,7 +7,6 @@ use super::Product;
 use crate::catalog::pagination::{Cursor, PageSize, ProductOrder};
 use crate::catalog::products::{self, ProductFilter, sort_key};
 use crate::entities::product;
-use crate::error::ApiError;
 use crate::graphql::context::RequestContext;
 
 /// Where `totalCount` comes from when it is asked for.
@@ -104,13 +103,13 @@ impl ProductConnection {
         let count = match &self.total {
             TotalCount::Filter(filter) => products::count(ctx.db()?, filter)
                 .await
-                .map_err(ApiError::from)?,
+                .map_err(|error| ctx.database_error(&error))?,
             TotalCount::Category(category_id) => ctx
                 .loaders()?
                 .product_counts
                 .load_one(*category_id)
                 .await
-                .map_err(|error| ApiError::Internal(format!("counting products: {error}")))?
+                .map_err(|error| ctx.database_error(&error))?
                 .unwrap_or(0),
         };
         Ok(count.min(i32::MAX as u64) as i32)

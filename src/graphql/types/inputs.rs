@@ -4,10 +4,8 @@ use async_graphql::{ID, InputObject};
 use rust_decimal::Decimal;
 
 use crate::catalog::products::{NewProduct, ProductChanges, ProductFilter};
-use crate::catalog::{CategoryName, EntityId, Price, ProductName};
+use crate::catalog::{CategoryName, EntityId, Price, ProductName, SearchText};
 use crate::error::{ApiError, ApiResult};
-
-const MAX_SEARCH_CHARS: usize = 200;
 
 #[derive(InputObject, Default)]
 #[graphql(name = "ProductFilter")]
@@ -32,15 +30,11 @@ impl ProductFilterInput {
         }
         let search = self
             .search
-            .map(|search| search.trim().to_owned())
-            .filter(|search| !search.is_empty());
-        if let Some(search) = &search
-            && search.chars().count() > MAX_SEARCH_CHARS
-        {
-            return Err(ApiError::bad_input(format!(
-                "`search` may have at most {MAX_SEARCH_CHARS} characters"
-            )));
-        }
+            .as_deref()
+            .map(SearchText::parse)
+            .transpose()?
+            .flatten()
+            .map(SearchText::into_inner);
         Ok(ProductFilter {
             category_id: self
                 .category_id

@@ -6,7 +6,6 @@ use super::Category;
 use crate::cache::tags::Tag;
 use crate::catalog::Price;
 use crate::entities::product;
-use crate::error::ApiError;
 use crate::graphql::context::RequestContext;
 
 pub struct Product(pub product::Model);
@@ -34,7 +33,7 @@ impl Product {
             .categories
             .load_one(self.0.category_id)
             .await
-            .map_err(|error| ApiError::Internal(format!("loading category: {error}")))?;
+            .map_err(|error| ctx.database_error(&error))?;
         Ok(category.map(Category))
     }
 
