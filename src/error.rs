@@ -86,6 +86,10 @@ impl ApiError {
             }
             _ => {}
         }
+        if matches!(error, DbErr::RecordNotUpdated) {
+            // A concurrent delete removed the row between its read and this write.
+            return ApiError::NotFound("the record no longer exists".into());
+        }
         let unavailable = match error {
             E::ConnectionAcquire(_) | E::Conn(_) => true,
             E::Exec(RuntimeErr::SqlxError(sqlx)) | E::Query(RuntimeErr::SqlxError(sqlx)) => {

@@ -104,6 +104,14 @@ pub async fn delete<C: ConnectionTrait>(db: &C, id: i32) -> ApiResult<category::
             "category {id} still has {products} product(s); move or delete them first"
         )));
     }
-    category::Entity::delete_by_id(id).exec(db).await?;
+    // Only the statement that removed the row reports success (concurrent deletes).
+    if category::Entity::delete_by_id(id)
+        .exec(db)
+        .await?
+        .rows_affected
+        == 0
+    {
+        return Err(ApiError::NotFound(format!("category {id} does not exist")));
+    }
     Ok(existing)
 }

@@ -349,7 +349,12 @@ pub async fn delete<C: ConnectionTrait>(db: &C, id: i32) -> ApiResult<product::M
         .one(db)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("product {id} does not exist")))?;
-    product::Entity::delete_by_id(id).exec(db).await?;
+    // A concurrent delete may have removed the row since it was read: only the statement that
+    // removed it reports success.
+    let deleted = product::Entity::delete_by_id(id).exec(db).await?;
+    if deleted.rows_affected == 0 {
+        return Err(ApiError::NotFound(format!("product {id} does not exist")));
+    }
     Ok(existing)
 }
 

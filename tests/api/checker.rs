@@ -755,7 +755,10 @@ impl Run {
 
     fn violation(&self, what: String) {
         let message = format!("[seed {}, {}] {what}", self.seed, self.label());
-        eprintln!("VIOLATION {message}");
+        eprintln!(
+            "VIOLATION {} {message}",
+            chrono::Utc::now().format("%H:%M:%S%.3f")
+        );
         self.tally.violations.lock().push(message);
     }
 
@@ -1642,6 +1645,11 @@ async fn inject_faults(run: &Run, redis: &mut RedisProcess, deadline: Instant) {
 }
 
 async fn inject(run: &Run, redis: &mut RedisProcess, fault: Fault, rng: &mut SmallRng) {
+    eprintln!(
+        "checker: {} fault {}",
+        chrono::Utc::now().format("%H:%M:%S%.3f"),
+        fault.name()
+    );
     match fault {
         Fault::Restart => {
             redis.kill().await;

@@ -94,6 +94,11 @@ redis.call('PUBLISH', ARGV[2], text(seq) .. ' ' .. table.concat(ARGV, ' ', 5))
 return text(seq)
 "#;
 
+// Starts a new epoch now (`cache clear`).
+const NEW_EPOCH: &str = r#"
+return text(new_epoch())
+"#;
+
 // KEYS[3] = the run id key; ARGV[3] = this Redis process's run id (INFO server). Run on every
 // new connection: a different run id means this Redis restarted (perhaps from an old snapshot)
 // or is a promoted replica, so its invalidation history cannot be trusted: new epoch.
@@ -121,6 +126,7 @@ pub struct RedisStorage {
     store: Script,
     invalidate: Script,
     handshake: Script,
+    new_epoch: Script,
     metrics: Arc<Metrics>,
     warned_about_eviction: std::sync::atomic::AtomicBool,
 }
@@ -178,6 +184,7 @@ impl RedisStorage {
             store: script(STORE),
             invalidate: script(INVALIDATE),
             handshake: script(HANDSHAKE),
+            new_epoch: script(NEW_EPOCH),
             metrics,
             warned_about_eviction: std::sync::atomic::AtomicBool::new(false),
         })
@@ -496,10 +503,26 @@ impl CacheStorage for RedisStorage {
             .map_err(|error| self.failed(error))
     }
 
+    /// Starts a new epoch first, so every entry is unprovable at once, then deletes the
+    /// entries. The bookkeeping (sequence, floor, tag stamps) stays: deleting a stamp written
+    /// after the clear began could make a newer entry look fresh. Stamps expire by themselves.
     async fn clear(&self) -> Result<u64, StorageError> {
         let mut connection = self.connection().await?;
+        self.epoch_call(&self.new_epoch)
+            .invoke_async::<String>(&mut connection)
+            .await
+            .map_err(|error| self.failed(error))?;
+        let bookkeeping = [self.key("seq"), self.key("floor"), self.key("runid")];
+        let stamps = self.key("tag:");
         let mut deleted = 0;
         for keys in self.prefix_keys(&mut connection).await? {
+            let keys: Vec<String> = keys
+                .into_iter()
+                .filter(|key| !key.starts_with(&stamps) && !bookkeeping.contains(key))
+                .collect();
+            if keys.is_empty() {
+                continue;
+            }
             deleted += keys.len() as u64;
             redis::cmd("UNLINK")
                 .arg(&keys)
