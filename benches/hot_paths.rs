@@ -11,7 +11,7 @@ use catalog_api::AppState;
 use catalog_api::auth::Principal;
 use catalog_api::cache::CacheLookup;
 use catalog_api::cache::entry::Entry;
-use catalog_api::cache::key::{Scope, document_hash, response_key};
+use catalog_api::cache::key::{ResponseKey, Scope, document_hash};
 use catalog_api::config::Config;
 use catalog_api::db::seed::{self, SeedPlan};
 use catalog_api::graphql::SchemaLimits;
@@ -74,8 +74,8 @@ impl Workload {
     }
 
     /// The response key the executor computes for this operation (public scope).
-    fn key(&self) -> String {
-        response_key(
+    fn key(&self) -> ResponseKey {
+        ResponseKey::new(
             &document_hash(self.query),
             Some(self.operation_name),
             &self.variables,
@@ -209,7 +209,7 @@ fn cache_key(criterion: &mut Criterion) {
             BenchmarkId::new("response_key", workload.label),
             |bencher| {
                 bencher.iter(|| {
-                    response_key(
+                    ResponseKey::new(
                         black_box(&document),
                         black_box(Some(workload.operation_name)),
                         black_box(&workload.variables),

@@ -120,7 +120,6 @@ impl AppState {
             Arc::clone(&metrics),
             manifest,
             config.allow_cache_bypass,
-            std::time::Duration::from_millis(config.fault_fill_delay_ms),
         );
         Ok(AppState {
             config: Arc::new(config),

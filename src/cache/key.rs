@@ -19,7 +19,35 @@ pub fn document_hash(query: &str) -> String {
     hex::encode(Sha256::digest(query.as_bytes()))
 }
 
-pub fn response_key(
+/// The key of a cached response: `resp:` and a SHA-256 over the document hash, the operation
+/// name, the variables in canonical form and the scope.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ResponseKey(String);
+
+impl ResponseKey {
+    pub fn new(
+        document: &str,
+        operation_name: Option<&str>,
+        variables: &Value,
+        scope: &Scope,
+    ) -> Self {
+        ResponseKey(response_key(document, operation_name, variables, scope))
+    }
+
+    /// The key in the backend (without the server's prefix).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The hash alone: the identity of a public operation in the monitor's records.
+    pub fn id(&self) -> &str {
+        self.0.strip_prefix(RESPONSE_KEY_PREFIX).unwrap_or(&self.0)
+    }
+}
+
+const RESPONSE_KEY_PREFIX: &str = "resp:";
+
+fn response_key(
     document: &str,
     operation_name: Option<&str>,
     variables: &Value,
@@ -41,7 +69,7 @@ pub fn response_key(
             hasher.update(token_hash);
         }
     }
-    format!("resp:{}", hex::encode(hasher.finalize()))
+    format!("{RESPONSE_KEY_PREFIX}{}", hex::encode(hasher.finalize()))
 }
 
 /// Feeds `value` to the hasher as JSON with object keys in sorted order.

@@ -11,6 +11,7 @@
 pub mod entry;
 pub mod key;
 pub mod monitor;
+pub mod read_through;
 pub mod single_flight;
 pub mod storage;
 pub mod tags;
@@ -64,6 +65,9 @@ struct Inner {
     token_ttl: Option<Duration>,
     invalidation_deadline: Duration,
     pending_invalidations: Mutex<BTreeSet<String>>,
+    flights: single_flight::SingleFlight<read_through::Outcome>,
+    /// Fault injection for tests: how long a fill is held back after its execution.
+    fault_fill_delay: Duration,
 }
 
 #[derive(Clone)]
@@ -79,6 +83,7 @@ impl ResponseCache {
         metrics: Arc<Metrics>,
         token_ttl: Option<Duration>,
         invalidation_deadline: Duration,
+        fault_fill_delay: Duration,
     ) -> Self {
         let cache = ResponseCache {
             inner: Arc::new(Inner {
@@ -95,6 +100,8 @@ impl ResponseCache {
                 token_ttl,
                 invalidation_deadline,
                 pending_invalidations: Mutex::new(BTreeSet::new()),
+                flights: single_flight::SingleFlight::default(),
+                fault_fill_delay,
             }),
         };
         cache.spawn_background_flush();
@@ -138,7 +145,7 @@ impl ResponseCache {
             .get(&(document.to_owned(), operation_name.map(str::to_owned)))
     }
 
-    pub fn learn_policy(&self, document: &str, operation_name: Option<&str>, policy: Policy) {
+    fn learn_policy(&self, document: &str, operation_name: Option<&str>, policy: Policy) {
         self.inner.policies.insert(
             (document.to_owned(), operation_name.map(str::to_owned)),
             policy,
@@ -149,7 +156,7 @@ impl ResponseCache {
         self.inner.pending_invalidations.lock().is_empty()
     }
 
-    pub async fn lookup(&self, key: &str) -> CacheLookup {
+    pub async fn lookup(&self, key: &key::ResponseKey) -> CacheLookup {
         let found = self.recheck(key).await;
         self.record(match found {
             CacheLookup::Hit(_) => Outcome::Hit,
@@ -160,11 +167,11 @@ impl ResponseCache {
     }
 
     /// A second look inside a single flight, not counted in the statistics.
-    pub async fn recheck(&self, key: &str) -> CacheLookup {
+    async fn recheck(&self, key: &key::ResponseKey) -> CacheLookup {
         if !self.reads_allowed() {
             return CacheLookup::Unavailable;
         }
-        match self.inner.storage.lookup(key).await {
+        match self.inner.storage.lookup(key.as_str()).await {
             Ok(Lookup::Hit(entry)) => CacheLookup::Hit(entry),
             Ok(Lookup::Miss { seq }) => CacheLookup::Miss { seq },
             Ok(Lookup::Unprovable { seq }) => {
@@ -177,7 +184,7 @@ impl ResponseCache {
 
     /// The sequence to record for a fill whose key is not known before execution (the
     /// first request for a document): counted as a miss.
-    pub async fn sequence(&self) -> Option<u64> {
+    async fn sequence(&self) -> Option<u64> {
         if !self.reads_allowed() {
             self.record(Outcome::Error);
             return None;
@@ -208,9 +215,9 @@ impl ResponseCache {
     }
 
     /// Stores a successful result; errors are logged by the storage guard and ignored.
-    pub async fn fill(
+    async fn fill(
         &self,
-        key: &str,
+        key: &key::ResponseKey,
         seq: u64,
         tags: &[Tag],
         body: Bytes,
@@ -228,7 +235,7 @@ impl ResponseCache {
         if self
             .inner
             .storage
-            .store(key, Arc::new(entry), ttl)
+            .store(key.as_str(), Arc::new(entry), ttl)
             .await
             .is_ok()
         {
@@ -296,7 +303,7 @@ impl ResponseCache {
         self.inner.monitor.record_execution(operation, milliseconds);
     }
 
-    pub fn record_operation(&self, id: String, operation: monitor::RecordedOperation) {
+    fn record_operation(&self, id: String, operation: monitor::RecordedOperation) {
         self.inner.monitor.record_operation(id, operation);
     }
 
@@ -477,6 +484,7 @@ pub fn from_config(
             metrics,
             token_ttl,
             Duration::from_millis(config.invalidation_deadline_ms),
+            Duration::from_millis(config.fault_fill_delay_ms),
         ),
         pool,
     )))

@@ -23,11 +23,10 @@ use super::document_cost::{DocumentCost, MAX_EXPANDED_FIELDS, MAX_INTROSPECTION_
 use super::loaders::Loaders;
 use super::schema::Schemas;
 use crate::auth::Principal;
-use crate::cache::key::{Scope, document_hash, response_key};
-use crate::cache::monitor::RecordedOperation;
-use crate::cache::single_flight::SingleFlight;
+use crate::cache::key::document_hash;
+use crate::cache::read_through::{Executed, Identity, Requester};
 use crate::cache::tags::TagRecorder;
-use crate::cache::{CacheLookup, Policy, ResponseCache};
+use crate::cache::{Policy, ResponseCache};
 use crate::error::{ApiError, Phase, codes};
 use crate::http::RequestId;
 use crate::telemetry::Metrics;
@@ -62,46 +61,7 @@ pub struct Caller {
     pub bypass_cache: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CacheStatus {
-    Hit,
-    Miss,
-    Bypass,
-}
-
-impl CacheStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CacheStatus::Hit => "HIT",
-            CacheStatus::Miss => "MISS",
-            CacheStatus::Bypass => "BYPASS",
-        }
-    }
-}
-
-/// A finished operation, ready to become an HTTP response.
-#[derive(Debug, Clone)]
-pub struct Outcome {
-    pub body: Bytes,
-    pub cache: CacheStatus,
-    /// `Some` for cacheable query results.
-    pub policy: Option<Policy>,
-    pub etag: Option<String>,
-    /// True when the response has no `data` (the request failed before execution).
-    pub data_absent: bool,
-}
-
-impl Outcome {
-    fn hit(entry: &crate::cache::entry::Entry, policy: Policy) -> Self {
-        Outcome {
-            body: entry.body.clone(),
-            cache: CacheStatus::Hit,
-            policy: Some(policy),
-            etag: Some(entry.etag.clone()),
-            data_absent: false,
-        }
-    }
-}
+pub use crate::cache::read_through::{CacheStatus, Outcome};
 
 /// A request the HTTP layer refuses outright.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,8 +77,6 @@ pub struct Executor {
     /// The safelist: when set, only these documents (by SHA-256) may run.
     manifest: Option<HashMap<String, String>>,
     allow_cache_bypass: bool,
-    fill_delay: std::time::Duration,
-    flights: SingleFlight<Outcome>,
 }
 
 pub fn etag_of(body: &[u8]) -> String {
@@ -138,16 +96,6 @@ fn error_outcome(error: ApiError) -> Outcome {
     }
 }
 
-/// Where a fill gets the invalidation sequence it must record.
-enum SequenceSource {
-    Known(Option<u64>),
-    /// First sight of a query: the sequence it observed, and a second look for an entry a
-    /// just-finished flight may have stored.
-    FirstSight(u64),
-    /// A miss: look again inside the flight (a flight that just finished may have filled it).
-    Recheck(String, Policy),
-}
-
 struct Resolved {
     query: String,
     document: String,
@@ -161,7 +109,6 @@ impl Executor {
         metrics: Arc<Metrics>,
         manifest: Option<HashMap<String, String>>,
         allow_cache_bypass: bool,
-        fill_delay: std::time::Duration,
     ) -> Self {
         Executor {
             schemas,
@@ -170,8 +117,6 @@ impl Executor {
             metrics,
             manifest,
             allow_cache_bypass,
-            fill_delay,
-            flights: SingleFlight::default(),
         }
     }
 
@@ -299,9 +244,8 @@ impl Executor {
             .filter(|_| !(caller.bypass_cache && self.allow_cache_bypass));
         let policy =
             cache.and_then(|cache| cache.policy(&resolved.document, operation_name.as_deref()));
-
         // A document whose policy is not known yet is parsed to learn its kind: mutations
-        // (and anything that is not a query) are never coalesced and never read the sequence.
+        // (and anything that is not a query) never go through the cache's flights.
         let is_query = match policy {
             Some(_) => true,
             None => {
@@ -312,277 +256,154 @@ impl Executor {
                 kind == Some(OperationType::Query)
             }
         };
-
-        // A private document without a token runs uncached: it is refused by its guard.
-        let cache = cache.filter(|_| {
-            is_query
-                && !policy
-                    .is_some_and(|policy| policy.private && !caller.principal.is_authenticated())
-        });
-        let Some(cache) = cache else {
+        let execution = Execution {
+            schemas: self.schemas.clone(),
+            db: self.db.clone(),
+            metrics: Arc::clone(&self.metrics),
+            caller: caller.clone(),
+            label: label.to_owned(),
+            query: resolved.query.clone(),
+            operation_name: operation_name.clone(),
+            variables: variables.clone(),
+        };
+        let Some(cache) = cache.filter(|_| is_query) else {
+            let executed = execution.run().await;
             if let Some(cache) = &self.cache {
                 cache.record_bypass();
+                cache.record_execution(&executed.timed_as, executed.elapsed_ms);
             }
-            let run = self.run(
-                resolved,
-                operation_name,
-                variables,
-                caller,
-                label,
-                SequenceSource::Known(None),
-            );
-            return Ok(run.await);
+            return Ok(executed.into_uncached());
         };
-
-        let principal_scope = match &caller.principal {
-            Principal::Token { token_hash, .. } => Scope::Private(token_hash.clone()),
-            Principal::Anonymous => Scope::Private("anonymous".to_owned()),
+        let identity = Identity {
+            query: resolved.query,
+            document: resolved.document,
+            operation_name,
+            variables,
         };
-        // `flight` is the single-flight key and the sequence this request observed; without a
-        // sequence there is no proof that a running flight read the database after the
-        // commits this request follows, so it executes alone.
-        let (flight, sequence) = match policy {
-            Some(policy) => {
-                let scope = if policy.private {
-                    principal_scope
-                } else {
-                    Scope::Public
-                };
-                let key = response_key(
-                    &resolved.document,
-                    operation_name.as_deref(),
-                    &variables,
-                    &scope,
-                );
-                match cache.lookup(&key).await {
-                    CacheLookup::Hit(entry) => return Ok(Outcome::hit(&entry, policy)),
-                    CacheLookup::Miss { seq } => (
-                        Some((key.clone(), seq)),
-                        SequenceSource::Recheck(key, policy),
-                    ),
-                    CacheLookup::Unavailable => (None, SequenceSource::Known(None)),
-                }
-            }
-            None => {
-                // First sight of this query: its policy is unknown until it executes, so
-                // concurrent first requests are coalesced per principal.
-                let key = response_key(
-                    &resolved.document,
-                    operation_name.as_deref(),
-                    &variables,
-                    &principal_scope,
-                );
-                match cache.sequence().await {
-                    Some(seq) => (
-                        Some((format!("first:{key}"), seq)),
-                        SequenceSource::FirstSight(seq),
-                    ),
-                    None => (None, SequenceSource::Known(None)),
-                }
-            }
+        let requester = match &caller.principal {
+            Principal::Token { token_hash, .. } => Requester::Token {
+                token_hash: token_hash.clone(),
+            },
+            Principal::Anonymous => Requester::Anonymous,
         };
-        let run = self
-            .run(resolved, operation_name, variables, caller, label, sequence)
-            .instrument(tracing::Span::current());
-        let Some((flight_key, observed)) = flight else {
-            return Ok(run.await);
-        };
-        Ok(self
-            .flights
-            .run(flight_key, observed, run)
-            .await
-            .unwrap_or_else(|| {
-                error_outcome(ApiError::Internal("the execution task failed".into()))
-            }))
+        let span = tracing::Span::current();
+        Ok(cache
+            .read_through(identity, requester, move || {
+                execution.run().instrument(span)
+            })
+            .await)
     }
+}
 
-    /// Executes against the database and, when `seq` is known and the result is cacheable,
-    /// fills the cache. Owns everything it needs, so it can run as a single-flight task.
-    fn run(
-        &self,
-        resolved: Resolved,
-        operation_name: Option<String>,
-        variables: Value,
-        caller: &Caller,
-        label: &str,
-        sequence: SequenceSource,
-    ) -> impl Future<Output = Outcome> + Send + 'static {
-        let schemas = self.schemas.clone();
-        let db = self.db.clone();
-        let cache = self.cache.clone();
-        let metrics = Arc::clone(&self.metrics);
-        let caller = caller.clone();
-        let label = label.to_owned();
-        let fill_delay = self.fill_delay;
-        async move {
-            let fill_started = Instant::now();
-            // Inside the flight, so that no await separates a request's decision to lead
-            // from its registration, and a late leader finds what the previous one stored.
-            let seq = match (sequence, &cache) {
-                (SequenceSource::Known(seq), _) => seq,
-                (_, None) => None,
-                (SequenceSource::FirstSight(seq), Some(cache)) => {
-                    // A flight that finished while this request read the sequence may have
-                    // learned the policy and filled the entry.
-                    let learned = cache
-                        .policy(&resolved.document, operation_name.as_deref())
-                        .and_then(|policy| {
-                            let scope = match (&caller.principal, policy.private) {
-                                (_, false) => Scope::Public,
-                                (Principal::Token { token_hash, .. }, true) => {
-                                    Scope::Private(token_hash.clone())
-                                }
-                                (Principal::Anonymous, true) => return None,
-                            };
-                            let key = response_key(
-                                &resolved.document,
-                                operation_name.as_deref(),
-                                &variables,
-                                &scope,
-                            );
-                            Some((key, policy))
-                        });
-                    if let Some((key, policy)) = learned
-                        && let CacheLookup::Hit(entry) = cache.recheck(&key).await
-                    {
-                        return Outcome::hit(&entry, policy);
-                    }
-                    Some(seq)
-                }
-                (SequenceSource::Recheck(key, policy), Some(cache)) => {
-                    match cache.recheck(&key).await {
-                        CacheLookup::Hit(entry) => return Outcome::hit(&entry, policy),
-                        CacheLookup::Miss { seq } => Some(seq),
-                        CacheLookup::Unavailable => None,
-                    }
-                }
-            };
-            let started = Instant::now();
-            let tags = Arc::new(TagRecorder::default());
-            let mut request = Request::new(resolved.query.clone())
-                .variables(Variables::from_json(variables.clone()))
-                .data(Loaders::new(&db))
-                .data(caller.principal.clone())
-                .data(caller.request_id.clone())
-                .data(Arc::clone(&tags));
-            if let Some(name) = &operation_name {
-                request = request.operation_name(name.clone());
-            }
-            // Parsed here (async-graphql keeps the parsed document in the request and does not
-            // parse again), so the executor learns what the document is without a schema
-            // extension: any extension puts a hook around every field, which cost half of the
-            // CPU of a 100-product page (docs/performance.md).
-            let (facts, mut response) = match request.parsed_query() {
-                Ok(document) => {
-                    let facts = DocumentFacts::of(document);
-                    let cost = DocumentCost::of(document, operation_name.as_deref());
-                    let response = match schemas.select(cost) {
+/// Everything one execution needs, owned, so it can run as a shared (single-flight) task.
+struct Execution {
+    schemas: Schemas,
+    db: DatabaseConnection,
+    metrics: Arc<Metrics>,
+    caller: Caller,
+    label: String,
+    query: String,
+    operation_name: Option<String>,
+    variables: Value,
+}
+
+impl Execution {
+    /// Executes the document against the database with per-request DataLoaders, recording
+    /// the tags the result depends on.
+    async fn run(self) -> Executed {
+        let started = Instant::now();
+        let tags = Arc::new(TagRecorder::default());
+        let mut request = Request::new(self.query)
+            .variables(Variables::from_json(self.variables))
+            .data(Loaders::new(&self.db))
+            .data(self.caller.principal.clone())
+            .data(self.caller.request_id.clone())
+            .data(Arc::clone(&tags));
+        if let Some(name) = &self.operation_name {
+            request = request.operation_name(name.clone());
+        }
+        // Parsed here (async-graphql keeps the parsed document in the request and does not
+        // parse again), so the executor learns what the document is without a schema
+        // extension: any extension puts a hook around every field, which cost half of the
+        // CPU of a 100-product page (docs/performance.md).
+        let (facts, mut response) = match request.parsed_query() {
+            Ok(document) => {
+                let facts = DocumentFacts::of(document);
+                let cost = DocumentCost::of(document, self.operation_name.as_deref());
+                let response =
+                    match self.schemas.select(cost) {
                         Ok(schema) => schema.execute(request).await,
                         Err(refusal) => async_graphql::Response::from_errors(vec![
                             async_graphql::ServerError::new(refusal, None),
                         ]),
                     };
-                    (facts, response)
-                }
-                Err(error) => (
-                    DocumentFacts::default(),
-                    async_graphql::Response::from_errors(vec![error]),
-                ),
+                (facts, response)
+            }
+            Err(error) => (
+                DocumentFacts::default(),
+                async_graphql::Response::from_errors(vec![error]),
+            ),
+        };
+        let parse_failed = facts.is_empty();
+        for error in &mut response.errors {
+            let phase = if parse_failed {
+                Phase::Parse
+            } else if error.path.is_empty() {
+                Phase::Validation
+            } else {
+                Phase::Execution
             };
-            let parse_failed = facts.is_empty();
-            for error in &mut response.errors {
-                let phase = if parse_failed {
-                    Phase::Parse
-                } else if error.path.is_empty() {
-                    Phase::Validation
-                } else {
-                    Phase::Execution
-                };
-                crate::error::assign_code(error, phase, Some(&caller.request_id.0));
-                if let Some(async_graphql::Value::String(code)) = error
-                    .extensions
-                    .as_ref()
-                    .and_then(|extensions| extensions.get("code"))
-                {
-                    metrics.record_error(code);
-                }
+            crate::error::assign_code(error, phase, Some(&self.caller.request_id.0));
+            if let Some(async_graphql::Value::String(code)) = error
+                .extensions
+                .as_ref()
+                .and_then(|extensions| extensions.get("code"))
+            {
+                self.metrics.record_error(code);
             }
-            let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
-            let is_query =
-                facts.operation_type(operation_name.as_deref()) == Some(OperationType::Query);
-            let data_absent =
-                response.data == async_graphql::Value::Null && !response.errors.is_empty();
-            let body = Bytes::from(serde_json::to_vec(&response).unwrap_or_default());
-            let etag = is_query.then(|| etag_of(&body));
-            let control = response.cache_control;
-            let policy =
-                (is_query && response.errors.is_empty() && control.max_age > 0).then_some(Policy {
-                    max_age: control.max_age as u32,
-                    private: !control.public,
-                });
+        }
+        let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let is_query =
+            facts.operation_type(self.operation_name.as_deref()) == Some(OperationType::Query);
+        let data_absent =
+            response.data == async_graphql::Value::Null && !response.errors.is_empty();
+        let body = Bytes::from(serde_json::to_vec(&response).unwrap_or_default());
+        let etag = is_query.then(|| etag_of(&body));
+        let control = response.cache_control;
+        let policy =
+            (is_query && response.errors.is_empty() && control.max_age > 0).then_some(Policy {
+                max_age: control.max_age as u32,
+                private: !control.public,
+            });
+        let timed_as = match (&self.operation_name, facts.single_operation_name()) {
+            (None, Some(name)) => self.metrics.operation_label(Some(&name)),
+            _ => self.label,
+        };
+        Executed {
+            outcome_body: body,
+            etag,
+            policy,
+            tags: tags.take().normalized(),
+            data_absent,
+            timed_as,
+            elapsed_ms,
+        }
+    }
+}
 
-            let mut status = CacheStatus::Bypass;
-            if let Some(cache) = &cache {
-                let timed_as = match (&operation_name, facts.single_operation_name()) {
-                    (None, Some(name)) => metrics.operation_label(Some(&name)),
-                    _ => label.clone(),
-                };
-                cache.record_execution(&timed_as, elapsed_ms);
-                if let Some(policy) = policy {
-                    let scope = match (&caller.principal, policy.private) {
-                        (_, false) => Some(Scope::Public),
-                        (Principal::Token { token_hash, .. }, true) => {
-                            Some(Scope::Private(token_hash.clone()))
-                        }
-                        (Principal::Anonymous, true) => None,
-                    };
-                    // A fill older than `MAX_FILL_AGE` is dropped: tag stamps outlive the
-                    // longest entry TTL by just that margin, so a later fill could outlive the
-                    // stamp that makes it stale.
-                    let seq = seq.filter(|_| fill_started.elapsed() < crate::cache::MAX_FILL_AGE);
-                    if let (Some(scope), Some(seq)) = (scope, seq) {
-                        status = CacheStatus::Miss;
-                        let key = response_key(
-                            &resolved.document,
-                            operation_name.as_deref(),
-                            &variables,
-                            &scope,
-                        );
-                        let tag_list = tags.take().normalized();
-                        if !fill_delay.is_zero() {
-                            tokio::time::sleep(fill_delay).await;
-                        }
-                        if let Some(etag) = &etag {
-                            cache
-                                .fill(&key, seq, &tag_list, body.clone(), etag.clone(), policy)
-                                .await;
-                        }
-                        if !policy.private {
-                            // Public scope: the response key is the operation's identity.
-                            cache.record_operation(
-                                key.trim_start_matches("resp:").to_owned(),
-                                RecordedOperation {
-                                    query: resolved.query.clone(),
-                                    operation_name: operation_name.clone(),
-                                    variables,
-                                },
-                            );
-                        }
-                    }
-                    // Learned only once the entry is stored: a request that sees the policy
-                    // must find the entry, or it would execute a second time.
-                    cache.learn_policy(&resolved.document, operation_name.as_deref(), policy);
-                } else {
-                    cache.record_bypass();
-                }
-            }
-            Outcome {
-                body,
-                cache: status,
-                policy,
-                etag,
-                data_absent,
-            }
+trait IntoUncached {
+    fn into_uncached(self) -> Outcome;
+}
+
+impl IntoUncached for Executed {
+    /// The outcome of an execution the cache never saw.
+    fn into_uncached(self) -> Outcome {
+        Outcome {
+            body: self.outcome_body,
+            cache: CacheStatus::Bypass,
+            policy: self.policy,
+            etag: self.etag,
+            data_absent: self.data_absent,
         }
     }
 }

@@ -1,0 +1,296 @@
+//! The read-through protocol, beside the invariants it keeps. A query is answered from a fresh
+//! entry, or executed (at most once per instance for concurrent identical requests) and stored.
+//!
+//! 1. A request observes the invalidation sequence (from its lookup, or a sequence read on a
+//!    document's first sight) before anything executes for it; a fill records that sequence,
+//!    so an entry whose execution may have read the database before a commit is never fresh
+//!    after that commit's invalidation.
+//! 2. A request joins a running execution only if that execution observed at least the same
+//!    sequence (`SingleFlight`): it never receives data read before a commit it follows.
+//! 3. Only queries reach this module; mutations and anything that is not a query execute
+//!    alone, every time. Without a sequence (backend unavailable) nothing is joined or stored.
+//! 4. A fill older than `MAX_FILL_AGE` is dropped, so no entry outlives the tag stamp that
+//!    retires it; the backend refuses fills from before its current epoch.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use serde_json::Value;
+
+use super::entry::Entry;
+use super::key::{ResponseKey, Scope};
+use super::monitor::RecordedOperation;
+use super::tags::Tag;
+use super::{CacheLookup, MAX_FILL_AGE, Policy, ResponseCache};
+
+/// Whether the cache answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheStatus {
+    Hit,
+    Miss,
+    Bypass,
+}
+
+impl CacheStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheStatus::Hit => "HIT",
+            CacheStatus::Miss => "MISS",
+            CacheStatus::Bypass => "BYPASS",
+        }
+    }
+}
+
+/// A finished operation, ready to become an HTTP response.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub body: Bytes,
+    pub cache: CacheStatus,
+    /// `Some` for cacheable query results.
+    pub policy: Option<Policy>,
+    pub etag: Option<String>,
+    /// True when the response has no `data` (the request failed before execution).
+    pub data_absent: bool,
+}
+
+impl Outcome {
+    fn hit(entry: &Entry, policy: Policy) -> Self {
+        Outcome {
+            body: entry.body.clone(),
+            cache: CacheStatus::Hit,
+            policy: Some(policy),
+            etag: Some(entry.etag.clone()),
+            data_absent: false,
+        }
+    }
+}
+
+/// What names a query's result, apart from who may see it.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub query: String,
+    /// SHA-256 of the query text.
+    pub document: String,
+    pub operation_name: Option<String>,
+    pub variables: Value,
+}
+
+impl Identity {
+    fn key(&self, scope: &Scope) -> ResponseKey {
+        ResponseKey::new(
+            &self.document,
+            self.operation_name.as_deref(),
+            &self.variables,
+            scope,
+        )
+    }
+}
+
+/// Who asks: private results are keyed to the token's hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Requester {
+    Anonymous,
+    Token { token_hash: String },
+}
+
+impl Requester {
+    /// The scope a result of `policy` is stored under for this requester; `None` when a
+    /// private result has no owner to be stored for.
+    fn scope(&self, policy: Policy) -> Option<Scope> {
+        match (self, policy.private) {
+            (_, false) => Some(Scope::Public),
+            (Requester::Token { token_hash }, true) => Some(Scope::Private(token_hash.clone())),
+            (Requester::Anonymous, true) => None,
+        }
+    }
+
+    /// The scope first-sight requests are coalesced in (the policy is not known yet).
+    fn own_scope(&self) -> Scope {
+        match self {
+            Requester::Token { token_hash } => Scope::Private(token_hash.clone()),
+            Requester::Anonymous => Scope::Private("anonymous".to_owned()),
+        }
+    }
+}
+
+/// The result of executing a query, as the cache needs it.
+pub struct Executed {
+    pub outcome_body: Bytes,
+    pub etag: Option<String>,
+    /// `Some` when the result may be cached (a query without errors and a max-age).
+    pub policy: Option<Policy>,
+    pub tags: Vec<Tag>,
+    pub data_absent: bool,
+    /// The operation's label for execution-time statistics, and how long it took.
+    pub timed_as: String,
+    pub elapsed_ms: f64,
+}
+
+/// Where a fill's sequence comes from, decided before the execution is shared.
+enum Ticket {
+    /// Nothing proves freshness: execute alone and store nothing.
+    Unproven,
+    /// First sight of the document: the sequence read, and a second look for an entry a
+    /// just-finished execution may have stored meanwhile.
+    FirstSight(u64),
+    /// A miss: look again inside the flight (a flight that just finished may have filled it).
+    Recheck(ResponseKey, Policy),
+}
+
+impl ResponseCache {
+    /// Serves a query through the cache: a fresh entry, a share of an execution that observed
+    /// at least what this request observed, or `execute` run and its result stored.
+    pub async fn read_through<Execute, Running>(
+        &self,
+        identity: Identity,
+        requester: Requester,
+        execute: Execute,
+    ) -> Outcome
+    where
+        Execute: FnOnce() -> Running + Send + 'static,
+        Running: Future<Output = Executed> + Send + 'static,
+    {
+        let policy = self.policy(&identity.document, identity.operation_name.as_deref());
+        let (flight, ticket) = match policy {
+            Some(policy) => match requester.scope(policy) {
+                // A private document without a token is refused by its guard: run it uncached.
+                None => (None, Ticket::Unproven),
+                Some(scope) => {
+                    let key = identity.key(&scope);
+                    match self.lookup(&key).await {
+                        CacheLookup::Hit(entry) => return Outcome::hit(&entry, policy),
+                        CacheLookup::Miss { seq } => (
+                            Some((key.as_str().to_owned(), seq)),
+                            Ticket::Recheck(key, policy),
+                        ),
+                        CacheLookup::Unavailable => (None, Ticket::Unproven),
+                    }
+                }
+            },
+            None => match self.sequence().await {
+                // First sight: the policy is unknown until the document executes, so
+                // concurrent first requests are coalesced per requester.
+                Some(seq) => {
+                    let key = identity.key(&requester.own_scope());
+                    (
+                        Some((format!("first:{}", key.as_str()), seq)),
+                        Ticket::FirstSight(seq),
+                    )
+                }
+                None => (None, Ticket::Unproven),
+            },
+        };
+        let cache = self.clone();
+        let work = async move {
+            cache
+                .execute_and_fill(identity, requester, ticket, execute)
+                .await
+        };
+        let Some((flight_key, observed)) = flight else {
+            return work.await;
+        };
+        match self.inner.flights.run(flight_key, observed, work).await {
+            Some(outcome) => outcome,
+            None => failed_execution(),
+        }
+    }
+
+    async fn execute_and_fill<Execute, Running>(
+        &self,
+        identity: Identity,
+        requester: Requester,
+        ticket: Ticket,
+        execute: Execute,
+    ) -> Outcome
+    where
+        Execute: FnOnce() -> Running + Send + 'static,
+        Running: Future<Output = Executed> + Send + 'static,
+    {
+        let fill_started = Instant::now();
+        let seq = match ticket {
+            Ticket::Unproven => None,
+            Ticket::FirstSight(seq) => {
+                let learned = self
+                    .policy(&identity.document, identity.operation_name.as_deref())
+                    .and_then(|policy| Some((identity.key(&requester.scope(policy)?), policy)));
+                if let Some((key, policy)) = learned
+                    && let CacheLookup::Hit(entry) = self.recheck(&key).await
+                {
+                    return Outcome::hit(&entry, policy);
+                }
+                Some(seq)
+            }
+            Ticket::Recheck(key, policy) => match self.recheck(&key).await {
+                CacheLookup::Hit(entry) => return Outcome::hit(&entry, policy),
+                CacheLookup::Miss { seq } => Some(seq),
+                CacheLookup::Unavailable => None,
+            },
+        };
+        let executed = execute().await;
+        self.record_execution(&executed.timed_as, executed.elapsed_ms);
+        let mut outcome = Outcome {
+            body: executed.outcome_body,
+            cache: CacheStatus::Bypass,
+            policy: executed.policy,
+            etag: executed.etag,
+            data_absent: executed.data_absent,
+        };
+        let Some(policy) = executed.policy else {
+            self.record_bypass();
+            return outcome;
+        };
+        let seq = seq.filter(|_| fill_started.elapsed() < MAX_FILL_AGE);
+        if let (Some(scope), Some(seq), Some(etag)) = (requester.scope(policy), seq, &outcome.etag)
+        {
+            outcome.cache = CacheStatus::Miss;
+            let key = identity.key(&scope);
+            let fault_delay = self.inner.fault_fill_delay;
+            if !fault_delay.is_zero() {
+                tokio::time::sleep(fault_delay).await;
+            }
+            self.fill(
+                &key,
+                seq,
+                &executed.tags,
+                outcome.body.clone(),
+                etag.clone(),
+                policy,
+            )
+            .await;
+            if !policy.private {
+                self.record_operation(
+                    key.id().to_owned(),
+                    RecordedOperation {
+                        query: identity.query.clone(),
+                        operation_name: identity.operation_name.clone(),
+                        variables: identity.variables.clone(),
+                    },
+                );
+            }
+        }
+        // Learned only once the entry is stored: a request that sees the policy must find the
+        // entry, or it would execute a second time.
+        self.learn_policy(
+            &identity.document,
+            identity.operation_name.as_deref(),
+            policy,
+        );
+        outcome
+    }
+}
+
+/// What followers of an execution that panicked receive.
+fn failed_execution() -> Outcome {
+    let body = serde_json::to_vec(&crate::error::request_error_body(
+        "the execution failed",
+        crate::error::codes::INTERNAL_SERVER_ERROR,
+    ))
+    .unwrap_or_default();
+    Outcome {
+        body: Bytes::from(body),
+        cache: CacheStatus::Bypass,
+        policy: None,
+        etag: None,
+        data_absent: true,
+    }
+}
