@@ -127,6 +127,11 @@ impl ResponseCache {
         });
     }
 
+    /// Executions running in single flight on this instance.
+    pub fn in_flight(&self) -> usize {
+        self.inner.flights.in_flight()
+    }
+
     pub fn backend_name(&self) -> &'static str {
         self.inner.storage.backend_name()
     }

@@ -666,9 +666,6 @@ impl Tally {
 struct Run {
     seed: u64,
     local_tier: bool,
-    /// Two instances writing one SQLite file can fail a write with "database is locked"
-    /// (an internal error to the client); such a write must then have changed nothing.
-    sqlite: bool,
     started: Instant,
     apps: Vec<TestApp>,
     /// Two tokens per client, so identical mutations also come from different callers.
@@ -683,7 +680,6 @@ struct Run {
 impl Run {
     async fn start(seed: u64, local_tier: bool, redis: &RedisProcess) -> Run {
         let (mut config, files) = test_config().await;
-        let sqlite = !config.is_postgres();
         config.redis_url = Some(redis.url());
         config.redis_command_timeout_ms = COMMAND_TIMEOUT_MS;
         config.redis_connect_timeout_ms = 200;
@@ -711,7 +707,6 @@ impl Run {
         Run {
             seed,
             local_tier,
-            sqlite,
             started: Instant::now(),
             apps,
             tokens,
@@ -734,19 +729,6 @@ impl Run {
     fn writes_allowed(&self) -> bool {
         let second = Duration::from_secs(1).as_millis();
         self.started.elapsed().as_millis() % second < WRITES_PER_SECOND.as_millis()
-    }
-
-    /// A failed write the checker accepts: only SQLite's lock contention, which the client
-    /// sees as an internal error. The callers verify that such a write changed nothing.
-    fn tolerated(&self, response: &GqlResponse) -> bool {
-        let codes = response.error_codes();
-        let tolerated = self.sqlite
-            && !codes.is_empty()
-            && codes.iter().all(|code| code == "INTERNAL_SERVER_ERROR");
-        if tolerated {
-            self.counted("write failed on SQLite", false);
-        }
-        tolerated
     }
 
     fn db(&self) -> &DatabaseConnection {
@@ -1221,7 +1203,6 @@ impl Client<'_> {
             .await;
         let mut answered = BTreeMap::new();
         let mut failures = Vec::new();
-        let mut tolerated = 0;
         for response in &answers {
             let created = succeeded(response).ok().and_then(|data| {
                 let value = &data[field];
@@ -1235,7 +1216,6 @@ impl Client<'_> {
             });
             match created {
                 Some(created) if created.len() == size => answered.extend(created),
-                _ if self.run.tolerated(response) => tolerated += 1,
                 _ => failures.push(describe(response)),
             }
         }
@@ -1246,7 +1226,7 @@ impl Client<'_> {
                 Err(error) => self.run.violation(format!("{operation}: oracle: {error}")),
             }
         }
-        let writer = if failures.is_empty() && tolerated == 0 {
+        let writer = if failures.is_empty() {
             writer
         } else {
             Writer::Unacknowledged
@@ -1266,7 +1246,7 @@ impl Client<'_> {
             ));
         }
         let expected_rows = size * copies;
-        let expected_products = expected_rows - (failures.len() + tolerated) * size;
+        let expected_products = expected_rows - failures.len() * size;
         if answered.len() != expected_products {
             problems.push(format!(
                 "{copies} identical requests answered {} distinct products, expected {expected_products}",
@@ -1428,7 +1408,7 @@ impl Client<'_> {
     ) {
         let acknowledged = succeeded(response).is_ok();
         let mut problems = Vec::new();
-        if !acknowledged && !self.run.tolerated(response) {
+        if !acknowledged {
             problems.push(format!("failed: {}", describe(response)));
         }
         let expected_answer: Vec<(i32, ProductState)> = expected
@@ -1535,18 +1515,8 @@ impl Client<'_> {
         self.run
             .model
             .finish(ticket, self.number, vec![(id, state)], writer);
-        let tolerated = answers
-            .iter()
-            .filter(|response| succeeded(response).is_err() && self.run.tolerated(response))
-            .count();
         let mut problems = Vec::new();
-        let expected_not_found = if deleted == 0 {
-            0
-        } else {
-            copies - 1 - tolerated.min(copies - 1)
-        };
-        let all_tolerated = deleted == 0 && tolerated == copies;
-        if !all_tolerated && (deleted != 1 || not_found != expected_not_found) {
+        if deleted != 1 || not_found != copies - 1 {
             let answers: Vec<String> = answers.iter().map(describe).collect();
             problems.push(format!(
                 "{copies} identical deletes of product {id}: {deleted} deleted it, {not_found} answered NOT_FOUND (expected 1 and {}): {}",
@@ -1555,10 +1525,6 @@ impl Client<'_> {
             ));
         }
         match row {
-            Ok(None) if all_tolerated => {
-                problems.push(format!("product {id}: failed deletes removed it"));
-            }
-            Ok(Some(_)) if all_tolerated => {}
             Ok(None) => {}
             Ok(Some(row)) => problems.push(format!("product {id} is still stored: {row:?}")),
             Err(error) => problems.push(format!("oracle: {error}")),

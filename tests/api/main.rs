@@ -10,6 +10,7 @@ mod auth;
 mod cache;
 mod categories;
 mod checker;
+mod consistency;
 mod database_outage;
 mod dataloader;
 mod errors;

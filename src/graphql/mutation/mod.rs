@@ -8,7 +8,7 @@ mod category;
 mod product;
 
 use async_graphql::Context;
-use sea_orm::{DatabaseTransaction, TransactionTrait};
+use sea_orm::{DatabaseTransaction, SqliteTransactionMode, TransactionOptions, TransactionTrait};
 
 pub use category::CategoryMutation;
 pub use product::ProductMutation;
@@ -21,9 +21,17 @@ use crate::graphql::context::RequestContext;
 /// Most items one bulk mutation may carry.
 pub const MAX_BULK_ITEMS: usize = 1_000;
 
+/// Starts a write transaction. On SQLite it takes the write lock at `BEGIN` (IMMEDIATE):
+/// a deferred transaction that reads and then writes cannot wait for a concurrent writer
+/// and fails at once with "database is locked"; an immediate one waits its turn (busy
+/// timeout). PostgreSQL ignores the mode.
 pub(crate) async fn begin(ctx: &Context<'_>) -> Result<DatabaseTransaction, ApiError> {
+    let options = TransactionOptions {
+        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+        ..TransactionOptions::default()
+    };
     ctx.db()?
-        .begin()
+        .begin_with_options(options)
         .await
         .map_err(|error| ctx.database_error(&error))
 }
