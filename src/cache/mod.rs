@@ -256,7 +256,7 @@ impl ResponseCache {
         if changes.is_empty() {
             return;
         }
-        let tags: Vec<String> = changes.tags().map(Tag::key).collect();
+        let tags: Vec<String> = changes.tags().iter().map(Tag::key).collect();
         self.inner
             .metrics
             .cache_invalidations

@@ -6,8 +6,13 @@
 //! `TagSet::normalized` drops entity tags that a list tag in the same set already covers
 //! (any change to product 42 in category 7 also changes "the products of category 7"), so a
 //! 100-product list carries one tag, not a hundred, and a lookup checks one version.
+//!
+//! Both sides are bounded whatever the query or mutation: an entry carries at most
+//! [`MAX_TAGS_PER_ENTRY`] tags (many entity tags collapse into the list tags that cover them)
+//! and an invalidation stamps at most [`MAX_TAGS_PER_INVALIDATION`] (many products collapse
+//! into `Products:any`, which every entry holding a product tag also carries).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use parking_lot::Mutex;
 
@@ -23,7 +28,18 @@ pub enum Tag {
     CategoryProducts(i32),
     /// The list of categories and per-category aggregates.
     Categories,
+    /// Carried by every entry that holds a `Product` tag; stamped instead of the individual
+    /// product tags by invalidations that change more products than one may name.
+    AnyProduct,
 }
+
+/// Most tags one entry carries (a hit checks this many versions at most).
+pub const MAX_TAGS_PER_ENTRY: usize = 16;
+/// Most product tags one invalidation names; past it, `AnyProduct` stands for them.
+pub const MAX_PRODUCT_TAGS_PER_INVALIDATION: usize = 32;
+/// Most tags one invalidation stamps: up to 32 product tags (or `AnyProduct`), up to 32
+/// category lists (or all lists), and the four other kinds.
+pub const MAX_TAGS_PER_INVALIDATION: usize = 2 * MAX_PRODUCT_TAGS_PER_INVALIDATION + 4;
 
 impl Tag {
     /// The tag's name in the cache backend (stable: it is part of stored entries).
@@ -34,6 +50,7 @@ impl Tag {
             Tag::AllProducts => "Products".to_owned(),
             Tag::CategoryProducts(id) => format!("Products:category:{id}"),
             Tag::Categories => "Categories".to_owned(),
+            Tag::AnyProduct => "Products:any".to_owned(),
         }
     }
 }
@@ -54,7 +71,7 @@ impl TagRecorder {
         let mut set = self.tags.lock();
         set.tags.insert(Tag::Product(product_id));
         if let Some(category_id) = category_id {
-            set.product_categories.insert((product_id, category_id));
+            set.product_categories.insert(product_id, category_id);
         }
     }
 
@@ -66,20 +83,56 @@ impl TagRecorder {
 #[derive(Debug, Default, Clone)]
 pub struct TagSet {
     tags: BTreeSet<Tag>,
-    product_categories: BTreeSet<(i32, i32)>,
+    /// The category of each product recorded with one.
+    product_categories: BTreeMap<i32, i32>,
 }
 
 impl TagSet {
-    /// The smallest set of tags that is invalidated by every mutation that invalidates this set.
+    /// The tags an entry of this set carries: the smallest set invalidated by every mutation
+    /// that invalidates this set, collapsed into coarser tags past [`MAX_TAGS_PER_ENTRY`], and
+    /// `AnyProduct` beside any product tag.
     pub fn normalized(&self) -> Vec<Tag> {
+        let mut tags = self.covered();
+        if tags.len() + 1 > MAX_TAGS_PER_ENTRY {
+            tags = self.collapsed(tags);
+        }
+        if tags.iter().any(|tag| matches!(tag, Tag::Product(_))) {
+            tags.push(Tag::AnyProduct);
+        }
+        tags
+    }
+
+    /// Coarser tags for the same entry: a product becomes its category's list (or all
+    /// lists), a category becomes all lists; if that is still too many, all lists alone.
+    /// Sound because every change to a product or category also stamps these list tags.
+    fn collapsed(&self, tags: Vec<Tag>) -> Vec<Tag> {
+        let category_of = |product_id: i32| self.product_categories.get(&product_id).copied();
+        let coarse: BTreeSet<Tag> = tags
+            .into_iter()
+            .map(|tag| match tag {
+                Tag::Product(id) => category_of(id).map_or(Tag::AllProducts, Tag::CategoryProducts),
+                Tag::Category(_) => Tag::AllProducts,
+                other => other,
+            })
+            .collect();
+        if coarse.len() <= MAX_TAGS_PER_ENTRY {
+            return coarse.into_iter().collect();
+        }
+        coarse
+            .into_iter()
+            .map(|tag| match tag {
+                Tag::CategoryProducts(_) => Tag::AllProducts,
+                other => other,
+            })
+            .collect::<BTreeSet<Tag>>()
+            .into_iter()
+            .collect()
+    }
+
+    fn covered(&self) -> Vec<Tag> {
         let all_products = self.tags.contains(&Tag::AllProducts);
         let categories = self.tags.contains(&Tag::Categories);
-        let category_of = |product_id: i32| {
-            self.product_categories
-                .iter()
-                .find(|(id, _)| *id == product_id)
-                .map(|(_, category)| *category)
-        };
+        let category_of = |product_id: i32| self.product_categories.get(&product_id).copied();
         self.tags
             .iter()
             .copied()
@@ -132,8 +185,32 @@ impl Changes {
         self
     }
 
-    pub fn tags(&self) -> impl Iterator<Item = &Tag> {
-        self.tags.iter()
+    /// The tags to stamp, at most [`MAX_TAGS_PER_INVALIDATION`]: past
+    /// [`MAX_PRODUCT_TAGS_PER_INVALIDATION`] products, `AnyProduct` stands for them, and past
+    /// as many categories, all product lists stand for their lists.
+    pub fn tags(&self) -> Vec<Tag> {
+        let products = self
+            .tags
+            .iter()
+            .filter(|tag| matches!(tag, Tag::Product(_)))
+            .count();
+        let categories = self
+            .tags
+            .iter()
+            .filter(|tag| matches!(tag, Tag::CategoryProducts(_)))
+            .count();
+        let mut stamped = BTreeSet::new();
+        for tag in &self.tags {
+            let tag = match tag {
+                Tag::Product(_) if products > MAX_PRODUCT_TAGS_PER_INVALIDATION => Tag::AnyProduct,
+                Tag::CategoryProducts(_) if categories > MAX_PRODUCT_TAGS_PER_INVALIDATION => {
+                    Tag::AllProducts
+                }
+                other => *other,
+            };
+            stamped.insert(tag);
+        }
+        stamped.into_iter().collect()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -158,10 +235,10 @@ mod tests {
 
         let mut moved = Changes::default();
         moved.product(42, Some(7), Some(8));
-        assert!(moved.tags().any(|tag| kept.contains(tag)));
+        assert!(moved.tags().iter().any(|tag| kept.contains(tag)));
         let mut renamed = Changes::default();
         renamed.category(7);
-        assert!(renamed.tags().any(|tag| kept.contains(tag)));
+        assert!(renamed.tags().iter().any(|tag| kept.contains(tag)));
     }
 
     #[test]
@@ -171,7 +248,48 @@ mod tests {
         recorder.record(Tag::Category(7));
         assert_eq!(
             recorder.take().normalized(),
-            vec![Tag::Product(42), Tag::Category(7)]
+            vec![Tag::Product(42), Tag::Category(7), Tag::AnyProduct]
         );
+    }
+
+    /// Whatever a query reads, its entry carries a bounded number of tags, and every change
+    /// to anything it read still stamps one of them.
+    #[test]
+    fn thousands_of_aliased_products_collapse_into_a_bounded_sound_set() {
+        let recorder = TagRecorder::default();
+        for id in 0..2_400 {
+            recorder.record_product(id, Some(id % 50));
+            recorder.record(Tag::Category(id % 50));
+        }
+        recorder.record_product(9_999, None);
+        let kept = recorder.take().normalized();
+        assert!(kept.len() <= MAX_TAGS_PER_ENTRY, "{kept:?}");
+        for id in [0, 1_234, 2_399, 9_999] {
+            let mut changed = Changes::default();
+            changed.product(id, Some(id % 50), Some((id + 1) % 50));
+            assert!(changed.tags().iter().any(|tag| kept.contains(tag)));
+        }
+        let mut renamed = Changes::default();
+        renamed.category(7);
+        assert!(renamed.tags().iter().any(|tag| kept.contains(tag)));
+    }
+
+    #[test]
+    fn a_bulk_change_stamps_a_bounded_set_that_still_reaches_every_product_entry() {
+        let mut bulk = Changes::default();
+        for id in 0..1_000 {
+            bulk.product(id, Some(id % 200), Some((id + 7) % 200));
+        }
+        let stamped = bulk.tags();
+        assert!(
+            stamped.len() <= MAX_TAGS_PER_INVALIDATION,
+            "{}",
+            stamped.len()
+        );
+        let single = TagRecorder::default();
+        single.record_product(517, Some(17));
+        single.record(Tag::Category(17));
+        let kept = single.take().normalized();
+        assert!(stamped.iter().any(|tag| kept.contains(tag)), "{kept:?}");
     }
 }

@@ -17,6 +17,10 @@ use async_graphql::parser::types::{
 /// Fields a document may select once every fragment spread is expanded.
 pub const MAX_EXPANDED_FIELDS: u64 = 10_000;
 
+/// Fields (aliases included) an operation may select at its root: each is a lookup, and
+/// thousands of aliased `product(id:)` fields make one request do the work of thousands.
+pub const MAX_ROOT_FIELDS: usize = 100;
+
 /// Estimated values an introspection-only operation may produce. Every list-valued
 /// introspection field counts [`INTROSPECTION_FANOUT`] items; the standard introspection
 /// query (graphql-js `getIntrospectionQuery` with every option) is about 360,000 by this
@@ -40,6 +44,8 @@ const INTROSPECTION_LISTS: &[&str] = &[
 pub struct DocumentCost {
     /// Fields selected with every fragment expanded (saturating).
     pub expanded_fields: u64,
+    /// Distinct fields at the operation's root, fragments looked through.
+    pub root_fields: usize,
     /// Every root field is `__schema`, `__type` or `__typename`, and one is not `__typename`.
     pub introspection_only: bool,
     /// The operation asks for `__schema` or `__type` somewhere at its root.
@@ -59,6 +65,7 @@ impl DocumentCost {
         };
         let roots = measure.root_fields(&operation.selection_set.node);
         let mut cost = DocumentCost {
+            root_fields: roots.len(),
             expanded_fields: measure
                 .selection_set(&operation.selection_set.node, false)
                 .fields,

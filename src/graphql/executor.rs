@@ -19,7 +19,9 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
-use super::document_cost::{DocumentCost, MAX_EXPANDED_FIELDS, MAX_INTROSPECTION_COST};
+use super::document_cost::{
+    DocumentCost, MAX_EXPANDED_FIELDS, MAX_INTROSPECTION_COST, MAX_ROOT_FIELDS,
+};
 use super::loaders::Loaders;
 use super::schema::Schemas;
 use crate::auth::Principal;
@@ -423,6 +425,12 @@ impl Schemas {
                 } else {
                     cost.expanded_fields.to_string()
                 }
+            ));
+        }
+        if cost.root_fields > MAX_ROOT_FIELDS {
+            return Err(format!(
+                "the operation selects {} fields at its root; the limit is {MAX_ROOT_FIELDS}",
+                cost.root_fields
             ));
         }
         if cost.uses_introspection && !self.introspection_enabled {

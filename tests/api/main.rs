@@ -7,6 +7,7 @@ mod helpers;
 
 mod apq;
 mod auth;
+mod bounded_work;
 mod cache;
 mod categories;
 mod checker;
