@@ -1,6 +1,9 @@
 //! The one wrapper every cache call goes through: a command timeout, latency and error
 //! metrics, a log line per outage (not per request), and a short circuit-breaker so that
 //! while the backend is down requests skip it at once instead of each waiting a timeout.
+//! After the pause one request probes (not every request at once), and background work
+//! (monitor flushes) has a breaker of its own, so it can neither trip nor hold the one
+//! requests use.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,6 +21,23 @@ const RETRY_AFTER: Duration = Duration::from_millis(500);
 struct Health {
     retry_at: Option<Instant>,
     failures_in_outage: u64,
+    /// A probe is under way: other calls keep skipping the backend until it reports.
+    probing: bool,
+}
+
+struct ProbeReset<'a>(&'a Mutex<Health>);
+
+impl Drop for ProbeReset<'_> {
+    fn drop(&mut self) {
+        self.0.lock().probing = false;
+    }
+}
+
+/// Which breaker a call goes through.
+#[derive(Clone, Copy)]
+enum Lane {
+    Requests,
+    Background,
 }
 
 pub struct GuardedStorage {
@@ -25,6 +45,7 @@ pub struct GuardedStorage {
     timeout: Duration,
     metrics: Arc<Metrics>,
     health: Mutex<Health>,
+    background_health: Mutex<Health>,
 }
 
 impl GuardedStorage {
@@ -34,6 +55,7 @@ impl GuardedStorage {
             timeout,
             metrics,
             health: Mutex::new(Health::default()),
+            background_health: Mutex::new(Health::default()),
         }
     }
 
@@ -46,22 +68,56 @@ impl GuardedStorage {
         self.health.lock().retry_at.is_some()
     }
 
+    fn health(&self, lane: Lane) -> &Mutex<Health> {
+        match lane {
+            Lane::Requests => &self.health,
+            Lane::Background => &self.background_health,
+        }
+    }
+
     async fn guard<T>(
         &self,
         operation: impl Future<Output = Result<T, StorageError>>,
     ) -> Result<T, StorageError> {
-        if let Some(retry_at) = self.health.lock().retry_at
-            && Instant::now() < retry_at
-        {
-            return Err(StorageError::CircuitOpen);
-        }
-        self.attempt(operation).await
+        self.guard_in(Lane::Requests, operation).await
+    }
+
+    async fn guard_in<T>(
+        &self,
+        lane: Lane,
+        operation: impl Future<Output = Result<T, StorageError>>,
+    ) -> Result<T, StorageError> {
+        let probe = {
+            let mut health = self.health(lane).lock();
+            match health.retry_at {
+                Some(retry_at) if Instant::now() < retry_at || health.probing => {
+                    return Err(StorageError::CircuitOpen);
+                }
+                Some(_) => {
+                    health.probing = true;
+                    true
+                }
+                None => false,
+            }
+        };
+        // A probe whose caller goes away (a client disconnects) must not leave the breaker
+        // waiting for its report forever.
+        let _reset = probe.then(|| ProbeReset(self.health(lane)));
+        self.attempt_in(lane, operation).await
     }
 
     /// Calls the backend even while the breaker is open (a mutation's invalidation is worth
     /// the wait), with the same timeout, metrics and health bookkeeping.
     async fn attempt<T>(
         &self,
+        operation: impl Future<Output = Result<T, StorageError>>,
+    ) -> Result<T, StorageError> {
+        self.attempt_in(Lane::Requests, operation).await
+    }
+
+    async fn attempt_in<T>(
+        &self,
+        lane: Lane,
         operation: impl Future<Output = Result<T, StorageError>>,
     ) -> Result<T, StorageError> {
         let started = Instant::now();
@@ -72,21 +128,22 @@ impl GuardedStorage {
         self.metrics
             .redis_seconds
             .observe(started.elapsed().as_secs_f64());
-        let mut health = self.health.lock();
+        let mut health = self.health(lane).lock();
+        health.probing = false;
         match &outcome {
             Ok(_) => {
-                if health.retry_at.take().is_some() {
+                if health.retry_at.take().is_some() && matches!(lane, Lane::Requests) {
                     tracing::warn!(
                         backend = self.inner.name(),
                         failed_calls = health.failures_in_outage,
                         "cache backend is back; caching resumes"
                     );
-                    health.failures_in_outage = 0;
                 }
+                health.failures_in_outage = 0;
             }
             Err(error) => {
                 self.metrics.cache_errors.inc();
-                if health.failures_in_outage == 0 {
+                if health.failures_in_outage == 0 && matches!(lane, Lane::Requests) {
                     tracing::error!(
                         backend = self.inner.name(),
                         %error,
@@ -143,7 +200,8 @@ impl GuardedStorage {
         counters: &[(String, i64)],
         ttl: Duration,
     ) -> Result<(), StorageError> {
-        self.guard(self.inner.add_counters(counters, ttl)).await
+        self.guard_in(Lane::Background, self.inner.add_counters(counters, ttl))
+            .await
     }
 
     pub async fn counters(&self, keys: &[String]) -> Result<Vec<i64>, StorageError> {
@@ -155,7 +213,8 @@ impl GuardedStorage {
         samples: &[(String, Vec<f64>)],
         keep: usize,
     ) -> Result<(), StorageError> {
-        self.guard(self.inner.push_samples(samples, keep)).await
+        self.guard_in(Lane::Background, self.inner.push_samples(samples, keep))
+            .await
     }
 
     pub async fn samples(&self, key: &str) -> Result<Vec<f64>, StorageError> {
@@ -163,7 +222,8 @@ impl GuardedStorage {
     }
 
     pub async fn rank_add(&self, key: &str, scores: &[(String, f64)]) -> Result<(), StorageError> {
-        self.guard(self.inner.rank_add(key, scores)).await
+        self.guard_in(Lane::Background, self.inner.rank_add(key, scores))
+            .await
     }
 
     pub async fn rank_top(&self, key: &str, count: usize) -> Result<Vec<String>, StorageError> {
