@@ -86,14 +86,15 @@ def workloads(token):
 
 
 class Server:
-    def __init__(self, env, port):
+    def __init__(self, env, port, binary=BINARY):
         self.env = env
         self.port = port
+        self.binary = binary
         self.process = None
 
     def start(self):
-        log = open(os.path.join(tempfile.gettempdir(), "catalog-bench-server.log"), "w")
-        self.process = subprocess.Popen([BINARY, "serve"], env=self.env, stdout=log, stderr=log)
+        log = open(os.path.join(tempfile.gettempdir(), f"catalog-bench-server-{self.port}.log"), "w")
+        self.process = subprocess.Popen([self.binary, "serve"], env=self.env, stdout=log, stderr=log)
         deadline = time.time() + 60
         while time.time() < deadline:
             try:
@@ -293,6 +294,8 @@ def main():
     # and TLS on a local link only burns the cores the benchmark shares).
     parser.add_argument("--pg", default="postgres://postgres@127.0.0.1:5432")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379")
+    parser.add_argument("--compare", default="", help="path of another catalog-api binary (e.g. the previous "
+                        "commit's release build): every workload runs on both, alternately, in this one run")
     args = parser.parse_args()
 
     database = "catalog_bench"
@@ -317,6 +320,8 @@ def main():
                            text=True).stdout.strip()
 
     selected = [name for name in args.only.split(",") if name] or None
+    if args.compare:
+        return compare(args, env, port, token, selected)
     server = Server(env, port)
     server.start()
     results = []
@@ -372,6 +377,48 @@ def main():
         if base and base["p50"] and result["p50"]:
             print(f"{result['name']}: p50 x{result['p50'] / base['p50']:.2f}, p99 x{(result['p99'] or 0) / (base['p99'] or 1):.2f} "
                   f"of the {args.products // 1000}k figures")
+
+
+def compare(args, env, port, token, selected):
+    """Runs every workload on the baseline binary and on this one, alternately, and prints
+    both with their ratios (candidate / baseline)."""
+    servers = {}
+    for offset, (label, binary) in enumerate((("baseline", args.compare), ("candidate", BINARY))):
+        server_env = dict(env, CATALOG_BIND=f"127.0.0.1:{port + 1 + offset}",
+                          CATALOG_CACHE_PREFIX=f"{env['CATALOG_CACHE_PREFIX']}{label}:")
+        servers[label] = Server(server_env, port + 1 + offset, binary)
+        servers[label].start()
+    results = {label: [] for label in servers}
+    try:
+        for server in servers.values():
+            prime(server, token)
+        for name, (description, script, path) in workloads(token).items():
+            if selected and name not in selected and name != "healthz":
+                continue
+            for label, server in servers.items():
+                result = measure(server, name, script, path, args)
+                if name == "W7":
+                    result["stale"] = check_no_stale_reads(server)
+                results[label].append(result)
+                print(f"  {label:9} {name:8} {result['rps']:9.0f} req/s  p50 {result['p50'] or 0:.2f} ms  "
+                      f"p99 {result['p99'] or 0:.2f} ms", flush=True)
+    finally:
+        for server in servers.values():
+            server.stop()
+    print()
+    print(f"catalog-api: {args.compare} (baseline) vs {BINARY} (candidate), same run, "
+          f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}, {args.connections} connections, "
+          f"{args.duration} s each after {args.warmup} s warm-up; {args.products} products"
+          + (" ; local tier on" if args.local_tier else ""))
+    print()
+    print("| workload | baseline req/s | candidate req/s | ratio | p50 ms (b / c) | p99 ms (b / c) | stale |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for base, cand in zip(results["baseline"], results["candidate"]):
+        ratio = cand["rps"] / base["rps"] if base["rps"] else 0
+        stale = f"{base.get('stale', '-')} / {cand.get('stale', '-')}"
+        print(f"| {base['name']} | {base['rps']:.0f} | {cand['rps']:.0f} | {ratio:.3f} | "
+              f"{base['p50'] or 0:.2f} / {cand['p50'] or 0:.2f} | {base['p99'] or 0:.2f} / {cand['p99'] or 0:.2f} | "
+              f"{stale} |")
 
 
 if __name__ == "__main__":

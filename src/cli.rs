@@ -11,7 +11,7 @@ use crate::auth::Principal;
 use crate::config::Config;
 use crate::db::seed::{self, SeedPlan};
 use crate::graphql::executor::{Caller, Operation, Transport};
-use crate::http::RequestId;
+use crate::telemetry::RequestId;
 
 #[derive(Debug, Parser)]
 #[command(

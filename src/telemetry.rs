@@ -256,3 +256,9 @@ impl Metrics {
         text
     }
 }
+
+/// The id of one HTTP request, echoed in `X-Request-Id`, logged with every line of the
+/// request, and attached to internal errors so a client report can be found in the logs.
+/// It lives here, below every layer that logs with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestId(pub String);

@@ -30,8 +30,8 @@ use crate::cache::read_through::{Executed, Identity, Requester};
 use crate::cache::tags::TagRecorder;
 use crate::cache::{Policy, ResponseCache};
 use crate::error::{ApiError, Phase, codes};
-use crate::http::RequestId;
 use crate::telemetry::Metrics;
+use crate::telemetry::RequestId;
 
 /// One GraphQL request as a client sent it (one element of a batch).
 #[derive(Debug, Clone, Default, serde::Deserialize)]

@@ -23,10 +23,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::app::AppState;
 
-/// The id of one HTTP request, echoed in `X-Request-Id`, logged with every line of the
-/// request, and attached to internal errors so a client report can be found in the logs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestId(pub String);
+pub use crate::telemetry::RequestId;
 
 /// The API. `/metrics` is part of it unless a separate metrics address is configured.
 pub fn router(state: AppState) -> Router {
