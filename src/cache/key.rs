@@ -149,4 +149,47 @@ mod tests {
             )
         );
     }
+
+    fn json_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|number| json!(number)),
+            ".{0,12}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 64, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                proptest::collection::btree_map(".{0,6}", inner, 0..6)
+                    .prop_map(|map| Value::Object(map.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// The same object with its keys in reverse insertion order, all the way down.
+    fn reordered(value: &Value) -> Value {
+        match value {
+            Value::Object(map) => Value::Object(
+                map.iter()
+                    .rev()
+                    .map(|(key, value)| (key.clone(), reordered(value)))
+                    .collect(),
+            ),
+            Value::Array(items) => Value::Array(items.iter().map(reordered).collect()),
+            other => other.clone(),
+        }
+    }
+
+    proptest::proptest! {
+        /// Variables canonicalize: key order never changes the key, any other change does.
+        #[test]
+        fn variable_order_never_matters(variables in json_value()) {
+            let document = document_hash("query Q { products { totalCount } }");
+            let key = |variables: &Value| response_key(&document, None, variables, &Scope::Public);
+            proptest::prop_assert_eq!(key(&variables), key(&reordered(&variables)));
+            let wrapped = json!({ "wrapped": variables.clone() });
+            proptest::prop_assert_ne!(key(&variables), key(&wrapped));
+        }
+    }
 }

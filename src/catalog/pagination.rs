@@ -115,6 +115,26 @@ mod tests {
         assert!(Cursor::decode(&URL_SAFE_NO_PAD.encode("v1:id:x:1"), ProductOrder::IdAsc).is_err());
     }
 
+    proptest::proptest! {
+        /// Whatever a client sends as `after`, decoding answers (an error at worst).
+        #[test]
+        fn decoding_any_text_never_panics(text in ".{0,200}") {
+            let _ = Cursor::decode(&text, ProductOrder::IdAsc);
+        }
+
+        #[test]
+        fn decoding_any_encoded_bytes_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..100)) {
+            let _ = Cursor::decode(&URL_SAFE_NO_PAD.encode(bytes), ProductOrder::PriceAsc);
+        }
+
+        #[test]
+        fn every_cursor_round_trips(key in proptest::prelude::any::<i64>(), id in proptest::prelude::any::<i32>(), order in 0..4usize) {
+            let order = [ProductOrder::IdAsc, ProductOrder::PriceAsc, ProductOrder::PriceDesc, ProductOrder::NewestFirst][order];
+            let cursor = Cursor { order, key, id };
+            proptest::prop_assert_eq!(Cursor::decode(&cursor.encode(), order).ok(), Some(cursor));
+        }
+    }
+
     #[test]
     fn page_size_is_bounded() {
         assert!(PageSize::parse(0).is_err());

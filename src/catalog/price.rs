@@ -83,6 +83,24 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Any decimal a client can send is accepted or refused, never a panic, and an
+        /// accepted one keeps its value exactly.
+        #[test]
+        fn any_decimal_is_parsed_or_refused(mantissa in proptest::prelude::any::<i64>(), scale in 0u32..28) {
+            let value = Decimal::new(mantissa, scale);
+            if let Ok(price) = Price::parse(value) {
+                proptest::prop_assert_eq!(price.to_decimal(), value.normalize());
+            }
+        }
+
+        #[test]
+        fn every_valid_price_round_trips(cents in 0..=Price::MAX_CENTS) {
+            let price = Price::from_cents(cents);
+            proptest::prop_assert_eq!(Price::parse(price.to_decimal()).map(Price::cents).ok(), Some(cents));
+        }
+    }
+
     #[test]
     fn refuses_negative_over_precise_and_oversized_prices() {
         assert!(parse("-0.01").is_err());

@@ -317,4 +317,17 @@ mod tests {
         let typename = cost("{ __typename }");
         assert!(!typename.introspection_only);
     }
+
+    proptest::proptest! {
+        /// Any text that parses is measured without a panic; any body that is JSON either
+        /// becomes an operation or is refused.
+        #[test]
+        fn any_parsed_document_is_measured(text in "[{}a-z_ .:!$()@#\\n\"]{0,80}") {
+            if let Ok(document) = async_graphql::parser::parse_query(&text) {
+                let _ = DocumentCost::of(&document, None);
+                let _ = DocumentCost::of(&document, Some("A"));
+            }
+            let _ = serde_json::from_str::<crate::graphql::executor::Operation>(&text);
+        }
+    }
 }
