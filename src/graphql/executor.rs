@@ -251,7 +251,12 @@ impl Executor {
         let is_query = match policy {
             Some(_) => true,
             None => {
-                let kind = operation_kind(&resolved.query, operation_name.as_deref());
+                let kind = match parse_large_off_the_workers(resolved.query.clone()).await {
+                    Some(parsed) => parsed.ok().and_then(|document| {
+                        DocumentFacts::of(&document).operation_type(operation_name.as_deref())
+                    }),
+                    None => operation_kind(&resolved.query, operation_name.as_deref()),
+                };
                 if caller.transport == Transport::Get && kind == Some(OperationType::Mutation) {
                     return Err(Refusal::MutationOverGet);
                 }
@@ -327,7 +332,11 @@ impl Execution {
         // Parsed here (async-graphql keeps the parsed document in the request and does not
         // parse again), so the executor learns what the document is without a schema
         // extension: any extension puts a hook around every field, which cost half of the
-        // CPU of a 100-product page (docs/performance.md).
+        // CPU of a 100-product page (docs/performance.md). A large document is parsed off the
+        // async workers, so parsing it never delays other requests.
+        if let Some(Ok(document)) = parse_large_off_the_workers(request.query.clone()).await {
+            request.set_parsed_query(document);
+        }
         let (facts, mut response) = match request.parsed_query() {
             Ok(document) => {
                 let facts = DocumentFacts::of(document);
@@ -492,6 +501,22 @@ impl DocumentFacts {
             _ => None,
         }
     }
+}
+
+/// Documents larger than this are parsed on the blocking pool (parsing is linear, but a
+/// 1 MiB document still takes milliseconds of CPU that health checks should not wait for).
+const LARGE_DOCUMENT_BYTES: usize = 16 * 1024;
+
+/// Parses a large document on the blocking pool; `None` for a small one (parse it in place).
+async fn parse_large_off_the_workers(
+    query: String,
+) -> Option<async_graphql::parser::Result<async_graphql::parser::types::ExecutableDocument>> {
+    if query.len() <= LARGE_DOCUMENT_BYTES {
+        return None;
+    }
+    tokio::task::spawn_blocking(move || async_graphql::parser::parse_query(query))
+        .await
+        .ok()
 }
 
 /// The kind of the operation a document selects (parsing only; errors are left for

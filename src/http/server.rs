@@ -25,9 +25,16 @@ pub struct ConnectionLimits {
     pub shutdown_grace: Duration,
 }
 
+/// Largest request head (request line and headers) read from a client; a longer URL or
+/// larger headers are answered 431.
+pub const MAX_REQUEST_HEAD_BYTES: usize = 32 * 1024;
+
 /// Serves `router` on `listener` until `stop` turns true, then lets open connections finish
 /// for the grace period and closes whatever is left. `connections` is shared by every
 /// listener of the process, so it bounds the whole server.
+///
+/// Request heads are bounded by [`MAX_REQUEST_HEAD_BYTES`]; a longer URL or larger headers
+/// get 431 before anything else is read.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
@@ -38,7 +45,8 @@ pub async fn serve(
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
+        .header_read_timeout(limits.header_read_timeout)
+        .max_header_size(MAX_REQUEST_HEAD_BYTES);
     let graceful = GracefulShutdown::new();
     let mut tasks = JoinSet::new();
     loop {

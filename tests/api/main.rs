@@ -16,6 +16,7 @@ mod database_outage;
 mod dataloader;
 mod errors;
 mod hostile;
+mod hostile_input;
 mod http;
 mod introspection;
 mod products;
