@@ -17,6 +17,7 @@ mod errors;
 mod hostile;
 mod http;
 mod introspection;
+mod limits;
 mod products;
 mod redis_process;
 mod schema_file;
