@@ -223,6 +223,36 @@ pub struct Config {
     )]
     pub cache_compress_above: usize,
 
+    /// Persisted-query documents longer than this many bytes are answered but not registered
+    /// (the client keeps sending the full text). Real clients' operations are a few KiB.
+    #[arg(
+        long,
+        env = "CATALOG_APQ_MAX_DOCUMENT_BYTES",
+        default_value_t = 64 * 1024,
+        global = true
+    )]
+    pub apq_max_document_bytes: usize,
+
+    /// Most persisted-query documents the cache backend keeps; past it the oldest
+    /// registrations are dropped (their clients register again). Each lives 24 hours.
+    #[arg(
+        long,
+        env = "CATALOG_APQ_MAX_DOCUMENTS",
+        default_value_t = 2_000,
+        global = true
+    )]
+    pub apq_max_documents: usize,
+
+    /// How many of the most executed operations the ranking (and `cache warm-up`) keeps,
+    /// with their recorded documents.
+    #[arg(
+        long,
+        env = "CATALOG_RANKED_OPERATIONS",
+        default_value_t = 200,
+        global = true
+    )]
+    pub ranked_operations: usize,
+
     /// Honour the `X-Bypass-Cache: 1` request header (benchmarks only; never in production).
     #[arg(long, env = "CATALOG_ALLOW_CACHE_BYPASS", default_value_t = false, action = clap::ArgAction::Set, global = true)]
     pub allow_cache_bypass: bool,
@@ -327,6 +357,12 @@ impl Config {
             ("CATALOG_MAX_COMPLEXITY", self.max_complexity),
             ("CATALOG_MAX_BATCH", self.max_batch),
             ("CATALOG_MAX_BODY_BYTES", self.max_body_bytes),
+            (
+                "CATALOG_APQ_MAX_DOCUMENT_BYTES",
+                self.apq_max_document_bytes,
+            ),
+            ("CATALOG_APQ_MAX_DOCUMENTS", self.apq_max_documents),
+            ("CATALOG_RANKED_OPERATIONS", self.ranked_operations),
             (
                 "CATALOG_REVOCATION_POLL_MS",
                 usize::try_from(self.revocation_poll_ms).unwrap_or(usize::MAX),

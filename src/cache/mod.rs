@@ -52,7 +52,32 @@ pub const TAG_TTL: Duration = Duration::from_secs(3600 + 60);
 /// Longest time from a fill's sequence read to its store; older fills are dropped, so no
 /// entry can outlive a tag stamp newer than its sequence (`TAG_TTL - MAX_TTL` > this).
 pub const MAX_FILL_AGE: Duration = Duration::from_secs(30);
-const PERSISTED_QUERY_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// A registered persisted query lives this long after its last registration.
+const PERSISTED_QUERY_TTL: Duration = Duration::from_secs(24 * 3600);
+/// The bounded collection (see `CacheStorage::set_bounded`) of persisted-query documents.
+const PERSISTED_QUERIES: &str = "apq:documents";
+
+/// Bounds on what requests, anonymous ones included, can make the cache keep beside
+/// responses (the README's "Limits" section states the worst case they give).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Longer persisted-query documents are answered but not registered.
+    pub persisted_document_bytes: usize,
+    /// Most persisted-query documents kept in the backend.
+    pub persisted_documents: usize,
+    /// Operations kept in the ranking that `cache warm-up` replays.
+    pub ranked_operations: usize,
+}
+
+impl Limits {
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        Limits {
+            persisted_document_bytes: config.apq_max_document_bytes,
+            persisted_documents: config.apq_max_documents,
+            ranked_operations: config.ranked_operations,
+        }
+    }
+}
 
 struct Inner {
     storage: GuardedStorage,
@@ -62,6 +87,7 @@ struct Inner {
     persisted_documents: moka::sync::Cache<String, Arc<str>>,
     metrics: Arc<Metrics>,
     monitor: Monitor,
+    limits: Limits,
     token_ttl: Option<Duration>,
     invalidation_deadline: Duration,
     pending_invalidations: Mutex<BTreeSet<String>>,
@@ -84,6 +110,7 @@ impl ResponseCache {
         token_ttl: Option<Duration>,
         invalidation_deadline: Duration,
         fault_fill_delay: Duration,
+        limits: Limits,
     ) -> Self {
         let cache = ResponseCache {
             inner: Arc::new(Inner {
@@ -96,7 +123,8 @@ impl ResponseCache {
                     })
                     .build(),
                 metrics,
-                monitor: Monitor::default(),
+                monitor: Monitor::new(limits.ranked_operations),
+                limits,
                 token_ttl,
                 invalidation_deadline,
                 pending_invalidations: Mutex::new(BTreeSet::new()),
@@ -308,7 +336,7 @@ impl ResponseCache {
         self.inner.monitor.record_execution(operation, milliseconds);
     }
 
-    fn record_operation(&self, id: String, operation: monitor::RecordedOperation) {
+    fn record_operation(&self, id: String, operation: &monitor::RecordedOperation) {
         self.inner.monitor.record_operation(id, operation);
     }
 
@@ -316,7 +344,10 @@ impl ResponseCache {
         self.inner.monitor.flush(&self.inner.storage).await
     }
 
-    // Persisted queries live in the backend, so every instance knows every registered hash.
+    // Persisted queries live in the backend, so every instance knows every registered hash:
+    // one copy per document under `apq:<hash>`, in a collection of at most
+    // `Limits::persisted_documents`, each for `PERSISTED_QUERY_TTL`. The in-process copy is
+    // a read cache bounded in bytes.
 
     pub async fn persisted_query(&self, hash: &str) -> Option<String> {
         if let Some(document) = self.inner.persisted_documents.get(hash) {
@@ -335,17 +366,24 @@ impl ResponseCache {
         Some(document)
     }
 
+    /// Registers a document that parsed and validated (the executor calls this only after
+    /// such an execution); a document longer than the limit is not kept anywhere.
     pub async fn register_persisted_query(&self, hash: &str, query: &str) {
+        if query.len() > self.inner.limits.persisted_document_bytes {
+            return;
+        }
         self.inner
             .persisted_documents
             .insert(hash.to_owned(), Arc::from(query));
         let _ = self
             .inner
             .storage
-            .set(
+            .set_bounded(
+                PERSISTED_QUERIES,
                 &format!("apq:{hash}"),
                 query.as_bytes().to_vec(),
                 PERSISTED_QUERY_TTL,
+                self.inner.limits.persisted_documents,
             )
             .await;
     }
@@ -490,6 +528,7 @@ pub fn from_config(
             token_ttl,
             Duration::from_millis(config.invalidation_deadline_ms),
             Duration::from_millis(config.fault_fill_delay_ms),
+            Limits::from_config(config),
         ),
         pool,
     )))

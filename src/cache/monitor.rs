@@ -4,8 +4,10 @@
 //!
 //! Requests only touch in-process buffers; a background task flushes them once a second in a
 //! few pipelined commands, so monitoring adds nothing to a request's round trips.
+//! Everything is bounded, however many distinct operations clients send: the buffers by
+//! constants, the ranking by its top `ranked` members and their documents by as many keys.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::Duration;
 
 use chrono::{NaiveDate, Utc};
@@ -16,8 +18,14 @@ use super::storage::{GuardedStorage, StorageError};
 
 pub const SAMPLES_KEPT: usize = 100;
 const DAY_COUNTER_TTL: Duration = Duration::from_secs(40 * 24 * 3600);
+/// The ranking and its recorded documents expire this long after the last flush that
+/// touched them.
 const OPERATION_DOC_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 pub const RANKING_KEY: &str = "ops:rank";
+/// The bounded collection (see `CacheStorage::set_bounded`) of recorded operations.
+const OPERATION_DOCUMENTS: &str = "ops:docs";
+/// A recorded operation (document and variables, as JSON) longer than this is not recorded.
+pub const OPERATION_MAX_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -35,17 +43,31 @@ pub struct RecordedOperation {
     pub variables: serde_json::Value,
 }
 
+/// What requests recorded since the last flush. Samples are keyed by operation label (a
+/// bounded set, see `Metrics::operation_label`) and keep the newest `SAMPLES_KEPT` each; the
+/// ranking and documents hold at most `ranked` operations.
 #[derive(Default)]
 struct Buffer {
     outcomes: HashMap<(NaiveDate, &'static str), i64>,
-    samples: HashMap<String, Vec<f64>>,
+    samples: HashMap<String, VecDeque<f64>>,
     ranking: HashMap<String, f64>,
-    documents: HashMap<String, RecordedOperation>,
+    /// Recorded operations, serialized (at most `OPERATION_MAX_BYTES` each).
+    documents: HashMap<String, Vec<u8>>,
 }
 
-#[derive(Default)]
+/// How many entries the in-process buffers hold right now (exposed as `/metrics` gauges).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BufferSizes {
+    pub ranked: usize,
+    pub documents: usize,
+    pub document_bytes: usize,
+    pub samples: usize,
+}
+
 pub struct Monitor {
     buffer: Mutex<Buffer>,
+    /// How many operations the ranking keeps (`Limits::ranked_operations`).
+    ranked: usize,
 }
 
 fn outcome_key(date: NaiveDate, outcome: &str) -> String {
@@ -53,6 +75,23 @@ fn outcome_key(date: NaiveDate, outcome: &str) -> String {
 }
 
 impl Monitor {
+    pub fn new(ranked: usize) -> Self {
+        Monitor {
+            buffer: Mutex::new(Buffer::default()),
+            ranked: ranked.max(1),
+        }
+    }
+
+    pub fn buffer_sizes(&self) -> BufferSizes {
+        let buffer = self.buffer.lock();
+        BufferSizes {
+            ranked: buffer.ranking.len(),
+            documents: buffer.documents.len(),
+            document_bytes: buffer.documents.values().map(Vec::len).sum(),
+            samples: buffer.samples.values().map(VecDeque::len).sum(),
+        }
+    }
+
     pub fn record_outcome(&self, outcome: Outcome) {
         let name = match outcome {
             Outcome::Hit => "hits",
@@ -67,19 +106,37 @@ impl Monitor {
             .or_default() += 1;
     }
 
+    /// `operation` is a label from `Metrics::operation_label`, so there are few of them.
     pub fn record_execution(&self, operation: &str, milliseconds: f64) {
-        self.buffer
-            .lock()
+        let mut buffer = self.buffer.lock();
+        let samples = buffer
             .samples
             .entry(format!("perf:{operation}"))
-            .or_default()
-            .push(milliseconds);
+            .or_default();
+        if samples.len() == SAMPLES_KEPT {
+            samples.pop_front();
+        }
+        samples.push_back(milliseconds);
     }
 
-    pub fn record_operation(&self, id: String, operation: RecordedOperation) {
+    /// Counts an execution of a public operation. Once `ranked` distinct operations wait for
+    /// the next flush, new ones are not counted until then (the ones already counted are
+    /// those a flood has not displaced).
+    pub fn record_operation(&self, id: String, operation: &RecordedOperation) {
         let mut buffer = self.buffer.lock();
-        *buffer.ranking.entry(id.clone()).or_default() += 1.0;
-        buffer.documents.entry(id).or_insert(operation);
+        if let Some(score) = buffer.ranking.get_mut(&id) {
+            *score += 1.0;
+            return;
+        }
+        if buffer.ranking.len() >= self.ranked {
+            return;
+        }
+        buffer.ranking.insert(id.clone(), 1.0);
+        if let Ok(json) = serde_json::to_vec(operation)
+            && json.len() <= OPERATION_MAX_BYTES
+        {
+            buffer.documents.insert(id, json);
+        }
     }
 
     /// Writes buffered numbers to the backend; on failure they are kept for the next flush.
@@ -93,7 +150,7 @@ impl Monitor {
         let samples: Vec<(String, Vec<f64>)> = buffer
             .samples
             .iter()
-            .map(|(key, values)| (key.clone(), values.clone()))
+            .map(|(key, values)| (key.clone(), values.iter().copied().collect()))
             .collect();
         let ranking: Vec<(String, f64)> = buffer
             .ranking
@@ -103,12 +160,32 @@ impl Monitor {
         let result = async {
             storage.add_counters(&counters, DAY_COUNTER_TTL).await?;
             storage.push_samples(&samples, SAMPLES_KEPT).await?;
+            if ranking.is_empty() {
+                return Ok(());
+            }
             storage.rank_add(RANKING_KEY, &ranking).await?;
-            for (id, operation) in &buffer.documents {
-                let json = serde_json::to_vec(operation).unwrap_or_default();
-                storage
-                    .set(&format!("ops:doc:{id}"), json, OPERATION_DOC_TTL)
-                    .await?;
+            storage
+                .rank_trim(RANKING_KEY, self.ranked, OPERATION_DOC_TTL)
+                .await?;
+            // Only operations that made the ranking keep a document (a flood of one-off
+            // operations is trimmed away at once, and so is never written).
+            let kept: HashSet<String> = storage
+                .rank_top(RANKING_KEY, self.ranked)
+                .await?
+                .into_iter()
+                .collect();
+            for (id, json) in &buffer.documents {
+                if kept.contains(id) {
+                    storage
+                        .set_bounded(
+                            OPERATION_DOCUMENTS,
+                            &format!("ops:doc:{id}"),
+                            json.clone(),
+                            OPERATION_DOC_TTL,
+                            self.ranked,
+                        )
+                        .await?;
+                }
             }
             Ok(())
         }

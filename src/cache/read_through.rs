@@ -260,7 +260,7 @@ impl ResponseCache {
             if !policy.private {
                 self.record_operation(
                     key.id().to_owned(),
-                    RecordedOperation {
+                    &RecordedOperation {
                         query: identity.query.clone(),
                         operation_name: identity.operation_name.clone(),
                         variables: identity.variables.clone(),

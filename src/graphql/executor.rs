@@ -101,6 +101,8 @@ fn error_outcome(error: ApiError) -> Outcome {
 struct Resolved {
     query: String,
     document: String,
+    /// A persisted query sent with its text: registered once it has parsed and validated.
+    register: bool,
 }
 
 impl Executor {
@@ -144,7 +146,11 @@ impl Executor {
             {
                 return Err(ApiError::PersistedQueryNotAllowed);
             }
-            return Ok(Resolved { query, document });
+            return Ok(Resolved {
+                query,
+                document,
+                register: false,
+            });
         };
         let version = persisted.get("version").and_then(Value::as_i64);
         if version != Some(1) {
@@ -160,16 +166,15 @@ impl Executor {
             if document_hash(query) != hash {
                 return Err(ApiError::PersistedQueryHashMismatch);
             }
-            if let Some(manifest) = &self.manifest {
-                if !manifest.contains_key(&hash) {
-                    return Err(ApiError::PersistedQueryNotAllowed);
-                }
-            } else if let Some(cache) = &self.cache {
-                cache.register_persisted_query(&hash, query).await;
+            if let Some(manifest) = &self.manifest
+                && !manifest.contains_key(&hash)
+            {
+                return Err(ApiError::PersistedQueryNotAllowed);
             }
             return Ok(Resolved {
                 query: query.clone(),
                 document: hash,
+                register: self.manifest.is_none(),
             });
         }
         if let Some(query) = self
@@ -180,6 +185,7 @@ impl Executor {
             return Ok(Resolved {
                 query: query.clone(),
                 document: hash,
+                register: false,
             });
         }
         if self.manifest.is_some() {
@@ -190,6 +196,7 @@ impl Executor {
                 Some(query) => Ok(Resolved {
                     query,
                     document: hash,
+                    register: false,
                 }),
                 None => Err(ApiError::PersistedQueryNotFound),
             },
@@ -263,6 +270,21 @@ impl Executor {
                 kind == Some(OperationType::Query)
             }
         };
+        // A document with a known policy has executed without errors before.
+        let mut register_as = None;
+        if let Some(cache) = self.cache.as_ref().filter(|_| resolved.register) {
+            if policy.is_some() {
+                cache
+                    .register_persisted_query(&resolved.document, &resolved.query)
+                    .await;
+            } else {
+                register_as = Some((
+                    cache.clone(),
+                    resolved.document.clone(),
+                    resolved.query.clone(),
+                ));
+            }
+        }
         let execution = Execution {
             schemas: self.schemas.clone(),
             db: self.db.clone(),
@@ -272,6 +294,7 @@ impl Executor {
             query: resolved.query.clone(),
             operation_name: operation_name.clone(),
             variables: variables.clone(),
+            register_as,
         };
         let Some(cache) = cache.filter(|_| is_query) else {
             let executed = execution.run().await;
@@ -312,6 +335,8 @@ struct Execution {
     query: String,
     operation_name: Option<String>,
     variables: Value,
+    /// The cache, hash and text of a persisted query to register if it parses and validates.
+    register_as: Option<(ResponseCache, String, String)>,
 }
 
 impl Execution {
@@ -374,6 +399,13 @@ impl Execution {
             }
         }
         let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+        // Errors without a path are the parse and validation phases' (see above).
+        if let Some((cache, hash, query)) = &self.register_as
+            && !parse_failed
+            && response.errors.iter().all(|error| !error.path.is_empty())
+        {
+            cache.register_persisted_query(hash, query).await;
+        }
         let is_query =
             facts.operation_type(self.operation_name.as_deref()) == Some(OperationType::Query);
         let data_absent =

@@ -139,3 +139,65 @@ async fn safelist_mode_runs_only_manifest_operations() {
         .await;
     unknown_hash.assert_error("PERSISTED_QUERY_NOT_ALLOWED");
 }
+
+/// Asks for a persisted query by its hash alone, over GET, as a CDN-friendly client does.
+async fn get_by_hash(app: &TestApp, hash: &str) -> crate::helpers::GqlResponse {
+    let response = app
+        .client
+        .get(app.url("/graphql"))
+        .query(&[("extensions", &persisted(hash).to_string())])
+        .send()
+        .await
+        .expect("GET");
+    TestApp::read(response).await
+}
+
+#[tokio::test]
+async fn documents_that_fail_to_parse_or_validate_or_are_too_long_are_not_registered() {
+    let app = TestApp::spawn_with(|config| config.apq_max_document_bytes = 512).await;
+    let unparsable = "query { product(id: \"1\") { name ";
+    let invalid = "query { noSuchField }";
+    let too_long = format!(
+        "query {{ product(id: \"1\") {{ name }} }} # {}",
+        "x".repeat(600)
+    );
+    for (document, expected) in [
+        (unparsable, Some("GRAPHQL_PARSE_FAILED")),
+        (invalid, Some("GRAPHQL_VALIDATION_FAILED")),
+        (too_long.as_str(), None),
+    ] {
+        let hash = sha256(document);
+        let sent = app
+            .post_json(
+                json!({ "query": document, "extensions": persisted(&hash) }),
+                None,
+                &[],
+            )
+            .await;
+        match expected {
+            Some(code) => sent.assert_error(code),
+            None => {
+                // Answered normally, just not stored.
+                assert_eq!(sent.assert_ok()["product"]["name"], "Product 000001");
+            }
+        }
+        get_by_hash(&app, &hash)
+            .await
+            .assert_error("PERSISTED_QUERY_NOT_FOUND");
+    }
+
+    // A valid document within the bound is registered after its first execution.
+    let valid = "query { product(id: \"2\") { name } }";
+    let hash = sha256(valid);
+    app.post_json(
+        json!({ "query": valid, "extensions": persisted(&hash) }),
+        None,
+        &[],
+    )
+    .await
+    .assert_ok();
+    assert_eq!(
+        get_by_hash(&app, &hash).await.assert_ok()["product"]["name"],
+        "Product 000002"
+    );
+}

@@ -19,6 +19,7 @@ mod hostile;
 mod hostile_input;
 mod http;
 mod introspection;
+mod limits;
 mod products;
 mod redis_process;
 mod schema_file;

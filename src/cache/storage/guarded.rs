@@ -195,6 +195,21 @@ impl GuardedStorage {
         self.guard(self.inner.delete(key)).await
     }
 
+    pub async fn set_bounded(
+        &self,
+        collection: &str,
+        key: &str,
+        value: Vec<u8>,
+        ttl: Duration,
+        capacity: usize,
+    ) -> Result<(), StorageError> {
+        self.guard(
+            self.inner
+                .set_bounded(collection, key, value, ttl, capacity),
+        )
+        .await
+    }
+
     pub async fn add_counters(
         &self,
         counters: &[(String, i64)],
@@ -228,6 +243,15 @@ impl GuardedStorage {
 
     pub async fn rank_top(&self, key: &str, count: usize) -> Result<Vec<String>, StorageError> {
         self.guard(self.inner.rank_top(key, count)).await
+    }
+
+    pub async fn rank_trim(
+        &self,
+        key: &str,
+        keep: usize,
+        ttl: Duration,
+    ) -> Result<(), StorageError> {
+        self.guard(self.inner.rank_trim(key, keep, ttl)).await
     }
 
     /// Management commands run without the request timeout: they may scan a large prefix.

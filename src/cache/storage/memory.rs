@@ -72,6 +72,8 @@ pub struct MemoryStorage {
     counters: Mutex<HashMap<String, i64>>,
     samples: Mutex<HashMap<String, VecDeque<f64>>>,
     rankings: Mutex<HashMap<String, HashMap<String, f64>>>,
+    /// The members of each bounded collection, least recently set first.
+    collections: Mutex<HashMap<String, VecDeque<String>>>,
 }
 
 impl MemoryStorage {
@@ -98,6 +100,7 @@ impl MemoryStorage {
             counters: Mutex::new(HashMap::new()),
             samples: Mutex::new(HashMap::new()),
             rankings: Mutex::new(HashMap::new()),
+            collections: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -161,6 +164,29 @@ impl CacheStorage for MemoryStorage {
 
     async fn delete(&self, key: &str) -> Result<(), StorageError> {
         self.values.invalidate(key).await;
+        Ok(())
+    }
+
+    async fn set_bounded(
+        &self,
+        collection: &str,
+        key: &str,
+        value: Vec<u8>,
+        ttl: Duration,
+        capacity: usize,
+    ) -> Result<(), StorageError> {
+        let evicted: Vec<String> = {
+            let mut collections = self.collections.lock();
+            let members = collections.entry(collection.to_owned()).or_default();
+            members.retain(|member| member != key);
+            members.push_back(key.to_owned());
+            let excess = members.len().saturating_sub(capacity.max(1));
+            members.drain(..excess).collect()
+        };
+        self.set(key, value, ttl).await?;
+        for member in evicted {
+            self.values.invalidate(&member).await;
+        }
         Ok(())
     }
 
@@ -232,12 +258,28 @@ impl CacheStorage for MemoryStorage {
             .collect())
     }
 
+    async fn rank_trim(&self, key: &str, keep: usize, _ttl: Duration) -> Result<(), StorageError> {
+        let mut rankings = self.rankings.lock();
+        let Some(ranking) = rankings.get_mut(key) else {
+            return Ok(());
+        };
+        if ranking.len() <= keep {
+            return Ok(());
+        }
+        let mut members: Vec<(String, f64)> = ranking.drain().collect();
+        members.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        members.truncate(keep);
+        ranking.extend(members);
+        Ok(())
+    }
+
     async fn clear(&self) -> Result<u64, StorageError> {
         let count = self.values.entry_count();
         self.values.invalidate_all();
         self.counters.lock().clear();
         self.samples.lock().clear();
         self.rankings.lock().clear();
+        self.collections.lock().clear();
         Ok(count)
     }
 

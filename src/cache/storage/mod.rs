@@ -67,6 +67,17 @@ pub trait CacheStorage: Send + Sync + 'static {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError>;
     async fn set(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), StorageError>;
     async fn delete(&self, key: &str) -> Result<(), StorageError>;
+    /// Sets `key` (expiring after `ttl`) as a member of the bounded collection `collection`:
+    /// once it holds more than `capacity` members, the least recently set are deleted, so
+    /// the collection never holds more than `capacity` live keys.
+    async fn set_bounded(
+        &self,
+        collection: &str,
+        key: &str,
+        value: Vec<u8>,
+        ttl: Duration,
+        capacity: usize,
+    ) -> Result<(), StorageError>;
 
     /// Adds to counters (creating them), each expiring after `ttl`.
     async fn add_counters(
@@ -85,6 +96,9 @@ pub trait CacheStorage: Send + Sync + 'static {
     /// Adds scores to members of a ranking, and reads its top members.
     async fn rank_add(&self, key: &str, scores: &[(String, f64)]) -> Result<(), StorageError>;
     async fn rank_top(&self, key: &str, count: usize) -> Result<Vec<String>, StorageError>;
+    /// Keeps only the `keep` highest members of a ranking, which expires after `ttl` unless
+    /// trimmed again.
+    async fn rank_trim(&self, key: &str, keep: usize, ttl: Duration) -> Result<(), StorageError>;
 
     /// Deletes every key under this server's prefix (management only; never on a request path).
     async fn clear(&self) -> Result<u64, StorageError>;

@@ -109,6 +109,25 @@ redis.call('SET', KEYS[3], ARGV[3])
 return text(start)
 "#;
 
+// KEYS[1] = the collection (a sorted set of its members' keys, scored by when each was set),
+// KEYS[2] = the key; ARGV[1] = value, ARGV[2] = TTL (s), ARGV[3] = capacity, ARGV[4] = clock
+// (ms). Forgets members that expired, sets the key, then deletes the least recently set
+// members beyond the capacity.
+const SET_BOUNDED: &str = r#"
+local ttl = tonumber(ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', tonumber(ARGV[4]) - ttl * 1000)
+redis.call('SET', KEYS[2], ARGV[1], 'EX', ttl)
+redis.call('ZADD', KEYS[1], ARGV[4], KEYS[2])
+local excess = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[3])
+if excess > 0 then
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, excess - 1)
+  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, excess - 1)
+  redis.call('DEL', unpack(oldest))
+end
+redis.call('EXPIRE', KEYS[1], ttl)
+return 1
+"#;
+
 /// Connections in use at once. Each is a multiplexed (pipelining) connection taken from the
 /// deadpool pool once and shared by every request until it fails, so a request pays one
 /// round trip, not a pool checkout (deadpool's recycle check costs a PING per checkout).
@@ -127,6 +146,7 @@ pub struct RedisStorage {
     invalidate: Script,
     handshake: Script,
     new_epoch: Script,
+    set_bounded: Script,
     metrics: Arc<Metrics>,
     warned_about_eviction: std::sync::atomic::AtomicBool,
 }
@@ -185,6 +205,7 @@ impl RedisStorage {
             invalidate: script(INVALIDATE),
             handshake: script(HANDSHAKE),
             new_epoch: script(NEW_EPOCH),
+            set_bounded: Script::new(SET_BOUNDED),
             metrics,
             warned_about_eviction: std::sync::atomic::AtomicBool::new(false),
         })
@@ -414,6 +435,28 @@ impl CacheStorage for RedisStorage {
             .map_err(|error| self.failed(error))
     }
 
+    async fn set_bounded(
+        &self,
+        collection: &str,
+        key: &str,
+        value: Vec<u8>,
+        ttl: Duration,
+        capacity: usize,
+    ) -> Result<(), StorageError> {
+        let mut connection = self.connection().await?;
+        self.set_bounded
+            .key(self.key(collection))
+            .key(self.key(key))
+            .arg(value)
+            .arg(ttl.as_secs().max(1))
+            .arg(capacity.max(1))
+            .arg(clock_micros() / 1000)
+            .invoke_async::<i64>(&mut connection)
+            .await
+            .map_err(|error| self.failed(error))?;
+        Ok(())
+    }
+
     async fn add_counters(
         &self,
         counters: &[(String, i64)],
@@ -499,6 +542,19 @@ impl CacheStorage for RedisStorage {
         let mut connection = self.connection().await?;
         connection
             .zrevrange(self.key(key), 0, count as isize - 1)
+            .await
+            .map_err(|error| self.failed(error))
+    }
+
+    async fn rank_trim(&self, key: &str, keep: usize, ttl: Duration) -> Result<(), StorageError> {
+        let mut connection = self.connection().await?;
+        let key = self.key(key);
+        redis::pipe()
+            .zremrangebyrank(&key, 0, -(keep as isize) - 1)
+            .ignore()
+            .expire(&key, ttl.as_secs().max(1) as i64)
+            .ignore()
+            .query_async::<()>(&mut connection)
             .await
             .map_err(|error| self.failed(error))
     }

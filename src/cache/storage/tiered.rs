@@ -272,6 +272,19 @@ impl CacheStorage for TieredStorage {
         self.remote.delete(key).await
     }
 
+    async fn set_bounded(
+        &self,
+        collection: &str,
+        key: &str,
+        value: Vec<u8>,
+        ttl: Duration,
+        capacity: usize,
+    ) -> Result<(), StorageError> {
+        self.remote
+            .set_bounded(collection, key, value, ttl, capacity)
+            .await
+    }
+
     async fn add_counters(
         &self,
         counters: &[(String, i64)],
@@ -302,6 +315,10 @@ impl CacheStorage for TieredStorage {
 
     async fn rank_top(&self, key: &str, count: usize) -> Result<Vec<String>, StorageError> {
         self.remote.rank_top(key, count).await
+    }
+
+    async fn rank_trim(&self, key: &str, keep: usize, ttl: Duration) -> Result<(), StorageError> {
+        self.remote.rank_trim(key, keep, ttl).await
     }
 
     async fn clear(&self) -> Result<u64, StorageError> {

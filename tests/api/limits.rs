@@ -1,0 +1,207 @@
+//! The bounds of the README's "Limits" section, under a flood of distinct anonymous
+//! operations: persisted queries, recorded operations and the ranking stay within them in
+//! the backend (counted under the test's own prefix) and in the process.
+
+use std::collections::BTreeMap;
+
+use catalog_api::cache::monitor::{OPERATION_MAX_BYTES, RANKING_KEY, SAMPLES_KEPT};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::helpers::{PRODUCT_BY_ID, TestApp, redis_configured};
+
+const MAX_DOCUMENTS: usize = 40;
+const MAX_DOCUMENT_BYTES: usize = 2048;
+const RANKED: usize = 25;
+/// Redis's own bookkeeping per key and per sorted-set member, generously.
+const KEY_OVERHEAD: u64 = 256;
+
+fn sha256(text: &str) -> String {
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+/// Keys and bytes (`MEMORY USAGE`) under this test's prefix, by kind (the key up to its
+/// first `:` after the prefix, `apq:documents` and `ops:*` apart).
+async fn redis_usage(app: &TestApp) -> BTreeMap<String, (u64, u64)> {
+    let mut usage = BTreeMap::new();
+    let Some(url) = &app.config.redis_url else {
+        return usage;
+    };
+    let client = redis::Client::open(url.as_str()).expect("client");
+    let mut connection = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let prefix = &app.config.cache_prefix;
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(format!("{prefix}*"))
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut connection)
+            .await
+            .expect("scan");
+        for key in keys {
+            let bytes: Option<u64> = redis::cmd("MEMORY")
+                .arg("USAGE")
+                .arg(&key)
+                .query_async(&mut connection)
+                .await
+                .expect("memory usage");
+            let name = key.strip_prefix(prefix.as_str()).unwrap_or(&key);
+            let kind = match name {
+                "apq:documents" | "ops:docs" | "ops:rank" => name.to_owned(),
+                _ if name.starts_with("ops:doc:") => "ops:doc".to_owned(),
+                _ => name.split(':').next().unwrap_or(name).to_owned(),
+            };
+            let slot = usage.entry(kind).or_insert((0, 0));
+            slot.0 += 1;
+            slot.1 += bytes.unwrap_or(0);
+        }
+        if next == 0 {
+            return usage;
+        }
+        cursor = next;
+    }
+}
+
+fn total(usage: &BTreeMap<String, (u64, u64)>, kinds: &[&str]) -> (u64, u64) {
+    kinds
+        .iter()
+        .filter_map(|kind| usage.get(*kind))
+        .fold((0, 0), |sum, (keys, bytes)| (sum.0 + keys, sum.1 + bytes))
+}
+
+#[tokio::test]
+async fn a_flood_of_distinct_anonymous_operations_stays_within_the_stated_bounds() {
+    let app = TestApp::spawn_with(|config| {
+        config.apq_max_documents = MAX_DOCUMENTS;
+        config.apq_max_document_bytes = MAX_DOCUMENT_BYTES;
+        config.ranked_operations = RANKED;
+    })
+    .await;
+    let cache = app.state.cache.as_ref().expect("cache");
+    let before = redis_usage(&app).await;
+
+    let mut hashes = Vec::new();
+    let mut largest_buffer = 0;
+    for i in 0..500_u32 {
+        let product = i % 1000 + 1;
+        let request = match i % 5 {
+            // Distinct variables: a distinct public operation each time.
+            0 => json!({ "query": PRODUCT_BY_ID, "variables": { "id": product.to_string() } }),
+            kind => {
+                let document = match kind {
+                    1 => {
+                        format!("query {{ product(id: \"{product}\") {{ id name }} }} # flood {i}")
+                    }
+                    2 => format!("query {{ product(id: \"{product}\") {{ name # unclosed {i}"),
+                    3 => format!(
+                        "query {{ product(id: \"{product}\") {{ name }} }} # {i} {}",
+                        "x".repeat(MAX_DOCUMENT_BYTES)
+                    ),
+                    _ => format!("query {{ flood{i} }}"),
+                };
+                let hash = sha256(&document);
+                hashes.push(hash.clone());
+                json!({
+                    "query": document,
+                    "extensions": { "persistedQuery": { "version": 1, "sha256Hash": hash } }
+                })
+            }
+        };
+        let response = app.post_json(request, None, &[]).await;
+        assert_eq!(response.status, 200, "{}", response.body);
+        largest_buffer = largest_buffer.max(cache.monitor().buffer_sizes().ranked);
+    }
+    let buffered = cache.monitor().buffer_sizes();
+    cache.flush_monitor().await.expect("flush the monitor");
+    let after = redis_usage(&app).await;
+
+    // In the process: between flushes the ranking buffer never holds more than the ranking.
+    assert!(
+        largest_buffer <= RANKED,
+        "{largest_buffer} operations buffered"
+    );
+    assert!(buffered.documents <= RANKED, "{buffered:?}");
+    assert!(
+        buffered.document_bytes <= RANKED * OPERATION_MAX_BYTES,
+        "{buffered:?}"
+    );
+    // Samples are kept per operation label: "anonymous" and "ProductById" here.
+    assert!(buffered.samples <= 2 * SAMPLES_KEPT, "{buffered:?}");
+
+    // In the backend, through the storage API (both backends).
+    let ranking = cache
+        .storage()
+        .rank_top(RANKING_KEY, 10_000)
+        .await
+        .expect("ranking");
+    assert!(
+        !ranking.is_empty() && ranking.len() <= RANKED,
+        "{} ranked",
+        ranking.len()
+    );
+    let mut registered = 0;
+    for hash in &hashes {
+        if cache
+            .storage()
+            .get(&format!("apq:{hash}"))
+            .await
+            .expect("get")
+            .is_some()
+        {
+            registered += 1;
+        }
+    }
+    assert!(
+        registered > 0 && registered <= MAX_DOCUMENTS,
+        "{registered} persisted documents kept"
+    );
+
+    eprintln!("before the flood: {before:?}");
+    eprintln!("after the flood:  {after:?}");
+    eprintln!(
+        "process buffers just before the flush: {buffered:?}; ranking {}, documents {registered}",
+        ranking.len()
+    );
+    if !redis_configured() {
+        return;
+    }
+    // In Redis, counted and measured under the prefix.
+    let (apq_keys, apq_bytes) = total(&after, &["apq"]);
+    assert!(apq_keys <= MAX_DOCUMENTS as u64, "{after:?}");
+    assert!(
+        apq_bytes <= MAX_DOCUMENTS as u64 * (MAX_DOCUMENT_BYTES as u64 + KEY_OVERHEAD),
+        "{after:?}"
+    );
+    let (document_keys, document_bytes) = total(&after, &["ops:doc"]);
+    assert!(document_keys <= RANKED as u64, "{after:?}");
+    assert!(
+        document_bytes <= RANKED as u64 * (OPERATION_MAX_BYTES as u64 + KEY_OVERHEAD),
+        "{after:?}"
+    );
+    let (_, index_bytes) = total(&after, &["apq:documents", "ops:docs", "ops:rank"]);
+    assert!(
+        index_bytes <= (MAX_DOCUMENTS + 2 * RANKED) as u64 * KEY_OVERHEAD,
+        "{after:?}"
+    );
+    let client =
+        redis::Client::open(app.config.redis_url.as_deref().expect("url")).expect("client");
+    let mut connection = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(format!("{}{RANKING_KEY}", app.config.cache_prefix))
+        .query_async(&mut connection)
+        .await
+        .expect("ttl");
+    assert!(ttl > 0, "the ranking expires (TTL {ttl})");
+    // Everything but response entries and tag stamps (bounded by their TTLs) is constant.
+    let (bookkeeping_keys, _) = total(&after, &["seq", "floor", "runid", "stats", "perf"]);
+    assert!(bookkeeping_keys <= 3 + 3 + 2, "{after:?}");
+}
