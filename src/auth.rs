@@ -20,7 +20,8 @@ use crate::error::ApiError;
 
 const TOKEN_PREFIX: &str = "cat_";
 
-/// Who is asking. Private cache entries are keyed to `TokenHash`, never to the token.
+/// Who is asking. Private cache entries are keyed to the token's SHA-256 (`token_hash`),
+/// never to the token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Principal {
     Anonymous,

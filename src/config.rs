@@ -145,7 +145,8 @@ pub struct Config {
     #[arg(long, env = "REDIS_URL", global = true)]
     pub redis_url: Option<String>,
 
-    /// Maximum Redis connections in the pool.
+    /// Maximum Redis connections in the pool (management commands and reconnects; requests
+    /// share 4 multiplexed connections taken from it).
     #[arg(
         long,
         env = "CATALOG_REDIS_POOL_SIZE",

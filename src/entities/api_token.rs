@@ -1,3 +1,6 @@
+//! The `api_token` table: a token's SHA-256 (never the token), its name, and when it was
+//! revoked.
+
 use sea_orm::entity::prelude::*;
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]

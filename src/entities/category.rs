@@ -1,3 +1,5 @@
+//! The `category` table: unique names that products belong to.
+
 use sea_orm::entity::prelude::*;
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]

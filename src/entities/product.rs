@@ -1,3 +1,5 @@
+//! The `product` table; prices are integer cents (exact on SQLite, cheap in keyset cursors).
+
 use sea_orm::entity::prelude::*;
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]

@@ -124,7 +124,8 @@ impl Loader<CategoryPageKey> for CategoryPageLoader {
 /// The loaders of one request. Categories and counts keep a per-request cache so that a list
 /// resolver that already knows every key (a page of products knows its category ids) can
 /// load them in one statement and `feed_many` them: batching then does not depend on every
-/// item asking within the loader's 1 ms batching window, which a 100-item page can exceed.
+/// item asking within the loader's batching window (`BATCH_WINDOW`, 200 µs), which a 100-item
+/// page can exceed.
 pub struct Loaders {
     pub categories: DataLoader<CategoryLoader, HashMapCache>,
     pub products: DataLoader<ProductLoader>,

@@ -1,3 +1,6 @@
+//! Category mutations: the same write-then-invalidate shape as products; a rename also
+//! retires product lists and searches, which show category names.
+
 use async_graphql::{Context, ID, Object};
 
 use super::{begin, commit};

@@ -1,3 +1,6 @@
+//! Product mutations: validate, write in one transaction, then announce the changed tags so
+//! the cache retires what the write made stale before the response is sent.
+
 use async_graphql::{Context, ID, Object};
 
 use super::{begin, check_bulk_size, commit};

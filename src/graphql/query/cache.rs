@@ -1,3 +1,6 @@
+//! `cacheStats` and `performanceStats`: what the cache monitor recorded across the fleet,
+//! for token holders.
+
 use async_graphql::{Context, Object, Scalar, ScalarType, SimpleObject};
 use chrono::{NaiveDate, Utc};
 

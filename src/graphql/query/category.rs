@@ -1,3 +1,6 @@
+//! `category(id)` and `categories`: thin resolvers over the catalog, counts prefetched in one
+//! statement for the whole list.
+
 use async_graphql::{Context, ID, Object};
 
 use crate::cache::tags::Tag;

@@ -1,3 +1,6 @@
+//! `product(id)` and `products(filter, orderBy, first, after)`: thin resolvers over the
+//! catalog's queries, with the tags each result depends on.
+
 use async_graphql::{Context, ID, Object};
 
 use crate::cache::tags::Tag;

@@ -1,3 +1,5 @@
+//! `dashboardStats`: catalog totals for token holders, one aggregate query, cached per token.
+
 use async_graphql::{Context, Object};
 
 use crate::auth::RequireToken;

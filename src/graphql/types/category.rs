@@ -1,3 +1,6 @@
+//! The `Category` GraphQL type: its product count and product pages come from DataLoaders, so
+//! a list of categories costs a constant number of statements.
+
 use async_graphql::{Context, ID, Object};
 use chrono::{DateTime, Utc};
 

@@ -1,3 +1,6 @@
+//! The `Product` GraphQL type: fields over the row, its category through the DataLoader, and
+//! the cache tags each resolved product records.
+
 use async_graphql::{Context, ID, Object};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;

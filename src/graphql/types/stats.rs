@@ -1,3 +1,6 @@
+//! The dashboard's GraphQL types: totals and per-category counts, private to token holders
+//! (their cache-control hint keys them to the caller's token).
+
 use async_graphql::{ID, SimpleObject};
 use rust_decimal::Decimal;
 
