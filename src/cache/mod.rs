@@ -476,10 +476,13 @@ pub fn from_config(
     if !config.cache_enabled {
         return Ok(None);
     }
-    let (storage, pool, token_ttl): (Arc<dyn storage::CacheStorage>, _, _) = match &config.redis_url
-    {
+    type Stores = (
+        Arc<dyn storage::ResponseStore>,
+        Arc<dyn storage::ValueStore>,
+    );
+    let ((responses, values), pool, token_ttl): (Stores, _, _) = match &config.redis_url {
         Some(url) => {
-            let redis = storage::redis::RedisStorage::new(
+            let redis = Arc::new(storage::redis::RedisStorage::new(
                 url,
                 &config.cache_prefix,
                 config.redis_pool_size,
@@ -487,11 +490,11 @@ pub fn from_config(
                 TAG_TTL,
                 config.cache_compress_above,
                 Arc::clone(&metrics),
-            )?;
+            )?);
             let pool = redis.pool().clone();
-            let storage: Arc<dyn storage::CacheStorage> = if config.cache_local_tier {
+            let responses: Arc<dyn storage::ResponseStore> = if config.cache_local_tier {
                 Arc::new(storage::tiered::TieredStorage::new(
-                    redis,
+                    Arc::clone(&redis),
                     url,
                     config.cache_local_bytes,
                     Duration::from_secs(config.cache_local_ttl_secs.max(1)),
@@ -499,25 +502,33 @@ pub fn from_config(
                     Arc::clone(&metrics),
                 )?)
             } else {
-                Arc::new(redis)
+                Arc::clone(&redis) as Arc<dyn storage::ResponseStore>
             };
             (
-                storage,
+                (responses, redis as Arc<dyn storage::ValueStore>),
                 Some(pool),
                 Some(Duration::from_secs(config.token_cache_secs)),
             )
         }
         None => {
-            let memory = storage::memory::MemoryStorage::new(
+            let memory = Arc::new(storage::memory::MemoryStorage::new(
                 config.cache_local_bytes,
                 TAG_TTL,
                 Some(Arc::clone(&metrics)),
-            );
-            (Arc::new(memory), None, None)
+            ));
+            (
+                (
+                    Arc::clone(&memory) as Arc<dyn storage::ResponseStore>,
+                    memory as Arc<dyn storage::ValueStore>,
+                ),
+                None,
+                None,
+            )
         }
     };
     let guarded = GuardedStorage::new(
-        storage,
+        responses,
+        values,
         config.redis_command_timeout(),
         Arc::clone(&metrics),
     );

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use super::{BackendStats, CacheStorage, Lookup, StorageError};
+use super::{BackendStats, Lookup, ResponseStore, StorageError, ValueStore};
 use crate::cache::entry::Entry;
 use crate::telemetry::Metrics;
 
@@ -41,7 +41,8 @@ enum Lane {
 }
 
 pub struct GuardedStorage {
-    inner: Arc<dyn CacheStorage>,
+    responses: Arc<dyn ResponseStore>,
+    values: Arc<dyn ValueStore>,
     timeout: Duration,
     metrics: Arc<Metrics>,
     health: Mutex<Health>,
@@ -49,9 +50,15 @@ pub struct GuardedStorage {
 }
 
 impl GuardedStorage {
-    pub fn new(inner: Arc<dyn CacheStorage>, timeout: Duration, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        responses: Arc<dyn ResponseStore>,
+        values: Arc<dyn ValueStore>,
+        timeout: Duration,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         GuardedStorage {
-            inner,
+            responses,
+            values,
             timeout,
             metrics,
             health: Mutex::new(Health::default()),
@@ -60,7 +67,7 @@ impl GuardedStorage {
     }
 
     pub fn backend_name(&self) -> &'static str {
-        self.inner.name()
+        self.responses.name()
     }
 
     /// True while the backend is considered down.
@@ -134,7 +141,7 @@ impl GuardedStorage {
             Ok(_) => {
                 if health.retry_at.take().is_some() && matches!(lane, Lane::Requests) {
                     tracing::warn!(
-                        backend = self.inner.name(),
+                        backend = self.responses.name(),
                         failed_calls = health.failures_in_outage,
                         "cache backend is back; caching resumes"
                     );
@@ -145,7 +152,7 @@ impl GuardedStorage {
                 self.metrics.cache_errors.inc();
                 if health.failures_in_outage == 0 && matches!(lane, Lane::Requests) {
                     tracing::error!(
-                        backend = self.inner.name(),
+                        backend = self.responses.name(),
                         %error,
                         "cache backend failed; requests are answered from the database until it returns"
                     );
@@ -158,11 +165,11 @@ impl GuardedStorage {
     }
 
     pub async fn lookup(&self, key: &str) -> Result<Lookup, StorageError> {
-        self.guard(self.inner.lookup(key)).await
+        self.guard(self.responses.lookup(key)).await
     }
 
     pub async fn sequence(&self) -> Result<u64, StorageError> {
-        self.guard(self.inner.sequence()).await
+        self.guard(self.responses.sequence()).await
     }
 
     pub async fn store(
@@ -171,28 +178,28 @@ impl GuardedStorage {
         entry: Arc<Entry>,
         ttl: Duration,
     ) -> Result<(), StorageError> {
-        self.guard(self.inner.store(key, entry, ttl)).await
+        self.guard(self.responses.store(key, entry, ttl)).await
     }
 
     pub async fn invalidate(&self, tags: &[String]) -> Result<u64, StorageError> {
-        self.guard(self.inner.invalidate(tags)).await
+        self.guard(self.responses.invalidate(tags)).await
     }
 
     /// An invalidation that is attempted even while the breaker is open.
     pub async fn invalidate_now(&self, tags: &[String]) -> Result<u64, StorageError> {
-        self.attempt(self.inner.invalidate(tags)).await
+        self.attempt(self.responses.invalidate(tags)).await
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
-        self.guard(self.inner.get(key)).await
+        self.guard(self.values.get(key)).await
     }
 
     pub async fn set(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), StorageError> {
-        self.guard(self.inner.set(key, value, ttl)).await
+        self.guard(self.values.set(key, value, ttl)).await
     }
 
     pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
-        self.guard(self.inner.delete(key)).await
+        self.guard(self.values.delete(key)).await
     }
 
     pub async fn set_bounded(
@@ -204,7 +211,7 @@ impl GuardedStorage {
         capacity: usize,
     ) -> Result<(), StorageError> {
         self.guard(
-            self.inner
+            self.values
                 .set_bounded(collection, key, value, ttl, capacity),
         )
         .await
@@ -215,12 +222,12 @@ impl GuardedStorage {
         counters: &[(String, i64)],
         ttl: Duration,
     ) -> Result<(), StorageError> {
-        self.guard_in(Lane::Background, self.inner.add_counters(counters, ttl))
+        self.guard_in(Lane::Background, self.values.add_counters(counters, ttl))
             .await
     }
 
     pub async fn counters(&self, keys: &[String]) -> Result<Vec<i64>, StorageError> {
-        self.guard(self.inner.counters(keys)).await
+        self.guard(self.values.counters(keys)).await
     }
 
     pub async fn push_samples(
@@ -228,21 +235,21 @@ impl GuardedStorage {
         samples: &[(String, Vec<f64>)],
         keep: usize,
     ) -> Result<(), StorageError> {
-        self.guard_in(Lane::Background, self.inner.push_samples(samples, keep))
+        self.guard_in(Lane::Background, self.values.push_samples(samples, keep))
             .await
     }
 
     pub async fn samples(&self, key: &str) -> Result<Vec<f64>, StorageError> {
-        self.guard(self.inner.samples(key)).await
+        self.guard(self.values.samples(key)).await
     }
 
     pub async fn rank_add(&self, key: &str, scores: &[(String, f64)]) -> Result<(), StorageError> {
-        self.guard_in(Lane::Background, self.inner.rank_add(key, scores))
+        self.guard_in(Lane::Background, self.values.rank_add(key, scores))
             .await
     }
 
     pub async fn rank_top(&self, key: &str, count: usize) -> Result<Vec<String>, StorageError> {
-        self.guard(self.inner.rank_top(key, count)).await
+        self.guard(self.values.rank_top(key, count)).await
     }
 
     pub async fn rank_trim(
@@ -251,15 +258,15 @@ impl GuardedStorage {
         keep: usize,
         ttl: Duration,
     ) -> Result<(), StorageError> {
-        self.guard(self.inner.rank_trim(key, keep, ttl)).await
+        self.guard(self.values.rank_trim(key, keep, ttl)).await
     }
 
     /// Management commands run without the request timeout: they may scan a large prefix.
     pub async fn clear(&self) -> Result<u64, StorageError> {
-        self.inner.clear().await
+        self.responses.clear().await
     }
 
     pub async fn stats(&self) -> Result<BackendStats, StorageError> {
-        self.inner.stats().await
+        self.responses.stats().await
     }
 }

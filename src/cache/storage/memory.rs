@@ -15,7 +15,7 @@ use moka::notification::RemovalCause;
 use parking_lot::Mutex;
 
 use super::versions::{TagVersions, Verdict};
-use super::{BackendStats, CacheStorage, Lookup, StorageError};
+use super::{BackendStats, Lookup, ResponseStore, StorageError, ValueStore};
 use crate::cache::entry::Entry;
 use crate::telemetry::Metrics;
 
@@ -106,11 +106,10 @@ impl MemoryStorage {
 }
 
 #[async_trait]
-impl CacheStorage for MemoryStorage {
+impl ResponseStore for MemoryStorage {
     fn name(&self) -> &'static str {
         "memory"
     }
-
     async fn lookup(&self, key: &str) -> Result<Lookup, StorageError> {
         let seq = self.sequence.load(Ordering::SeqCst);
         let Some(Stored::Entry(entry, _)) = self.values.get(key).await else {
@@ -128,18 +127,15 @@ impl CacheStorage for MemoryStorage {
             }
         }
     }
-
     async fn sequence(&self) -> Result<u64, StorageError> {
         Ok(self.sequence.load(Ordering::SeqCst))
     }
-
     async fn store(&self, key: &str, entry: Arc<Entry>, ttl: Duration) -> Result<(), StorageError> {
         self.values
             .insert(key.to_owned(), Stored::Entry(entry, ttl))
             .await;
         Ok(())
     }
-
     async fn invalidate(&self, tags: &[String]) -> Result<u64, StorageError> {
         let seq = self.sequence.fetch_add(1, Ordering::SeqCst) + 1;
         for tag in tags {
@@ -147,26 +143,44 @@ impl CacheStorage for MemoryStorage {
         }
         Ok(seq)
     }
+    async fn clear(&self) -> Result<u64, StorageError> {
+        let count = self.values.entry_count();
+        self.values.invalidate_all();
+        self.counters.lock().clear();
+        self.samples.lock().clear();
+        self.rankings.lock().clear();
+        self.collections.lock().clear();
+        Ok(count)
+    }
+    async fn stats(&self) -> Result<BackendStats, StorageError> {
+        self.values.run_pending_tasks().await;
+        Ok(BackendStats {
+            backend: "memory".into(),
+            prefix_keys: self.values.entry_count(),
+            prefix_bytes: self.values.weighted_size(),
+            ..BackendStats::default()
+        })
+    }
+}
 
+#[async_trait]
+impl ValueStore for MemoryStorage {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
         Ok(match self.values.get(key).await {
             Some(Stored::Bytes(bytes, _)) => Some(bytes.as_ref().clone()),
             _ => None,
         })
     }
-
     async fn set(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), StorageError> {
         self.values
             .insert(key.to_owned(), Stored::Bytes(Arc::new(value), ttl))
             .await;
         Ok(())
     }
-
     async fn delete(&self, key: &str) -> Result<(), StorageError> {
         self.values.invalidate(key).await;
         Ok(())
     }
-
     async fn set_bounded(
         &self,
         collection: &str,
@@ -189,7 +203,6 @@ impl CacheStorage for MemoryStorage {
         }
         Ok(())
     }
-
     async fn add_counters(
         &self,
         counters: &[(String, i64)],
@@ -201,7 +214,6 @@ impl CacheStorage for MemoryStorage {
         }
         Ok(())
     }
-
     async fn counters(&self, keys: &[String]) -> Result<Vec<i64>, StorageError> {
         let stored = self.counters.lock();
         Ok(keys
@@ -209,7 +221,6 @@ impl CacheStorage for MemoryStorage {
             .map(|key| stored.get(key).copied().unwrap_or(0))
             .collect())
     }
-
     async fn push_samples(
         &self,
         samples: &[(String, Vec<f64>)],
@@ -225,7 +236,6 @@ impl CacheStorage for MemoryStorage {
         }
         Ok(())
     }
-
     async fn samples(&self, key: &str) -> Result<Vec<f64>, StorageError> {
         Ok(self
             .samples
@@ -234,7 +244,6 @@ impl CacheStorage for MemoryStorage {
             .map(|list| list.iter().copied().collect())
             .unwrap_or_default())
     }
-
     async fn rank_add(&self, key: &str, scores: &[(String, f64)]) -> Result<(), StorageError> {
         let mut rankings = self.rankings.lock();
         let ranking = rankings.entry(key.to_owned()).or_default();
@@ -243,7 +252,6 @@ impl CacheStorage for MemoryStorage {
         }
         Ok(())
     }
-
     async fn rank_top(&self, key: &str, count: usize) -> Result<Vec<String>, StorageError> {
         let rankings = self.rankings.lock();
         let mut members: Vec<(&String, &f64)> = rankings
@@ -257,7 +265,6 @@ impl CacheStorage for MemoryStorage {
             .map(|(member, _)| member.clone())
             .collect())
     }
-
     async fn rank_trim(&self, key: &str, keep: usize, _ttl: Duration) -> Result<(), StorageError> {
         let mut rankings = self.rankings.lock();
         let Some(ranking) = rankings.get_mut(key) else {
@@ -271,25 +278,5 @@ impl CacheStorage for MemoryStorage {
         members.truncate(keep);
         ranking.extend(members);
         Ok(())
-    }
-
-    async fn clear(&self) -> Result<u64, StorageError> {
-        let count = self.values.entry_count();
-        self.values.invalidate_all();
-        self.counters.lock().clear();
-        self.samples.lock().clear();
-        self.rankings.lock().clear();
-        self.collections.lock().clear();
-        Ok(count)
-    }
-
-    async fn stats(&self) -> Result<BackendStats, StorageError> {
-        self.values.run_pending_tasks().await;
-        Ok(BackendStats {
-            backend: "memory".into(),
-            prefix_keys: self.values.entry_count(),
-            prefix_bytes: self.values.weighted_size(),
-            ..BackendStats::default()
-        })
     }
 }

@@ -51,9 +51,11 @@ pub struct BackendStats {
     pub prefix_bytes: u64,
 }
 
+/// Response entries and the bookkeeping that proves them fresh: what the read-through needs,
+/// and all a new backend (or a tier in front of one) must implement for responses.
 /// Keys are given without the configured prefix; each backend adds it.
 #[async_trait]
-pub trait CacheStorage: Send + Sync + 'static {
+pub trait ResponseStore: Send + Sync + 'static {
     fn name(&self) -> &'static str;
 
     /// Returns the entry at `key` if none of its tags was invalidated after it was filled.
@@ -64,6 +66,15 @@ pub trait CacheStorage: Send + Sync + 'static {
     /// Advances the invalidation sequence and stamps every tag with it; returns the sequence.
     async fn invalidate(&self, tags: &[String]) -> Result<u64, StorageError>;
 
+    /// Deletes every key under this server's prefix (management only; never on a request path).
+    async fn clear(&self) -> Result<u64, StorageError>;
+    async fn stats(&self) -> Result<BackendStats, StorageError>;
+}
+
+/// Plain values beside the responses: persisted documents, counters, samples and rankings
+/// (the monitor). A first tier does not cache these; it shares its backend's.
+#[async_trait]
+pub trait ValueStore: Send + Sync + 'static {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError>;
     async fn set(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), StorageError>;
     async fn delete(&self, key: &str) -> Result<(), StorageError>;
@@ -99,8 +110,4 @@ pub trait CacheStorage: Send + Sync + 'static {
     /// Keeps only the `keep` highest members of a ranking, which expires after `ttl` unless
     /// trimmed again.
     async fn rank_trim(&self, key: &str, keep: usize, ttl: Duration) -> Result<(), StorageError>;
-
-    /// Deletes every key under this server's prefix (management only; never on a request path).
-    async fn clear(&self) -> Result<u64, StorageError>;
-    async fn stats(&self) -> Result<BackendStats, StorageError>;
 }

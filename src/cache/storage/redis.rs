@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use deadpool_redis::{Pool, PoolConfig, Runtime, Timeouts};
 use redis::{AsyncCommands, Script};
 
-use super::{BackendStats, CacheStorage, Lookup, StorageError};
+use super::{BackendStats, Lookup, ResponseStore, StorageError, ValueStore};
 use crate::cache::entry::Entry;
 use crate::telemetry::Metrics;
 
@@ -345,11 +345,10 @@ impl RedisStorage {
 }
 
 #[async_trait]
-impl CacheStorage for RedisStorage {
+impl ResponseStore for RedisStorage {
     fn name(&self) -> &'static str {
         "redis"
     }
-
     async fn lookup(&self, key: &str) -> Result<Lookup, StorageError> {
         let mut connection = self.connection().await?;
         let (found, value): (i64, Vec<u8>) = self
@@ -371,7 +370,6 @@ impl CacheStorage for RedisStorage {
             Lookup::Miss { seq }
         })
     }
-
     async fn sequence(&self) -> Result<u64, StorageError> {
         let mut connection = self.connection().await?;
         let value: Vec<u8> = self
@@ -381,7 +379,6 @@ impl CacheStorage for RedisStorage {
             .map_err(|error| self.failed(error))?;
         parse_sequence(&value)
     }
-
     async fn store(&self, key: &str, entry: Arc<Entry>, ttl: Duration) -> Result<(), StorageError> {
         let mut connection = self.connection().await?;
         self.epoch_call(&self.store)
@@ -394,7 +391,6 @@ impl CacheStorage for RedisStorage {
             .map_err(|error| self.failed(error))?;
         Ok(())
     }
-
     async fn invalidate(&self, tags: &[String]) -> Result<u64, StorageError> {
         let mut connection = self.connection().await?;
         let mut invocation = self.epoch_call(&self.invalidate);
@@ -410,155 +406,6 @@ impl CacheStorage for RedisStorage {
             .map_err(|error| self.failed(error))?;
         parse_sequence(&seq)
     }
-
-    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
-        let mut connection = self.connection().await?;
-        connection
-            .get(self.key(key))
-            .await
-            .map_err(|error| self.failed(error))
-    }
-
-    async fn set(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), StorageError> {
-        let mut connection = self.connection().await?;
-        connection
-            .set_ex::<_, _, ()>(self.key(key), value, ttl.as_secs().max(1))
-            .await
-            .map_err(|error| self.failed(error))
-    }
-
-    async fn delete(&self, key: &str) -> Result<(), StorageError> {
-        let mut connection = self.connection().await?;
-        connection
-            .del::<_, ()>(self.key(key))
-            .await
-            .map_err(|error| self.failed(error))
-    }
-
-    async fn set_bounded(
-        &self,
-        collection: &str,
-        key: &str,
-        value: Vec<u8>,
-        ttl: Duration,
-        capacity: usize,
-    ) -> Result<(), StorageError> {
-        let mut connection = self.connection().await?;
-        self.set_bounded
-            .key(self.key(collection))
-            .key(self.key(key))
-            .arg(value)
-            .arg(ttl.as_secs().max(1))
-            .arg(capacity.max(1))
-            .arg(clock_micros() / 1000)
-            .invoke_async::<i64>(&mut connection)
-            .await
-            .map_err(|error| self.failed(error))?;
-        Ok(())
-    }
-
-    async fn add_counters(
-        &self,
-        counters: &[(String, i64)],
-        ttl: Duration,
-    ) -> Result<(), StorageError> {
-        if counters.is_empty() {
-            return Ok(());
-        }
-        let mut connection = self.connection().await?;
-        let mut pipe = redis::pipe();
-        for (key, delta) in counters {
-            let key = self.key(key);
-            pipe.incr(&key, *delta)
-                .ignore()
-                .expire(&key, ttl.as_secs() as i64)
-                .ignore();
-        }
-        pipe.query_async::<()>(&mut connection)
-            .await
-            .map_err(|error| self.failed(error))
-    }
-
-    async fn counters(&self, keys: &[String]) -> Result<Vec<i64>, StorageError> {
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut connection = self.connection().await?;
-        let keys: Vec<String> = keys.iter().map(|key| self.key(key)).collect();
-        let values: Vec<Option<i64>> = redis::cmd("MGET")
-            .arg(&keys)
-            .query_async(&mut connection)
-            .await
-            .map_err(|error| self.failed(error))?;
-        Ok(values.into_iter().map(Option::unwrap_or_default).collect())
-    }
-
-    async fn push_samples(
-        &self,
-        samples: &[(String, Vec<f64>)],
-        keep: usize,
-    ) -> Result<(), StorageError> {
-        if samples.is_empty() {
-            return Ok(());
-        }
-        let mut connection = self.connection().await?;
-        let mut pipe = redis::pipe();
-        for (key, values) in samples {
-            let key = self.key(key);
-            pipe.lpush(&key, values)
-                .ignore()
-                .ltrim(&key, 0, keep as isize - 1)
-                .ignore();
-        }
-        pipe.query_async::<()>(&mut connection)
-            .await
-            .map_err(|error| self.failed(error))
-    }
-
-    async fn samples(&self, key: &str) -> Result<Vec<f64>, StorageError> {
-        let mut connection = self.connection().await?;
-        connection
-            .lrange(self.key(key), 0, -1)
-            .await
-            .map_err(|error| self.failed(error))
-    }
-
-    async fn rank_add(&self, key: &str, scores: &[(String, f64)]) -> Result<(), StorageError> {
-        if scores.is_empty() {
-            return Ok(());
-        }
-        let mut connection = self.connection().await?;
-        let key = self.key(key);
-        let mut pipe = redis::pipe();
-        for (member, score) in scores {
-            pipe.zincr(&key, member, *score).ignore();
-        }
-        pipe.query_async::<()>(&mut connection)
-            .await
-            .map_err(|error| self.failed(error))
-    }
-
-    async fn rank_top(&self, key: &str, count: usize) -> Result<Vec<String>, StorageError> {
-        let mut connection = self.connection().await?;
-        connection
-            .zrevrange(self.key(key), 0, count as isize - 1)
-            .await
-            .map_err(|error| self.failed(error))
-    }
-
-    async fn rank_trim(&self, key: &str, keep: usize, ttl: Duration) -> Result<(), StorageError> {
-        let mut connection = self.connection().await?;
-        let key = self.key(key);
-        redis::pipe()
-            .zremrangebyrank(&key, 0, -(keep as isize) - 1)
-            .ignore()
-            .expire(&key, ttl.as_secs().max(1) as i64)
-            .ignore()
-            .query_async::<()>(&mut connection)
-            .await
-            .map_err(|error| self.failed(error))
-    }
-
     /// Starts a new epoch first, so every entry is unprovable at once, then deletes the
     /// entries. The bookkeeping (sequence, floor, tag stamps) stays: deleting a stamp written
     /// after the clear began could make a newer entry look fresh. Stamps expire by themselves.
@@ -588,7 +435,6 @@ impl CacheStorage for RedisStorage {
         }
         Ok(deleted)
     }
-
     async fn stats(&self) -> Result<BackendStats, StorageError> {
         let mut connection = self.connection().await?;
         let info: String = redis::cmd("INFO")
@@ -625,6 +471,147 @@ impl CacheStorage for RedisStorage {
             prefix_keys: keys_seen,
             prefix_bytes: bytes,
         })
+    }
+}
+
+#[async_trait]
+impl ValueStore for RedisStorage {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        let mut connection = self.connection().await?;
+        connection
+            .get(self.key(key))
+            .await
+            .map_err(|error| self.failed(error))
+    }
+    async fn set(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), StorageError> {
+        let mut connection = self.connection().await?;
+        connection
+            .set_ex::<_, _, ()>(self.key(key), value, ttl.as_secs().max(1))
+            .await
+            .map_err(|error| self.failed(error))
+    }
+    async fn delete(&self, key: &str) -> Result<(), StorageError> {
+        let mut connection = self.connection().await?;
+        connection
+            .del::<_, ()>(self.key(key))
+            .await
+            .map_err(|error| self.failed(error))
+    }
+    async fn set_bounded(
+        &self,
+        collection: &str,
+        key: &str,
+        value: Vec<u8>,
+        ttl: Duration,
+        capacity: usize,
+    ) -> Result<(), StorageError> {
+        let mut connection = self.connection().await?;
+        self.set_bounded
+            .key(self.key(collection))
+            .key(self.key(key))
+            .arg(value)
+            .arg(ttl.as_secs().max(1))
+            .arg(capacity.max(1))
+            .arg(clock_micros() / 1000)
+            .invoke_async::<i64>(&mut connection)
+            .await
+            .map_err(|error| self.failed(error))?;
+        Ok(())
+    }
+    async fn add_counters(
+        &self,
+        counters: &[(String, i64)],
+        ttl: Duration,
+    ) -> Result<(), StorageError> {
+        if counters.is_empty() {
+            return Ok(());
+        }
+        let mut connection = self.connection().await?;
+        let mut pipe = redis::pipe();
+        for (key, delta) in counters {
+            let key = self.key(key);
+            pipe.incr(&key, *delta)
+                .ignore()
+                .expire(&key, ttl.as_secs() as i64)
+                .ignore();
+        }
+        pipe.query_async::<()>(&mut connection)
+            .await
+            .map_err(|error| self.failed(error))
+    }
+    async fn counters(&self, keys: &[String]) -> Result<Vec<i64>, StorageError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut connection = self.connection().await?;
+        let keys: Vec<String> = keys.iter().map(|key| self.key(key)).collect();
+        let values: Vec<Option<i64>> = redis::cmd("MGET")
+            .arg(&keys)
+            .query_async(&mut connection)
+            .await
+            .map_err(|error| self.failed(error))?;
+        Ok(values.into_iter().map(Option::unwrap_or_default).collect())
+    }
+    async fn push_samples(
+        &self,
+        samples: &[(String, Vec<f64>)],
+        keep: usize,
+    ) -> Result<(), StorageError> {
+        if samples.is_empty() {
+            return Ok(());
+        }
+        let mut connection = self.connection().await?;
+        let mut pipe = redis::pipe();
+        for (key, values) in samples {
+            let key = self.key(key);
+            pipe.lpush(&key, values)
+                .ignore()
+                .ltrim(&key, 0, keep as isize - 1)
+                .ignore();
+        }
+        pipe.query_async::<()>(&mut connection)
+            .await
+            .map_err(|error| self.failed(error))
+    }
+    async fn samples(&self, key: &str) -> Result<Vec<f64>, StorageError> {
+        let mut connection = self.connection().await?;
+        connection
+            .lrange(self.key(key), 0, -1)
+            .await
+            .map_err(|error| self.failed(error))
+    }
+    async fn rank_add(&self, key: &str, scores: &[(String, f64)]) -> Result<(), StorageError> {
+        if scores.is_empty() {
+            return Ok(());
+        }
+        let mut connection = self.connection().await?;
+        let key = self.key(key);
+        let mut pipe = redis::pipe();
+        for (member, score) in scores {
+            pipe.zincr(&key, member, *score).ignore();
+        }
+        pipe.query_async::<()>(&mut connection)
+            .await
+            .map_err(|error| self.failed(error))
+    }
+    async fn rank_top(&self, key: &str, count: usize) -> Result<Vec<String>, StorageError> {
+        let mut connection = self.connection().await?;
+        connection
+            .zrevrange(self.key(key), 0, count as isize - 1)
+            .await
+            .map_err(|error| self.failed(error))
+    }
+    async fn rank_trim(&self, key: &str, keep: usize, ttl: Duration) -> Result<(), StorageError> {
+        let mut connection = self.connection().await?;
+        let key = self.key(key);
+        redis::pipe()
+            .zremrangebyrank(&key, 0, -(keep as isize) - 1)
+            .ignore()
+            .expire(&key, ttl.as_secs().max(1) as i64)
+            .ignore()
+            .query_async::<()>(&mut connection)
+            .await
+            .map_err(|error| self.failed(error))
     }
 }
 

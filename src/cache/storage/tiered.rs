@@ -16,7 +16,7 @@ use futures::StreamExt;
 
 use super::redis::RedisStorage;
 use super::versions::{TagVersions, Verdict};
-use super::{BackendStats, CacheStorage, Lookup, StorageError};
+use super::{BackendStats, Lookup, ResponseStore, StorageError};
 use crate::cache::entry::Entry;
 use crate::telemetry::Metrics;
 
@@ -61,7 +61,7 @@ pub struct TieredStorage {
 
 impl TieredStorage {
     pub fn new(
-        remote: RedisStorage,
+        remote: Arc<RedisStorage>,
         redis_url: &str,
         capacity_bytes: u64,
         ttl: Duration,
@@ -96,7 +96,7 @@ impl TieredStorage {
             Arc::downgrade(&coherence),
         ));
         Ok(TieredStorage {
-            remote: Arc::new(remote),
+            remote,
             local,
             coherence,
         })
@@ -207,11 +207,10 @@ async fn follow(
 }
 
 #[async_trait]
-impl CacheStorage for TieredStorage {
+impl ResponseStore for TieredStorage {
     fn name(&self) -> &'static str {
         "redis+local"
     }
-
     async fn lookup(&self, key: &str) -> Result<Lookup, StorageError> {
         let generation = self.coherence.current();
         if let Some(generation) = generation
@@ -234,11 +233,9 @@ impl CacheStorage for TieredStorage {
         }
         Ok(found)
     }
-
     async fn sequence(&self) -> Result<u64, StorageError> {
         self.remote.sequence().await
     }
-
     async fn store(&self, key: &str, entry: Arc<Entry>, ttl: Duration) -> Result<(), StorageError> {
         // The generation before the store: a gap during it leaves the local copy unusable.
         let generation = self.coherence.current();
@@ -250,7 +247,6 @@ impl CacheStorage for TieredStorage {
         }
         Ok(())
     }
-
     async fn invalidate(&self, tags: &[String]) -> Result<u64, StorageError> {
         let seq = self.remote.invalidate(tags).await?;
         // Our own first tier learns at once, without waiting for the message to come back.
@@ -259,74 +255,11 @@ impl CacheStorage for TieredStorage {
         }
         Ok(seq)
     }
-
-    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
-        self.remote.get(key).await
-    }
-
-    async fn set(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), StorageError> {
-        self.remote.set(key, value, ttl).await
-    }
-
-    async fn delete(&self, key: &str) -> Result<(), StorageError> {
-        self.remote.delete(key).await
-    }
-
-    async fn set_bounded(
-        &self,
-        collection: &str,
-        key: &str,
-        value: Vec<u8>,
-        ttl: Duration,
-        capacity: usize,
-    ) -> Result<(), StorageError> {
-        self.remote
-            .set_bounded(collection, key, value, ttl, capacity)
-            .await
-    }
-
-    async fn add_counters(
-        &self,
-        counters: &[(String, i64)],
-        ttl: Duration,
-    ) -> Result<(), StorageError> {
-        self.remote.add_counters(counters, ttl).await
-    }
-
-    async fn counters(&self, keys: &[String]) -> Result<Vec<i64>, StorageError> {
-        self.remote.counters(keys).await
-    }
-
-    async fn push_samples(
-        &self,
-        samples: &[(String, Vec<f64>)],
-        keep: usize,
-    ) -> Result<(), StorageError> {
-        self.remote.push_samples(samples, keep).await
-    }
-
-    async fn samples(&self, key: &str) -> Result<Vec<f64>, StorageError> {
-        self.remote.samples(key).await
-    }
-
-    async fn rank_add(&self, key: &str, scores: &[(String, f64)]) -> Result<(), StorageError> {
-        self.remote.rank_add(key, scores).await
-    }
-
-    async fn rank_top(&self, key: &str, count: usize) -> Result<Vec<String>, StorageError> {
-        self.remote.rank_top(key, count).await
-    }
-
-    async fn rank_trim(&self, key: &str, keep: usize, ttl: Duration) -> Result<(), StorageError> {
-        self.remote.rank_trim(key, keep, ttl).await
-    }
-
     async fn clear(&self) -> Result<u64, StorageError> {
         self.coherence.gap();
         self.local.invalidate_all();
         self.remote.clear().await
     }
-
     async fn stats(&self) -> Result<BackendStats, StorageError> {
         let mut stats = self.remote.stats().await?;
         stats.backend = "redis+local".into();
