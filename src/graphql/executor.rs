@@ -21,6 +21,8 @@ use tracing::Instrument;
 
 use super::document_cost::{DocumentCost, MAX_EXPANDED_FIELDS, MAX_INTROSPECTION_COST};
 use super::loaders::Loaders;
+use super::response_body::{self, EncodedResponse};
+use super::response_order::ResponseOrder;
 use super::schema::Schemas;
 use crate::auth::Principal;
 use crate::cache::key::{Scope, document_hash, response_key};
@@ -472,21 +474,25 @@ impl Executor {
             // parse again), so the executor learns what the document is without a schema
             // extension: any extension puts a hook around every field, which cost half of the
             // CPU of a 100-product page (docs/performance.md).
-            let (facts, mut response) = match request.parsed_query() {
+            let (facts, order, mut response) = match request.parsed_query() {
                 Ok(document) => {
                     let facts = DocumentFacts::of(document);
                     let cost = DocumentCost::of(document, operation_name.as_deref());
+                    let order = ResponseOrder::of(document, operation_name.as_deref());
                     let response = match schemas.select(cost) {
                         Ok(schema) => schema.execute(request).await,
                         Err(refusal) => async_graphql::Response::from_errors(vec![
                             async_graphql::ServerError::new(refusal, None),
                         ]),
                     };
-                    (facts, response)
+                    (facts, order, response)
                 }
                 Err(error) => (
                     DocumentFacts::default(),
-                    async_graphql::Response::from_errors(vec![error]),
+                    None,
+                    async_graphql::Response::from_errors(vec![
+                        crate::error::readable_syntax_error(error, &resolved.query),
+                    ]),
                 ),
             };
             let parse_failed = facts.is_empty();
@@ -510,9 +516,8 @@ impl Executor {
             let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
             let is_query =
                 facts.operation_type(operation_name.as_deref()) == Some(OperationType::Query);
-            let data_absent =
-                response.data == async_graphql::Value::Null && !response.errors.is_empty();
-            let body = Bytes::from(serde_json::to_vec(&response).unwrap_or_default());
+            let EncodedResponse { body, data_absent } =
+                response_body::encode(&mut response, order.as_ref());
             let etag = is_query.then(|| etag_of(&body));
             let control = response.cache_control;
             let policy =

@@ -18,5 +18,6 @@ mod http;
 mod introspection;
 mod products;
 mod redis_process;
+mod response_order;
 mod schema_file;
 mod tcp_proxy;
