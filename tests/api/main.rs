@@ -20,4 +20,5 @@ mod products;
 mod redis_process;
 mod response_order;
 mod schema_file;
+mod schema_introspection;
 mod tcp_proxy;
