@@ -13,6 +13,7 @@ mod checker;
 mod database_outage;
 mod dataloader;
 mod errors;
+mod graphiql_browser;
 mod graphql_http_audit;
 mod hostile;
 mod http;
