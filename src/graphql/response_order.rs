@@ -165,24 +165,25 @@ fn reorder(order: &SelectionOrder, value: &mut Value) {
             }
         }
         Value::Object(members) => {
-            let place = |key: &Name| order.position(key.as_str()).unwrap_or(usize::MAX);
-            let in_order = members
-                .keys()
-                .map(place)
-                .try_fold(0, |previous, position| {
-                    (position >= previous).then_some(position)
-                })
-                .is_some();
-            if !in_order {
-                members.sort_by_cached_key(|key, _| place(key));
-            }
+            // One pass: each key's place is looked up once, to reorder its value and to see
+            // whether this object is already in order (the common case: nothing to move).
+            let mut previous = 0;
+            let mut in_order = true;
             for (key, member) in members.iter_mut() {
-                if let Some(Some(child)) = order
-                    .position(key.as_str())
-                    .and_then(|position| order.children.get(position))
+                let position = order.position(key.as_str());
+                let place = position.unwrap_or(usize::MAX);
+                in_order &= place >= previous;
+                previous = place;
+                if let Some(Some(child)) =
+                    position.and_then(|position| order.children.get(position))
                 {
                     reorder(child, member);
                 }
+            }
+            if !in_order {
+                members.sort_by_cached_key(|key, _| {
+                    order.position(key.as_str()).unwrap_or(usize::MAX)
+                });
             }
         }
         _ => {}
