@@ -17,6 +17,7 @@ use catalog_api::db::seed::{self, SeedPlan};
 use catalog_api::graphql::SchemaLimits;
 use catalog_api::graphql::executor::{CacheStatus, Caller, Operation, Transport};
 use catalog_api::graphql::loaders::Loaders;
+use catalog_api::graphql::response_order::ResponseOrder;
 use catalog_api::http::RequestId;
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::{Value, json};
@@ -267,6 +268,38 @@ fn response_serialization(criterion: &mut Criterion, responses: &[(&str, Respons
     group.finish();
 }
 
+/// W3's fields in reverse order: reordering its response moves every key of every object.
+const PRODUCTS_REVERSED: &str = "query Products($filter: ProductFilter, $first: Int) { products(filter: $filter, first: $first) { edges { node { category { name id } price name id } } } }";
+
+/// The cost of putting a response in selection order (`response_order`): learning the order
+/// from the document, and applying it to a W3 page that is already in order (the common
+/// case: one check per object) and to one where every object must be sorted.
+fn response_order(criterion: &mut Criterion, response: &Response) {
+    let order_of = |query: &str| {
+        let document = async_graphql::parser::parse_query(query).expect("the query parses");
+        ResponseOrder::of(&document, Some("Products")).expect("the operation has an order")
+    };
+    let mut group = criterion.benchmark_group("response_order");
+    let document = async_graphql::parser::parse_query(PRODUCTS).expect("W3 parses");
+    group.bench_function(BenchmarkId::new("learn", "W3"), |bencher| {
+        bencher.iter(|| ResponseOrder::of(black_box(&document), Some("Products")));
+    });
+    for (label, query) in [
+        ("W3 in order", PRODUCTS),
+        ("W3 reversed", PRODUCTS_REVERSED),
+    ] {
+        let order = order_of(query);
+        group.bench_function(BenchmarkId::new("apply", label), |bencher| {
+            bencher.iter_batched_ref(
+                || response.data.clone(),
+                |data| order.apply(black_box(data)),
+                BatchSize::LargeInput,
+            );
+        });
+    }
+    group.finish();
+}
+
 fn cached_hit(criterion: &mut Criterion, fixture: &Fixture, workloads: &[Workload]) {
     let executor = &*fixture.state.executor;
     let caller = Fixture::anonymous();
@@ -303,6 +336,7 @@ fn hot_paths(criterion: &mut Criterion) {
     cache_key(criterion);
     entry_codec(criterion, &entry);
     response_serialization(criterion, &responses);
+    response_order(criterion, &responses[0].1);
     cached_hit(criterion, &fixture, &[product_by_id, products]);
 }
 

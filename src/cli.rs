@@ -143,13 +143,61 @@ async fn serve(config: Config) -> Result<(), CliError> {
     );
     if tokens.is_empty() {
         eprintln!(
-            "No API token yet. Mutations and dashboardStats need one:\n  TOKEN=$(catalog-api token create me)\n\
-             then send the header  Authorization: Bearer $TOKEN  (GraphiQL: Headers tab)."
+            "No API token yet. Mutations and dashboardStats need one:\n  TOKEN=$({} token create me)\n\
+             then send the header  Authorization: Bearer $TOKEN  (GraphiQL: Headers tab).",
+            Invocation::current().command()
         );
     }
     app.serve(crate::http::shutdown_signal())
         .await
         .map_err(failed)
+}
+
+/// How the user started this program, so that a hint names a command that works from the
+/// same place: on a fresh clone nothing is installed, and `catalog-api` is not on the PATH.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Invocation {
+    /// The executable as the user named it (`argv[0]`).
+    invoked_as: String,
+    /// The executable's resolved path.
+    executable: Option<std::path::PathBuf>,
+    /// True when `cargo run` started it (cargo sets `CARGO` for the programs it runs).
+    under_cargo: bool,
+}
+
+impl Invocation {
+    fn current() -> Self {
+        Invocation {
+            invoked_as: std::env::args().next().unwrap_or_default(),
+            executable: std::env::current_exe().ok(),
+            under_cargo: std::env::var_os("CARGO").is_some(),
+        }
+    }
+
+    /// The command that runs this program again: `cargo run` with the same profile under
+    /// cargo, the bare name when the PATH found it, else the path the user typed.
+    fn command(&self) -> String {
+        let profile = self
+            .executable
+            .as_deref()
+            .and_then(std::path::Path::parent)
+            .filter(|directory| {
+                directory
+                    .ancestors()
+                    .any(|ancestor| ancestor.file_name().is_some_and(|name| name == "target"))
+            })
+            .and_then(|directory| directory.file_name())
+            .and_then(|name| name.to_str());
+        match profile {
+            Some(profile) if self.under_cargo => match profile {
+                "debug" => "cargo run -q --".to_owned(),
+                "release" => "cargo run --release -q --".to_owned(),
+                other => format!("cargo run --profile {other} -q --"),
+            },
+            _ if self.invoked_as.is_empty() => "catalog-api".to_owned(),
+            _ => self.invoked_as.clone(),
+        }
+    }
 }
 
 async fn token(config: Config, command: TokenCommand) -> Result<(), CliError> {
@@ -326,4 +374,65 @@ async fn warm_up(state: &AppState, top: usize, token: Option<String>) -> Result<
         started.elapsed()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Invocation;
+
+    fn invocation(invoked_as: &str, executable: &str, under_cargo: bool) -> Invocation {
+        Invocation {
+            invoked_as: invoked_as.to_owned(),
+            executable: Some(executable.into()),
+            under_cargo,
+        }
+    }
+
+    #[test]
+    fn the_token_hint_names_a_command_that_works_from_where_the_user_is() {
+        for (invoked_as, executable, under_cargo, expected) in [
+            (
+                "target/release/catalog-api",
+                "/src/catalog/target/release/catalog-api",
+                true,
+                "cargo run --release -q --",
+            ),
+            (
+                "target/debug/catalog-api",
+                "/src/catalog/target/debug/catalog-api",
+                true,
+                "cargo run -q --",
+            ),
+            (
+                "target/profiling/catalog-api",
+                "/src/catalog/target/profiling/catalog-api",
+                true,
+                "cargo run --profile profiling -q --",
+            ),
+            (
+                "./target/release/catalog-api",
+                "/src/catalog/target/release/catalog-api",
+                false,
+                "./target/release/catalog-api",
+            ),
+            (
+                "catalog-api",
+                "/home/me/.cargo/bin/catalog-api",
+                false,
+                "catalog-api",
+            ),
+            (
+                "catalog-api",
+                "/home/me/.cargo/bin/catalog-api",
+                true,
+                "catalog-api",
+            ),
+        ] {
+            assert_eq!(
+                invocation(invoked_as, executable, under_cargo).command(),
+                expected,
+                "{invoked_as} at {executable}"
+            );
+        }
+    }
 }

@@ -162,3 +162,113 @@ pub fn assign_code(error: &mut async_graphql::ServerError, phase: Phase, request
 pub fn request_error_body(message: &str, code: &str) -> serde_json::Value {
     serde_json::json!({ "errors": [{ "message": message, "extensions": { "code": code } }] })
 }
+
+/// A syntax error as one readable line ("expected a selection set, found `}`"), for
+/// async-graphql passes on the parser's multi-line trace (" --> 1:2 | 1 | { | ^---").
+/// The position stays in `locations`; other parse errors are already one line.
+pub fn readable_syntax_error(
+    mut error: async_graphql::ServerError,
+    query: &str,
+) -> async_graphql::ServerError {
+    let Some(expectation) = error
+        .message
+        .lines()
+        .find_map(|line| line.trim_start().strip_prefix("= "))
+    else {
+        return error;
+    };
+    let expectation = readable_rule_names(expectation);
+    let found = error
+        .locations
+        .first()
+        .map(|position| found_at(query, position.line, position.column))
+        .unwrap_or_else(|| "something else".to_owned());
+    error.message = format!("syntax error: {expectation}, found {found}");
+    error
+}
+
+/// Pest's rule names as words: `selection_set` reads "selection set", `EOI` "end of document".
+fn readable_rule_names(expectation: &str) -> String {
+    let mut text = String::with_capacity(expectation.len());
+    let mut word = String::new();
+    let flush = |word: &mut String, text: &mut String| {
+        if word == "EOI" {
+            text.push_str("end of document");
+        } else {
+            text.push_str(&word.replace('_', " "));
+        }
+        word.clear();
+    };
+    for character in expectation.chars() {
+        if character.is_ascii_alphanumeric() || character == '_' {
+            word.push(character);
+        } else {
+            flush(&mut word, &mut text);
+            text.push(character);
+        }
+    }
+    flush(&mut word, &mut text);
+    text
+}
+
+/// What the document holds at a 1-based line and column: a name or number whole, one
+/// punctuation character, or the end of the document.
+fn found_at(query: &str, line: usize, column: usize) -> String {
+    let rest: String = query
+        .lines()
+        .nth(line.saturating_sub(1))
+        .map(|text| text.chars().skip(column.saturating_sub(1)).collect())
+        .unwrap_or_default();
+    let is_word = |character: &char| character.is_alphanumeric() || *character == '_';
+    let mut characters = rest.chars();
+    match characters.next() {
+        None if query.lines().count() <= line => "the end of the document".to_owned(),
+        None => "the end of the line".to_owned(),
+        Some(first) if is_word(&first) => {
+            let word: String = rest.chars().take_while(|c| is_word(c)).take(40).collect();
+            format!("`{word}`")
+        }
+        Some(first) => format!("`{first}`"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn syntax_error(query: &str) -> String {
+        let mut request = async_graphql::Request::new(query);
+        match request.parsed_query() {
+            Ok(_) => panic!("{query:?} parses"),
+            Err(error) => readable_syntax_error(error, query).message,
+        }
+    }
+
+    #[test]
+    fn syntax_errors_read_as_one_line() {
+        for (query, expected) in [
+            (
+                "{",
+                "syntax error: expected selection, found the end of the document",
+            ),
+            (
+                "{ products { id }",
+                "syntax error: expected selection, found the end of the document",
+            ),
+            (
+                "query { products(first: ) { id } }",
+                "syntax error: expected value, found `)`",
+            ),
+            (
+                "{ products }}",
+                "syntax error: expected end of document or executable definition, found `}`",
+            ),
+            (
+                "mutation { 1 }",
+                "syntax error: expected selection, found `1`",
+            ),
+        ] {
+            assert_eq!(syntax_error(query), expected, "for {query:?}");
+        }
+    }
+}

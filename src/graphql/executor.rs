@@ -23,6 +23,8 @@ use super::document_cost::{
     DocumentCost, MAX_EXPANDED_FIELDS, MAX_INTROSPECTION_COST, MAX_ROOT_FIELDS,
 };
 use super::loaders::Loaders;
+use super::response_body::{self, EncodedResponse};
+use super::response_order::ResponseOrder;
 use super::schema::Schemas;
 use crate::auth::Principal;
 use crate::cache::key::document_hash;
@@ -345,6 +347,7 @@ impl Execution {
     async fn run(self) -> Executed {
         let started = Instant::now();
         let tags = Arc::new(TagRecorder::default());
+        let query_text = self.query.clone();
         let mut request = Request::new(self.query)
             .variables(Variables::from_json(self.variables))
             .data(Loaders::new(&self.db))
@@ -362,24 +365,28 @@ impl Execution {
         if let Some(Ok(document)) = parse_large_off_the_workers(request.query.clone()).await {
             request.set_parsed_query(document);
         }
-        let (facts, mut response) = match request.parsed_query() {
-            Ok(document) => {
-                let facts = DocumentFacts::of(document);
-                let cost = DocumentCost::of(document, self.operation_name.as_deref());
-                let response =
-                    match self.schemas.select(cost) {
+        let (facts, order, mut response) =
+            match request.parsed_query() {
+                Ok(document) => {
+                    let facts = DocumentFacts::of(document);
+                    let cost = DocumentCost::of(document, self.operation_name.as_deref());
+                    let order = ResponseOrder::of(document, self.operation_name.as_deref());
+                    let response = match self.schemas.select(cost) {
                         Ok(schema) => schema.execute(request).await,
                         Err(refusal) => async_graphql::Response::from_errors(vec![
                             async_graphql::ServerError::new(refusal, None),
                         ]),
                     };
-                (facts, response)
-            }
-            Err(error) => (
-                DocumentFacts::default(),
-                async_graphql::Response::from_errors(vec![error]),
-            ),
-        };
+                    (facts, order, response)
+                }
+                Err(error) => (
+                    DocumentFacts::default(),
+                    None,
+                    async_graphql::Response::from_errors(vec![
+                        crate::error::readable_syntax_error(error, &query_text),
+                    ]),
+                ),
+            };
         let parse_failed = facts.is_empty();
         for error in &mut response.errors {
             let phase = if parse_failed {
@@ -408,9 +415,8 @@ impl Execution {
         }
         let is_query =
             facts.operation_type(self.operation_name.as_deref()) == Some(OperationType::Query);
-        let data_absent =
-            response.data == async_graphql::Value::Null && !response.errors.is_empty();
-        let body = Bytes::from(serde_json::to_vec(&response).unwrap_or_default());
+        let EncodedResponse { body, data_absent } =
+            response_body::encode(&mut response, order.as_ref());
         let etag = is_query.then(|| etag_of(&body));
         let control = response.cache_control;
         let policy =

@@ -7,6 +7,8 @@ pub mod executor;
 pub mod loaders;
 pub mod mutation;
 pub mod query;
+pub mod response_body;
+pub mod response_order;
 pub mod schema;
 pub mod types;
 

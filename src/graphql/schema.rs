@@ -82,15 +82,94 @@ pub fn builder(limits: SchemaLimits) -> SchemaBuilder<QueryRoot, MutationRoot, E
     }
 }
 
-/// The SDL clients and code generators build on, in a stable (sorted) order.
+/// The SDL clients and code generators build on, in a stable (sorted) order. It states what
+/// introspection tells a client (tests/api/schema_introspection.rs checks): async-graphql's
+/// export leaves out the descriptions of directive arguments, so directive definitions are
+/// printed again from introspection with them.
 pub fn sdl() -> String {
-    builder(SchemaLimits::default()).finish().sdl_with_options(
+    let schema = builder(SchemaLimits::default()).finish();
+    let sdl = schema.sdl_with_options(
         SDLExportOptions::new()
             .sorted_fields()
             .sorted_arguments()
             .sorted_enum_items()
             .include_specified_by(),
-    )
+    );
+    let introspection = futures::executor::block_on(schema.execute(DIRECTIVE_ARGUMENTS));
+    let Ok(introspection) = introspection.data.into_json() else {
+        return sdl;
+    };
+    let directives = introspection["__schema"]["directives"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let mut printed = String::with_capacity(sdl.len() + 512);
+    for line in sdl.split_inclusive('\n') {
+        let replacement = line.strip_prefix("directive @").and_then(|rest| {
+            let name = rest.split(['(', ' ']).next()?;
+            let directive = directives
+                .iter()
+                .find(|directive| directive["name"] == name)?;
+            directive_with_argument_descriptions(line, name, directive)
+        });
+        printed.push_str(replacement.as_deref().unwrap_or(line));
+    }
+    printed
+}
+
+/// What `sdl()` reads back from introspection: every directive's arguments.
+const DIRECTIVE_ARGUMENTS: &str = "{ __schema { directives { name args { name description \
+    defaultValue type { ...TypeReference } } } } } fragment TypeReference on __Type { kind name \
+    ofType { kind name ofType { kind name ofType { kind name ofType { kind name } } } } }";
+
+/// `directive @skip(if: Boolean!) on ...` with its arguments one per line, each under its
+/// description; `None` when no argument has a description (the line is already complete).
+fn directive_with_argument_descriptions(
+    line: &str,
+    name: &str,
+    directive: &serde_json::Value,
+) -> Option<String> {
+    let arguments = directive["args"].as_array()?;
+    if arguments
+        .iter()
+        .all(|argument| argument["description"].is_null())
+    {
+        return None;
+    }
+    let rest = &line[line.find(')')? + 1..];
+    let mut printed = format!("directive @{name}(\n");
+    for argument in arguments {
+        if let Some(description) = argument["description"].as_str() {
+            printed.push_str("\t\"\"\"\n");
+            for description_line in description.lines() {
+                printed.push('\t');
+                printed.push_str(description_line);
+                printed.push('\n');
+            }
+            printed.push_str("\t\"\"\"\n");
+        }
+        printed.push('\t');
+        printed.push_str(argument["name"].as_str()?);
+        printed.push_str(": ");
+        printed.push_str(&type_reference(&argument["type"]));
+        if let Some(default) = argument["defaultValue"].as_str() {
+            printed.push_str(" = ");
+            printed.push_str(default);
+        }
+        printed.push('\n');
+    }
+    printed.push(')');
+    printed.push_str(rest);
+    Some(printed)
+}
+
+/// `[String!]!` from an introspection type reference.
+fn type_reference(reference: &serde_json::Value) -> String {
+    match reference["kind"].as_str() {
+        Some("NON_NULL") => format!("{}!", type_reference(&reference["ofType"])),
+        Some("LIST") => format!("[{}]", type_reference(&reference["ofType"])),
+        _ => reference["name"].as_str().unwrap_or_default().to_owned(),
+    }
 }
 
 /// A page costs its children once per row it may return, so nested pages multiply:

@@ -367,3 +367,100 @@ async fn a_nul_byte_in_search_or_a_name_is_bad_user_input_on_every_backend() {
     let response = app.gql(search, json!({ "s": "Desk" })).await;
     assert_eq!(response.assert_ok()["products"]["totalCount"], 0);
 }
+
+/// A request error (nothing executed) has no `data` entry, under either media type; an
+/// execution error that nulls the whole result keeps `"data": null` and, under
+/// `application/graphql-response+json`, a 200 (GraphQL over HTTP, "Status Codes").
+#[tokio::test]
+async fn a_request_error_has_no_data_entry_and_an_execution_error_keeps_data_null() {
+    let app = TestApp::spawn().await;
+    let request_errors = [
+        (
+            "{ products(first: 2) { edges { node { name } }",
+            "GRAPHQL_PARSE_FAILED",
+        ),
+        ("{ products { nope } }", "GRAPHQL_VALIDATION_FAILED"),
+        (
+            "query Page($first: Int!) { products(first: $first) { totalCount } }",
+            "GRAPHQL_VALIDATION_FAILED",
+        ),
+    ];
+    for accept in [
+        "application/graphql-response+json",
+        "application/json",
+        "application/graphql-response+json, application/json;q=0.9",
+    ] {
+        for (query, code) in request_errors {
+            let response = app
+                .post_json(json!({ "query": query }), None, &[("accept", accept)])
+                .await;
+            response.assert_error(code);
+            assert!(
+                response.body.get("data").is_none(),
+                "a request error has no `data` entry (accept {accept}): {}",
+                response.body
+            );
+            let expected_status = if accept.starts_with("application/graphql-response+json") {
+                400
+            } else {
+                200
+            };
+            assert_eq!(response.status, expected_status, "{}", response.body);
+        }
+        // Runs, and a non-null root field fails: the data entry is present and null.
+        let response = app
+            .post_json(
+                json!({ "query": "{ dashboardStats { totalProducts } }" }),
+                None,
+                &[("accept", accept)],
+            )
+            .await;
+        response.assert_error("UNAUTHENTICATED");
+        assert_eq!(
+            response.body.get("data"),
+            Some(&Value::Null),
+            "{}",
+            response.body
+        );
+        assert_eq!(response.status, 200, "{}", response.body);
+    }
+}
+
+#[tokio::test]
+async fn a_syntax_error_says_in_one_line_what_was_expected_and_what_was_found() {
+    let app = TestApp::spawn().await;
+    for (query, message, line, column) in [
+        (
+            "{",
+            "syntax error: expected selection, found the end of the document",
+            1,
+            2,
+        ),
+        (
+            "query {\n  products(first: ) { totalCount }\n}",
+            "syntax error: expected value, found `)`",
+            2,
+            19,
+        ),
+        (
+            "{ categories { id } } }",
+            "syntax error: expected end of document or executable definition, found `}`",
+            1,
+            23,
+        ),
+    ] {
+        let response = app.gql(query, json!({})).await;
+        response.assert_error("GRAPHQL_PARSE_FAILED");
+        let error = &response.body["errors"][0];
+        assert_eq!(
+            error["message"], message,
+            "for {query:?}: {}",
+            response.body
+        );
+        assert_eq!(
+            error["locations"],
+            json!([{ "line": line, "column": column }]),
+            "for {query:?}"
+        );
+    }
+}

@@ -10,7 +10,7 @@ use crate::helpers::TestApp;
 
 /// The options of graphql-js 16's `getIntrospectionQuery` (its text, built the same way).
 #[derive(Clone, Copy)]
-struct IntrospectionOptions {
+pub(crate) struct IntrospectionOptions {
     descriptions: bool,
     specified_by_url: bool,
     directive_is_repeatable: bool,
@@ -19,7 +19,7 @@ struct IntrospectionOptions {
     one_of: bool,
 }
 
-const EVERY_OPTION: IntrospectionOptions = IntrospectionOptions {
+pub(crate) const EVERY_OPTION: IntrospectionOptions = IntrospectionOptions {
     descriptions: true,
     specified_by_url: true,
     directive_is_repeatable: true,
@@ -38,7 +38,7 @@ const GRAPHIQL: IntrospectionOptions = IntrospectionOptions {
     one_of: false,
 };
 
-fn introspection_query(options: IntrospectionOptions) -> String {
+pub(crate) fn introspection_query(options: IntrospectionOptions) -> String {
     let when = |on: bool, text: &str| if on { text.to_owned() } else { String::new() };
     let descriptions = when(options.descriptions, "description");
     let input_deprecation = |text: &str| when(options.input_value_deprecation, text);
