@@ -16,7 +16,7 @@ use futures::StreamExt;
 
 use super::redis::RedisStorage;
 use super::versions::{TagVersions, Verdict};
-use super::{BackendStats, CacheStorage, Lookup, StorageError};
+use super::{BackendStats, CacheStorage, Lookup, StorageError, Watermark};
 use crate::cache::entry::Entry;
 use crate::telemetry::Metrics;
 
@@ -235,7 +235,7 @@ impl CacheStorage for TieredStorage {
         Ok(found)
     }
 
-    async fn sequence(&self) -> Result<u64, StorageError> {
+    async fn sequence(&self) -> Result<Watermark, StorageError> {
         self.remote.sequence().await
     }
 
@@ -251,13 +251,17 @@ impl CacheStorage for TieredStorage {
         Ok(())
     }
 
-    async fn invalidate(&self, tags: &[String]) -> Result<u64, StorageError> {
-        let seq = self.remote.invalidate(tags).await?;
+    async fn invalidate(&self, tags: &[String], lsn: Option<u64>) -> Result<u64, StorageError> {
+        let seq = self.remote.invalidate(tags, lsn).await?;
         // Our own first tier learns at once, without waiting for the message to come back.
         for tag in tags {
             self.coherence.versions.raise(tag, seq);
         }
         Ok(seq)
+    }
+
+    async fn establish_position(&self, lsn: u64) -> Result<(), StorageError> {
+        self.remote.establish_position(lsn).await
     }
 
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
