@@ -18,6 +18,7 @@ mod errors;
 mod hostile;
 mod http;
 mod introspection;
+mod pg_replica;
 mod products;
 mod redis_process;
 mod schema_file;
