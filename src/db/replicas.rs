@@ -128,13 +128,20 @@ impl Replicas {
         if urls.is_empty() {
             return Ok(None);
         }
-        let primary_checks = connect_to(config, &config.database_url, 1, None, false).await?;
+        // A check gives up after a few intervals: a connection attempt to a stopped replica
+        // is retried until the acquire timeout, which would delay taking it out of rotation.
+        let check_timeout = (4 * config.replica_check_interval())
+            .clamp(Duration::from_millis(250), config.db_acquire_timeout());
+        let mut check_config = config.clone();
+        check_config.db_acquire_timeout_ms = check_timeout.as_millis() as u64;
+        let primary_checks =
+            connect_to(&check_config, &config.database_url, 1, None, false).await?;
         let mut replicas = Vec::with_capacity(urls.len());
         for (index, url) in urls.iter().enumerate() {
             // A replica that is down at start is not fatal: it joins when it answers.
             let metered = Some(Arc::clone(&metrics));
             let db = connect_to(config, url, config.db_pool_size, metered, true).await?;
-            let checks = connect_to(config, url, 1, None, true).await?;
+            let checks = connect_to(&check_config, url, 1, None, true).await?;
             replicas.push(Replica {
                 name: format!("replica-{}", index + 1),
                 url: redact(url),
@@ -155,7 +162,7 @@ impl Replicas {
                 primary_checks,
                 replicas,
                 max_lag: config.replica_max_lag(),
-                check_timeout: config.db_acquire_timeout(),
+                check_timeout,
                 own_commits: AtomicU64::new(0),
                 next: AtomicUsize::new(0),
                 metrics,
