@@ -12,6 +12,7 @@ use crate::cache::ResponseCache;
 use crate::cache::key::document_hash;
 use crate::config::{Config, ConfigError};
 use crate::db::breaker::DatabaseBreaker;
+use crate::db::replicas::Replicas;
 use crate::db::seed::{self, SeedPlan};
 use crate::db::{self, DatabaseError};
 use crate::graphql::SchemaLimits;
@@ -44,6 +45,8 @@ pub enum StartupError {
 pub struct AppState {
     pub config: Arc<Config>,
     pub db: DatabaseConnection,
+    /// The read replicas, when `DATABASE_REPLICA_URLS` names any.
+    pub replicas: Option<Replicas>,
     /// Open while the database is unreachable: requests that need it fail at once.
     pub db_breaker: DatabaseBreaker,
     pub executor: Arc<Executor>,
@@ -73,6 +76,7 @@ impl AppState {
             );
             seed::seed(&db, plan).await.map_err(StartupError::Seed)?;
         }
+        let replicas = Replicas::connect(&config, db.clone(), Arc::clone(&metrics)).await?;
         let (cache, redis_pool) = match crate::cache::from_config(&config, Arc::clone(&metrics))? {
             Some((cache, pool)) => (Some(cache), pool),
             None => (None, None),
@@ -107,7 +111,10 @@ impl AppState {
         };
         let db_breaker = DatabaseBreaker::new(db.clone(), 2 * config.db_acquire_timeout());
         let schemas = graphql::schema::Schemas::build(limits, |builder| {
-            let builder = builder.data(db.clone()).data(db_breaker.clone());
+            let mut builder = builder.data(db.clone()).data(db_breaker.clone());
+            if let Some(replicas) = &replicas {
+                builder = builder.data(replicas.clone());
+            }
             match &cache {
                 Some(cache) => builder.data(cache.clone()),
                 None => builder,
@@ -116,6 +123,7 @@ impl AppState {
         let executor = Executor::new(
             schemas,
             db.clone(),
+            replicas.clone(),
             cache.clone(),
             Arc::clone(&metrics),
             manifest,
@@ -125,6 +133,7 @@ impl AppState {
             config: Arc::new(config),
             authenticator: Authenticator::new(db.clone(), cache.clone()),
             db,
+            replicas,
             db_breaker,
             executor: Arc::new(executor),
             metrics,

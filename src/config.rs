@@ -31,6 +31,36 @@ pub struct Config {
     )]
     pub database_url: String,
 
+    /// PostgreSQL read replicas (streaming standbys of `DATABASE_URL`), comma separated:
+    /// queries read from one that has replayed every change they must see, else from the
+    /// primary. Empty: every statement goes to `DATABASE_URL`.
+    #[arg(
+        long,
+        env = "DATABASE_REPLICA_URLS",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub database_replica_urls: Vec<String>,
+
+    /// Milliseconds a replica may lag behind the primary before it is taken out of rotation.
+    #[arg(
+        long,
+        env = "CATALOG_REPLICA_MAX_LAG_MS",
+        default_value_t = 1_000,
+        global = true
+    )]
+    pub replica_max_lag_ms: u64,
+
+    /// Milliseconds between two health checks of each replica (its replay position and the
+    /// primary's WAL position).
+    #[arg(
+        long,
+        env = "CATALOG_REPLICA_CHECK_INTERVAL_MS",
+        default_value_t = 200,
+        global = true
+    )]
+    pub replica_check_interval_ms: u64,
+
     /// Maximum database connections in the pool.
     #[arg(
         long,
@@ -322,6 +352,10 @@ pub enum ConfigError {
     },
     #[error("CATALOG_CACHE_PREFIX must be 1 to 64 printable characters without spaces")]
     CachePrefix,
+    #[error("DATABASE_REPLICA_URLS must hold postgres:// URLs (got {0:?})")]
+    ReplicaUrl(String),
+    #[error("DATABASE_REPLICA_URLS needs a PostgreSQL DATABASE_URL (replicas stream from it)")]
+    ReplicasWithoutPostgres,
 }
 
 impl Config {
@@ -345,6 +379,15 @@ impl Config {
             || url.starts_with("postgresql://"))
         {
             return Err(ConfigError::DatabaseUrl(redact(url)));
+        }
+        let replicas = self.replica_urls();
+        for replica in &replicas {
+            if !(replica.starts_with("postgres://") || replica.starts_with("postgresql://")) {
+                return Err(ConfigError::ReplicaUrl(redact(replica)));
+            }
+        }
+        if !replicas.is_empty() && !self.is_postgres() {
+            return Err(ConfigError::ReplicasWithoutPostgres);
         }
         if let Some(redis) = &self.redis_url
             && !(redis.starts_with("redis://") || redis.starts_with("rediss://"))
@@ -403,6 +446,18 @@ impl Config {
                 self.token_cache_secs,
                 0,
                 MAX_TOKEN_CACHE_SECS,
+            ),
+            (
+                "CATALOG_REPLICA_MAX_LAG_MS",
+                self.replica_max_lag_ms,
+                1,
+                3_600_000,
+            ),
+            (
+                "CATALOG_REPLICA_CHECK_INTERVAL_MS",
+                self.replica_check_interval_ms,
+                10,
+                60_000,
             ),
         ] {
             if !(low..=high).contains(&value) {
@@ -468,6 +523,24 @@ impl Config {
 
     pub fn is_postgres(&self) -> bool {
         self.database_url.starts_with("postgres")
+    }
+
+    /// The configured replicas, without empty items (`DATABASE_REPLICA_URLS=` means none).
+    pub fn replica_urls(&self) -> Vec<String> {
+        self.database_replica_urls
+            .iter()
+            .map(|url| url.trim())
+            .filter(|url| !url.is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    pub fn replica_max_lag(&self) -> Duration {
+        Duration::from_millis(self.replica_max_lag_ms)
+    }
+
+    pub fn replica_check_interval(&self) -> Duration {
+        Duration::from_millis(self.replica_check_interval_ms)
     }
 }
 

@@ -41,6 +41,12 @@ pub struct OperationLabels {
     pub cache: String,
 }
 
+/// Which database served a query execution: `primary` or a replica's name.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DatabaseLabels {
+    pub database: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CodeLabels {
     pub code: String,
@@ -58,6 +64,7 @@ pub struct Metrics {
     pub request_seconds: Family<OperationLabels, Histogram, fn() -> Histogram>,
     pub errors: Family<CodeLabels, Counter>,
     pub db_statements: Counter,
+    pub db_reads: Family<DatabaseLabels, Counter>,
     pub cache_hits: Counter,
     pub cache_misses: Counter,
     pub cache_bypasses: Counter,
@@ -90,6 +97,7 @@ impl Metrics {
             );
         let errors = Family::<CodeLabels, Counter>::default();
         let db_statements = Counter::default();
+        let db_reads = Family::<DatabaseLabels, Counter>::default();
         let cache_hits = Counter::default();
         let cache_misses = Counter::default();
         let cache_bypasses = Counter::default();
@@ -123,6 +131,11 @@ impl Metrics {
             "catalog_db_statements",
             "SQL statements executed",
             db_statements.clone(),
+        );
+        registry.register(
+            "catalog_db_reads",
+            "Query executions with read replicas configured, by the database they read (primary or a replica)",
+            db_reads.clone(),
         );
         registry.register(
             "catalog_cache_hits",
@@ -196,6 +209,7 @@ impl Metrics {
             request_seconds,
             errors,
             db_statements,
+            db_reads,
             cache_hits,
             cache_misses,
             cache_bypasses,

@@ -7,6 +7,9 @@
 //! fill that read the database before a commit can never outlive that commit's invalidation.
 //! A failed invalidation is kept and replayed, and until it succeeds this instance does not
 //! read from the backend. The cache never fails a request: backend errors become misses.
+//! With read replicas, an invalidation also records the primary's WAL position after the
+//! commit, and a fill reads only a database that has replayed the position it observed
+//! (`storage::Watermark`), so a lagging replica cannot store data older than an invalidation.
 
 pub mod entry;
 pub mod key;
@@ -25,7 +28,7 @@ use parking_lot::Mutex;
 
 use self::entry::Entry;
 use self::monitor::{Monitor, Outcome};
-use self::storage::{GuardedStorage, Lookup, StorageError};
+use self::storage::{GuardedStorage, Lookup, StorageError, Watermark};
 use self::tags::{Changes, Tag};
 use crate::telemetry::Metrics;
 
@@ -38,10 +41,8 @@ pub struct Policy {
 
 pub enum CacheLookup {
     Hit(Arc<Entry>),
-    /// Not cached; a fill must record this sequence.
-    Miss {
-        seq: u64,
-    },
+    /// Not cached; a fill must record this watermark.
+    Miss(Watermark),
     /// The backend is unavailable: execute without caching.
     Unavailable,
 }
@@ -91,6 +92,8 @@ struct Inner {
     token_ttl: Option<Duration>,
     invalidation_deadline: Duration,
     pending_invalidations: Mutex<BTreeSet<String>>,
+    /// The highest WAL position among the pending invalidations.
+    pending_position: Mutex<Option<u64>>,
     flights: single_flight::SingleFlight<read_through::Outcome>,
     /// Fault injection for tests: how long a fill is held back after its execution.
     fault_fill_delay: Duration,
@@ -128,6 +131,7 @@ impl ResponseCache {
                 token_ttl,
                 invalidation_deadline,
                 pending_invalidations: Mutex::new(BTreeSet::new()),
+                pending_position: Mutex::new(None),
                 flights: single_flight::SingleFlight::default(),
                 fault_fill_delay,
             }),
@@ -206,26 +210,26 @@ impl ResponseCache {
         }
         match self.inner.storage.lookup(key.as_str()).await {
             Ok(Lookup::Hit(entry)) => CacheLookup::Hit(entry),
-            Ok(Lookup::Miss { seq }) => CacheLookup::Miss { seq },
-            Ok(Lookup::Unprovable { seq }) => {
+            Ok(Lookup::Miss(mark)) => CacheLookup::Miss(mark),
+            Ok(Lookup::Unprovable(mark)) => {
                 self.inner.metrics.cache_unprovable.inc();
-                CacheLookup::Miss { seq }
+                CacheLookup::Miss(mark)
             }
             Err(_) => CacheLookup::Unavailable,
         }
     }
 
-    /// The sequence to record for a fill whose key is not known before execution (the
+    /// The watermark to record for a fill whose key is not known before execution (the
     /// first request for a document): counted as a miss.
-    async fn sequence(&self) -> Option<u64> {
+    async fn sequence(&self) -> Option<Watermark> {
         if !self.reads_allowed() {
             self.record(Outcome::Error);
             return None;
         }
         match self.inner.storage.sequence().await {
-            Ok(seq) => {
+            Ok(mark) => {
                 self.record(Outcome::Miss);
-                Some(seq)
+                Some(mark)
             }
             Err(_) => {
                 self.record(Outcome::Error);
@@ -276,11 +280,12 @@ impl ResponseCache {
         }
     }
 
-    /// Invalidates everything a committed mutation made stale, before its response is sent.
+    /// Invalidates everything a committed mutation made stale, before its response is sent,
+    /// and records `lsn`, the primary's WAL position after the commit (with read replicas).
     /// A failed attempt is retried (past the circuit breaker) until the invalidation deadline;
     /// only then does the mutation answer with the invalidation kept for replay, and this
     /// instance stops reading the cache until the replay succeeds.
-    pub async fn invalidate(&self, changes: &Changes) {
+    pub async fn invalidate(&self, changes: &Changes, lsn: Option<u64>) {
         if changes.is_empty() {
             return;
         }
@@ -292,7 +297,7 @@ impl ResponseCache {
         let deadline = tokio::time::Instant::now() + self.inner.invalidation_deadline;
         let mut pause = Duration::from_millis(20);
         loop {
-            if self.inner.storage.invalidate_now(&tags).await.is_ok() {
+            if self.inner.storage.invalidate_now(&tags, lsn).await.is_ok() {
                 return;
             }
             let now = tokio::time::Instant::now();
@@ -310,6 +315,8 @@ impl ResponseCache {
             );
         }
         pending.extend(tags);
+        let mut position = self.inner.pending_position.lock();
+        *position = (*position).max(lsn);
     }
 
     async fn replay_invalidations(&self) {
@@ -323,13 +330,31 @@ impl ResponseCache {
         if pending.is_empty() {
             return;
         }
-        if self.inner.storage.invalidate(&pending).await.is_ok() {
+        // Taken with the tags: a position deferred later is replayed with later tags.
+        let position = *self.inner.pending_position.lock();
+        if self
+            .inner
+            .storage
+            .invalidate(&pending, position)
+            .await
+            .is_ok()
+        {
             let mut remaining = self.inner.pending_invalidations.lock();
             for tag in &pending {
                 remaining.remove(tag);
             }
+            let mut kept = self.inner.pending_position.lock();
+            if *kept == position && remaining.is_empty() {
+                *kept = None;
+            }
             tracing::info!(tags = pending.len(), "replayed deferred invalidations");
         }
+    }
+
+    /// Records a WAL position read from the primary when the backend had lost its own
+    /// (`Watermark::lsn` was `None`), so later fills need not read the primary for it.
+    pub async fn establish_position(&self, lsn: u64) {
+        let _ = self.inner.storage.establish_position(lsn).await;
     }
 
     pub fn record_execution(&self, operation: &str, milliseconds: f64) {
@@ -411,9 +436,9 @@ impl ResponseCache {
                 Some(token_id) => TokenLookup::Valid(token_id),
                 None => TokenLookup::Unknown { seq: None },
             },
-            Ok(Lookup::Miss { seq } | Lookup::Unprovable { seq }) => {
-                TokenLookup::Unknown { seq: Some(seq) }
-            }
+            Ok(Lookup::Miss(mark) | Lookup::Unprovable(mark)) => TokenLookup::Unknown {
+                seq: Some(mark.seq),
+            },
             Err(_) => TokenLookup::Unknown { seq: None },
         }
     }
@@ -449,7 +474,7 @@ impl ResponseCache {
     pub async fn forget_token(&self, token_hash: &str) -> Result<(), StorageError> {
         self.inner
             .storage
-            .invalidate(&[token_tag(token_hash)])
+            .invalidate(&[token_tag(token_hash)], None)
             .await?;
         self.inner
             .storage

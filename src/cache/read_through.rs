@@ -11,6 +11,10 @@
 //!    alone, every time. Without a sequence (backend unavailable) nothing is joined or stored.
 //! 4. A fill older than `MAX_FILL_AGE` is dropped, so no entry outlives the tag stamp that
 //!    retires it; the backend refuses fills from before its current epoch.
+//! 5. The WAL position read with the sequence goes to the execution, which reads only a
+//!    database that has replayed it (a replica that has, or the primary): an invalidation
+//!    records the position after its commit, so a fill never stores data older than the
+//!    invalidations its sequence follows, and a joined execution observed at least as much.
 
 use std::time::Instant;
 
@@ -20,6 +24,7 @@ use serde_json::Value;
 use super::entry::Entry;
 use super::key::{ResponseKey, Scope};
 use super::monitor::RecordedOperation;
+use super::storage::Watermark;
 use super::tags::Tag;
 use super::{CacheLookup, MAX_FILL_AGE, Policy, ResponseCache};
 
@@ -126,13 +131,21 @@ pub struct Executed {
     pub elapsed_ms: f64,
 }
 
+/// The WAL position an execution must read at or after (see `Watermark::lsn`): `Some(0)`
+/// when the cache requires nothing (the execution still honours this instance's own
+/// commits), `None` when the backend lost it and the execution must read it from the primary.
+pub type RequiredPosition = Option<u64>;
+
+/// What no cache backend vouches for: only this instance's own commits bind the execution.
+pub const NO_REQUIRED_POSITION: RequiredPosition = Some(0);
+
 /// Where a fill's sequence comes from, decided before the execution is shared.
 enum Ticket {
     /// Nothing proves freshness: execute alone and store nothing.
     Unproven,
-    /// First sight of the document: the sequence read, and a second look for an entry a
+    /// First sight of the document: the watermark read, and a second look for an entry a
     /// just-finished execution may have stored meanwhile.
-    FirstSight(u64),
+    FirstSight(Watermark),
     /// A miss: look again inside the flight (a flight that just finished may have filled it).
     Recheck(ResponseKey, Policy),
 }
@@ -147,7 +160,7 @@ impl ResponseCache {
         execute: Execute,
     ) -> Outcome
     where
-        Execute: FnOnce() -> Running + Send + 'static,
+        Execute: FnOnce(RequiredPosition) -> Running + Send + 'static,
         Running: Future<Output = Executed> + Send + 'static,
     {
         let policy = self.policy(&identity.document, identity.operation_name.as_deref());
@@ -159,8 +172,8 @@ impl ResponseCache {
                     let key = identity.key(&scope);
                     match self.lookup(&key).await {
                         CacheLookup::Hit(entry) => return Outcome::hit(&entry, policy),
-                        CacheLookup::Miss { seq } => (
-                            Some((key.as_str().to_owned(), seq)),
+                        CacheLookup::Miss(mark) => (
+                            Some((key.as_str().to_owned(), mark.seq)),
                             Ticket::Recheck(key, policy),
                         ),
                         CacheLookup::Unavailable => (None, Ticket::Unproven),
@@ -170,11 +183,11 @@ impl ResponseCache {
             None => match self.sequence().await {
                 // First sight: the policy is unknown until the document executes, so
                 // concurrent first requests are coalesced per requester.
-                Some(seq) => {
+                Some(mark) => {
                     let key = identity.key(&requester.own_scope());
                     (
-                        Some((format!("first:{}", key.as_str()), seq)),
-                        Ticket::FirstSight(seq),
+                        Some((format!("first:{}", key.as_str()), mark.seq)),
+                        Ticket::FirstSight(mark),
                     )
                 }
                 None => (None, Ticket::Unproven),
@@ -203,13 +216,13 @@ impl ResponseCache {
         execute: Execute,
     ) -> Outcome
     where
-        Execute: FnOnce() -> Running + Send + 'static,
+        Execute: FnOnce(RequiredPosition) -> Running + Send + 'static,
         Running: Future<Output = Executed> + Send + 'static,
     {
         let fill_started = Instant::now();
-        let seq = match ticket {
+        let mark = match ticket {
             Ticket::Unproven => None,
-            Ticket::FirstSight(seq) => {
+            Ticket::FirstSight(mark) => {
                 let learned = self
                     .policy(&identity.document, identity.operation_name.as_deref())
                     .and_then(|policy| Some((identity.key(&requester.scope(policy)?), policy)));
@@ -218,15 +231,20 @@ impl ResponseCache {
                 {
                     return Outcome::hit(&entry, policy);
                 }
-                Some(seq)
+                Some(mark)
             }
             Ticket::Recheck(key, policy) => match self.recheck(&key).await {
                 CacheLookup::Hit(entry) => return Outcome::hit(&entry, policy),
-                CacheLookup::Miss { seq } => Some(seq),
+                CacheLookup::Miss(mark) => Some(mark),
                 CacheLookup::Unavailable => None,
             },
         };
-        let executed = execute().await;
+        let required = match mark {
+            Some(mark) => mark.lsn,
+            None => NO_REQUIRED_POSITION,
+        };
+        let seq = mark.map(|mark| mark.seq);
+        let executed = execute(required).await;
         self.record_execution(&executed.timed_as, executed.elapsed_ms);
         let mut outcome = Outcome {
             body: executed.outcome_body,

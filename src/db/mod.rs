@@ -4,6 +4,7 @@
 //! `catalog_db_statements_total`; tests read that counter to prove DataLoader batching.
 
 pub mod breaker;
+pub mod replicas;
 pub mod seed;
 
 use std::sync::Arc;
@@ -27,9 +28,29 @@ pub async fn connect(
     config: &Config,
     metrics: Option<Arc<Metrics>>,
 ) -> Result<DatabaseConnection, DatabaseError> {
-    let mut options = ConnectOptions::new(config.database_url.clone());
+    connect_to(
+        config,
+        &config.database_url,
+        config.db_pool_size,
+        metrics,
+        false,
+    )
+    .await
+}
+
+/// A pool to `url` (the primary or a replica) with the configured timeouts. A `lazy` pool
+/// connects on first use (a replica that is down at start delays nothing).
+pub async fn connect_to(
+    config: &Config,
+    url: &str,
+    pool_size: u32,
+    metrics: Option<Arc<Metrics>>,
+    lazy: bool,
+) -> Result<DatabaseConnection, DatabaseError> {
+    let mut options = ConnectOptions::new(url.to_owned());
     options
-        .max_connections(config.db_pool_size)
+        .connect_lazy(lazy)
+        .max_connections(pool_size)
         .min_connections(1)
         // Also bounds opening a connection (sqlx counts it in the acquire): a database that
         // does not answer within it counts as unreachable, and the breaker takes over.
@@ -45,7 +66,7 @@ pub async fn connect(
     let mut db = Database::connect(options)
         .await
         .map_err(|source| DatabaseError::Connect {
-            url: redact(&config.database_url),
+            url: redact(url),
             source,
         })?;
     if let Some(metrics) = metrics {

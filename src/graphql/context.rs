@@ -1,6 +1,8 @@
 //! Per-request values every resolver reaches through the GraphQL context. The database is
 //! reached only through `db()` and `loaders()`, which fail at once while the database breaker
-//! is open, and its errors are mapped by `database_error`, which opens the breaker.
+//! is open, and its errors are mapped by `database_error`, which opens the breaker. A query
+//! routed to a replica has it as `db()`: its errors mark the read failed (the executor runs
+//! the query again on the primary) and take an unreachable replica out of rotation instead.
 
 use async_graphql::Context;
 use sea_orm::{DatabaseConnection, DbErr};
@@ -8,6 +10,7 @@ use sea_orm::{DatabaseConnection, DbErr};
 use super::loaders::Loaders;
 use crate::cache::tags::{Tag, TagRecorder};
 use crate::db::breaker::DatabaseBreaker;
+use crate::db::replicas::Replicas;
 use crate::error::ApiError;
 
 pub trait RequestContext {
@@ -36,14 +39,21 @@ impl RequestContext for Context<'_> {
     }
 
     fn database_error(&self, error: &DbErr) -> ApiError {
+        if let Some(read) = self.data_opt::<std::sync::Arc<ReplicaRead>>() {
+            read.fail();
+        }
         self.observe(ApiError::from_database(error))
     }
 
     fn observe(&self, error: ApiError) -> ApiError {
-        if let (ApiError::ServiceUnavailable, Some(breaker)) =
-            (&error, self.data_opt::<DatabaseBreaker>())
-        {
-            breaker.trip();
+        if let ApiError::ServiceUnavailable = &error {
+            if let Some(read) = self.data_opt::<std::sync::Arc<ReplicaRead>>() {
+                read.fail();
+                read.replicas
+                    .mark_down(read.index, "a read found the replica unreachable");
+            } else if let Some(breaker) = self.data_opt::<DatabaseBreaker>() {
+                breaker.trip();
+            }
         }
         error
     }
@@ -58,6 +68,32 @@ impl RequestContext for Context<'_> {
         if let Some(recorder) = self.data_opt::<std::sync::Arc<TagRecorder>>() {
             recorder.record_product(product_id, category_id);
         }
+    }
+}
+
+/// Request data of a query routed to a replica: which one, and whether a read on it failed
+/// (the executor then runs the query again on the primary).
+pub struct ReplicaRead {
+    pub replicas: Replicas,
+    pub index: usize,
+    failed: std::sync::atomic::AtomicBool,
+}
+
+impl ReplicaRead {
+    pub fn new(replicas: Replicas, index: usize) -> Self {
+        ReplicaRead {
+            replicas,
+            index,
+            failed: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    fn fail(&self) {
+        self.failed.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn failed(&self) -> bool {
+        self.failed.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 

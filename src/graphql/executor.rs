@@ -6,6 +6,8 @@
 //! one backend round trip, not a parse and validation. What a document may be cached as
 //! (`Policy`: max-age, public or private) is learned from async-graphql's static cache-control
 //! analysis the first time the document executes, and is a property of the document alone.
+//! With read replicas, a query reads the database `Replicas::route` picks for the WAL position
+//! the cache observed; everything else (mutations and what they return) reads the primary.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,6 +21,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
+use super::context::ReplicaRead;
 use super::document_cost::{
     DocumentCost, MAX_EXPANDED_FIELDS, MAX_INTROSPECTION_COST, MAX_ROOT_FIELDS,
 };
@@ -28,9 +31,12 @@ use super::response_order::ResponseOrder;
 use super::schema::Schemas;
 use crate::auth::Principal;
 use crate::cache::key::document_hash;
-use crate::cache::read_through::{Executed, Identity, Requester};
+use crate::cache::read_through::{
+    Executed, Identity, NO_REQUIRED_POSITION, Requester, RequiredPosition,
+};
 use crate::cache::tags::TagRecorder;
 use crate::cache::{Policy, ResponseCache};
+use crate::db::replicas::Replicas;
 use crate::error::{ApiError, Phase, codes};
 use crate::telemetry::Metrics;
 use crate::telemetry::RequestId;
@@ -76,6 +82,7 @@ pub enum Refusal {
 pub struct Executor {
     schemas: Schemas,
     db: DatabaseConnection,
+    replicas: Option<Replicas>,
     cache: Option<ResponseCache>,
     metrics: Arc<Metrics>,
     /// The safelist: when set, only these documents (by SHA-256) may run.
@@ -111,6 +118,7 @@ impl Executor {
     pub fn new(
         schemas: Schemas,
         db: DatabaseConnection,
+        replicas: Option<Replicas>,
         cache: Option<ResponseCache>,
         metrics: Arc<Metrics>,
         manifest: Option<HashMap<String, String>>,
@@ -119,6 +127,7 @@ impl Executor {
         Executor {
             schemas,
             db,
+            replicas,
             cache,
             metrics,
             manifest,
@@ -290,6 +299,8 @@ impl Executor {
         let execution = Execution {
             schemas: self.schemas.clone(),
             db: self.db.clone(),
+            replicas: self.replicas.clone(),
+            cache: self.cache.clone(),
             metrics: Arc::clone(&self.metrics),
             caller: caller.clone(),
             label: label.to_owned(),
@@ -299,7 +310,8 @@ impl Executor {
             register_as,
         };
         let Some(cache) = cache.filter(|_| is_query) else {
-            let executed = execution.run().await;
+            // Uncached: only this instance's own commits bind a replica read.
+            let executed = execution.run(NO_REQUIRED_POSITION).await;
             if let Some(cache) = &self.cache {
                 cache.record_bypass();
                 cache.record_execution(&executed.timed_as, executed.elapsed_ms);
@@ -320,8 +332,8 @@ impl Executor {
         };
         let span = tracing::Span::current();
         Ok(cache
-            .read_through(identity, requester, move || {
-                execution.run().instrument(span)
+            .read_through(identity, requester, move |required| {
+                execution.run(required).instrument(span)
             })
             .await)
     }
@@ -331,6 +343,9 @@ impl Executor {
 struct Execution {
     schemas: Schemas,
     db: DatabaseConnection,
+    replicas: Option<Replicas>,
+    /// Told the WAL position a query read from the primary when the cache had lost its own.
+    cache: Option<ResponseCache>,
     metrics: Arc<Metrics>,
     caller: Caller,
     label: String,
@@ -342,21 +357,63 @@ struct Execution {
 }
 
 impl Execution {
+    fn request(&self, tags: &Arc<TagRecorder>) -> Request {
+        let request = Request::new(self.query.clone())
+            .variables(Variables::from_json(self.variables.clone()))
+            .data(self.caller.principal.clone())
+            .data(self.caller.request_id.clone())
+            .data(Arc::clone(tags));
+        match &self.operation_name {
+            Some(name) => request.operation_name(name.clone()),
+            None => request,
+        }
+    }
+
+    /// Runs a parsed request on the database it should read: a query on the replica
+    /// `Replicas::route` picks for `required` (again on the primary if a read there fails),
+    /// anything else on the primary.
+    async fn execute_routed(
+        &self,
+        schema: &super::CatalogSchema,
+        request: Request,
+        is_query: bool,
+        required: RequiredPosition,
+        tags: &Arc<TagRecorder>,
+    ) -> async_graphql::Response {
+        let Some(replicas) = self.replicas.as_ref().filter(|_| is_query) else {
+            return schema.execute(request.data(Loaders::new(&self.db))).await;
+        };
+        let route = replicas.route(required).await;
+        if let (Some(lsn), Some(cache)) = (route.established, &self.cache) {
+            cache.establish_position(lsn).await;
+        }
+        let Some(index) = route.replica else {
+            return schema.execute(request.data(Loaders::new(&route.db))).await;
+        };
+        let read = Arc::new(ReplicaRead::new(replicas.clone(), index));
+        let response = schema
+            .execute(
+                request
+                    .data(Loaders::new(&route.db))
+                    .data(route.db.clone())
+                    .data(Arc::clone(&read)),
+            )
+            .await;
+        if !read.failed() {
+            return response;
+        }
+        tracing::warn!("a read on a replica failed: running the query on the primary");
+        let retry = self.request(tags).data(Loaders::new(&self.db));
+        schema.execute(retry).await
+    }
+
     /// Executes the document against the database with per-request DataLoaders, recording
-    /// the tags the result depends on.
-    async fn run(self) -> Executed {
+    /// the tags the result depends on. A query reads a database that has replayed `required`.
+    async fn run(self, required: RequiredPosition) -> Executed {
         let started = Instant::now();
         let tags = Arc::new(TagRecorder::default());
         let query_text = self.query.clone();
-        let mut request = Request::new(self.query)
-            .variables(Variables::from_json(self.variables))
-            .data(Loaders::new(&self.db))
-            .data(self.caller.principal.clone())
-            .data(self.caller.request_id.clone())
-            .data(Arc::clone(&tags));
-        if let Some(name) = &self.operation_name {
-            request = request.operation_name(name.clone());
-        }
+        let mut request = self.request(&tags);
         // Parsed here (async-graphql keeps the parsed document in the request and does not
         // parse again), so the executor learns what the document is without a schema
         // extension: any extension puts a hook around every field, which cost half of the
@@ -371,8 +428,13 @@ impl Execution {
                     let facts = DocumentFacts::of(document);
                     let cost = DocumentCost::of(document, self.operation_name.as_deref());
                     let order = ResponseOrder::of(document, self.operation_name.as_deref());
+                    let is_query = facts.operation_type(self.operation_name.as_deref())
+                        == Some(OperationType::Query);
                     let response = match self.schemas.select(cost) {
-                        Ok(schema) => schema.execute(request).await,
+                        Ok(schema) => {
+                            self.execute_routed(schema, request, is_query, required, &tags)
+                                .await
+                        }
                         Err(refusal) => async_graphql::Response::from_errors(vec![
                             async_graphql::ServerError::new(refusal, None),
                         ]),

@@ -128,19 +128,32 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
-/// Ready when the database answers (the cache is optional: without it the server still works).
-/// While the database breaker is open the answer is 503 at once; a failed ping opens it.
+/// Ready when the primary database answers (the cache and the replicas are optional: without
+/// them the server still works). While the database breaker is open the answer is 503 at once;
+/// a failed ping opens it. The JSON body reports each replica's state.
 async fn readyz(State(state): State<AppState>) -> Response {
-    let unreachable = || (StatusCode::SERVICE_UNAVAILABLE, "database unreachable").into_response();
+    let replicas = state
+        .replicas
+        .as_ref()
+        .map(|replicas| replicas.statuses())
+        .unwrap_or_default();
+    let answer = |status: StatusCode, database: &str| {
+        let body = serde_json::json!({
+            "status": if status == StatusCode::OK { "ready" } else { "unavailable" },
+            "database": database,
+            "replicas": replicas,
+        });
+        (status, axum::Json(body)).into_response()
+    };
     if state.db_breaker.is_open() {
-        return unreachable();
+        return answer(StatusCode::SERVICE_UNAVAILABLE, "unreachable");
     }
     let timeout = 2 * state.config.db_acquire_timeout();
     match tokio::time::timeout(timeout, state.db.ping()).await {
-        Ok(Ok(())) => (StatusCode::OK, "ready").into_response(),
+        Ok(Ok(())) => answer(StatusCode::OK, "up"),
         _ => {
             state.db_breaker.trip();
-            unreachable()
+            answer(StatusCode::SERVICE_UNAVAILABLE, "unreachable")
         }
     }
 }

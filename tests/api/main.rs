@@ -22,6 +22,7 @@ mod hostile_input;
 mod http;
 mod introspection;
 mod limits;
+mod pg_replica;
 mod products;
 mod redis_process;
 mod response_order;

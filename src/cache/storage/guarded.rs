@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use super::{BackendStats, Lookup, ResponseStore, StorageError, ValueStore};
+use super::{BackendStats, Lookup, ResponseStore, StorageError, ValueStore, Watermark};
 use crate::cache::entry::Entry;
 use crate::telemetry::Metrics;
 
@@ -168,7 +168,7 @@ impl GuardedStorage {
         self.guard(self.responses.lookup(key)).await
     }
 
-    pub async fn sequence(&self) -> Result<u64, StorageError> {
+    pub async fn sequence(&self) -> Result<Watermark, StorageError> {
         self.guard(self.responses.sequence()).await
     }
 
@@ -181,13 +181,21 @@ impl GuardedStorage {
         self.guard(self.responses.store(key, entry, ttl)).await
     }
 
-    pub async fn invalidate(&self, tags: &[String]) -> Result<u64, StorageError> {
-        self.guard(self.responses.invalidate(tags)).await
+    pub async fn invalidate(&self, tags: &[String], lsn: Option<u64>) -> Result<u64, StorageError> {
+        self.guard(self.responses.invalidate(tags, lsn)).await
     }
 
     /// An invalidation that is attempted even while the breaker is open.
-    pub async fn invalidate_now(&self, tags: &[String]) -> Result<u64, StorageError> {
-        self.attempt(self.responses.invalidate(tags)).await
+    pub async fn invalidate_now(
+        &self,
+        tags: &[String],
+        lsn: Option<u64>,
+    ) -> Result<u64, StorageError> {
+        self.attempt(self.responses.invalidate(tags, lsn)).await
+    }
+
+    pub async fn establish_position(&self, lsn: u64) -> Result<(), StorageError> {
+        self.guard(self.responses.establish_position(lsn)).await
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {

@@ -15,7 +15,7 @@ use moka::notification::RemovalCause;
 use parking_lot::Mutex;
 
 use super::versions::{TagVersions, Verdict};
-use super::{BackendStats, Lookup, ResponseStore, StorageError, ValueStore};
+use super::{BackendStats, Lookup, ResponseStore, StorageError, ValueStore, Watermark};
 use crate::cache::entry::Entry;
 use crate::telemetry::Metrics;
 
@@ -69,6 +69,8 @@ pub struct MemoryStorage {
     values: moka::future::Cache<String, Stored>,
     tag_versions: TagVersions,
     sequence: AtomicU64,
+    /// The highest WAL position invalidations recorded (never lost in process: never `None`).
+    lsn: AtomicU64,
     counters: Mutex<HashMap<String, i64>>,
     samples: Mutex<HashMap<String, VecDeque<f64>>>,
     rankings: Mutex<HashMap<String, HashMap<String, f64>>>,
@@ -97,10 +99,23 @@ impl MemoryStorage {
             values,
             tag_versions: TagVersions::new(1_000_000, tag_ttl),
             sequence: AtomicU64::new(0),
+            lsn: AtomicU64::new(0),
             counters: Mutex::new(HashMap::new()),
             samples: Mutex::new(HashMap::new()),
             rankings: Mutex::new(HashMap::new()),
             collections: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl MemoryStorage {
+    /// The sequence is read before the position: a position raised for a later sequence only
+    /// makes the fill more demanding, never less.
+    fn watermark(&self) -> Watermark {
+        let seq = self.sequence.load(Ordering::SeqCst);
+        Watermark {
+            seq,
+            lsn: Some(self.lsn.load(Ordering::SeqCst)),
         }
     }
 }
@@ -111,24 +126,24 @@ impl ResponseStore for MemoryStorage {
         "memory"
     }
     async fn lookup(&self, key: &str) -> Result<Lookup, StorageError> {
-        let seq = self.sequence.load(Ordering::SeqCst);
+        let mark = self.watermark();
         let Some(Stored::Entry(entry, _)) = self.values.get(key).await else {
-            return Ok(Lookup::Miss { seq });
+            return Ok(Lookup::Miss(mark));
         };
         match self.tag_versions.verdict(&entry) {
             Verdict::Fresh => Ok(Lookup::Hit(entry)),
             Verdict::Stale => {
                 self.values.invalidate(key).await;
-                Ok(Lookup::Miss { seq })
+                Ok(Lookup::Miss(mark))
             }
             Verdict::Unprovable => {
                 self.values.invalidate(key).await;
-                Ok(Lookup::Unprovable { seq })
+                Ok(Lookup::Unprovable(mark))
             }
         }
     }
-    async fn sequence(&self) -> Result<u64, StorageError> {
-        Ok(self.sequence.load(Ordering::SeqCst))
+    async fn sequence(&self) -> Result<Watermark, StorageError> {
+        Ok(self.watermark())
     }
     async fn store(&self, key: &str, entry: Arc<Entry>, ttl: Duration) -> Result<(), StorageError> {
         self.values
@@ -136,7 +151,11 @@ impl ResponseStore for MemoryStorage {
             .await;
         Ok(())
     }
-    async fn invalidate(&self, tags: &[String]) -> Result<u64, StorageError> {
+    async fn invalidate(&self, tags: &[String], lsn: Option<u64>) -> Result<u64, StorageError> {
+        // Raised before the sequence: whoever reads the new sequence also reads this position.
+        if let Some(lsn) = lsn {
+            self.lsn.fetch_max(lsn, Ordering::SeqCst);
+        }
         let seq = self.sequence.fetch_add(1, Ordering::SeqCst) + 1;
         for tag in tags {
             self.tag_versions.raise(tag, seq);
@@ -179,28 +198,6 @@ impl ValueStore for MemoryStorage {
     }
     async fn delete(&self, key: &str) -> Result<(), StorageError> {
         self.values.invalidate(key).await;
-        Ok(())
-    }
-    async fn set_bounded(
-        &self,
-        collection: &str,
-        key: &str,
-        value: Vec<u8>,
-        ttl: Duration,
-        capacity: usize,
-    ) -> Result<(), StorageError> {
-        let evicted: Vec<String> = {
-            let mut collections = self.collections.lock();
-            let members = collections.entry(collection.to_owned()).or_default();
-            members.retain(|member| member != key);
-            members.push_back(key.to_owned());
-            let excess = members.len().saturating_sub(capacity.max(1));
-            members.drain(..excess).collect()
-        };
-        self.set(key, value, ttl).await?;
-        for member in evicted {
-            self.values.invalidate(&member).await;
-        }
         Ok(())
     }
     async fn add_counters(
@@ -265,6 +262,30 @@ impl ValueStore for MemoryStorage {
             .map(|(member, _)| member.clone())
             .collect())
     }
+
+    async fn set_bounded(
+        &self,
+        collection: &str,
+        key: &str,
+        value: Vec<u8>,
+        ttl: Duration,
+        capacity: usize,
+    ) -> Result<(), StorageError> {
+        let evicted: Vec<String> = {
+            let mut collections = self.collections.lock();
+            let members = collections.entry(collection.to_owned()).or_default();
+            members.retain(|member| member != key);
+            members.push_back(key.to_owned());
+            let excess = members.len().saturating_sub(capacity.max(1));
+            members.drain(..excess).collect()
+        };
+        self.set(key, value, ttl).await?;
+        for member in evicted {
+            self.values.invalidate(&member).await;
+        }
+        Ok(())
+    }
+
     async fn rank_trim(&self, key: &str, keep: usize, _ttl: Duration) -> Result<(), StorageError> {
         let mut rankings = self.rankings.lock();
         let Some(ranking) = rankings.get_mut(key) else {

@@ -28,16 +28,28 @@ pub enum StorageError {
     CircuitOpen,
 }
 
+/// What a fill must be at least as new as, read in the same round trip as a lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Watermark {
+    /// The invalidation sequence the fill records.
+    pub seq: u64,
+    /// The highest primary WAL position (a PostgreSQL LSN) recorded by the invalidations up
+    /// to `seq` (0 when none recorded one): the fill must read a database that has replayed
+    /// it. `None` when the backend lost it (eviction, restart): the fill must establish it
+    /// from the primary.
+    pub lsn: Option<u64>,
+}
+
 /// The result of looking up a response entry.
 #[derive(Debug)]
 pub enum Lookup {
     /// A fresh entry, decoded (in-process tiers keep it decoded, so a hit copies nothing).
     Hit(Arc<Entry>),
-    /// No fresh entry; `seq` is the invalidation sequence a fill must record.
-    Miss { seq: u64 },
+    /// No fresh entry; a fill records this watermark.
+    Miss(Watermark),
     /// An entry filled before the current epoch: its freshness cannot be proven, so it is
-    /// not served (counted apart from misses). A fill records `seq` as after a miss.
-    Unprovable { seq: u64 },
+    /// not served (counted apart from misses). A fill records the watermark as after a miss.
+    Unprovable(Watermark),
 }
 
 #[derive(Debug, Default, Clone, serde::Serialize)]
@@ -60,11 +72,18 @@ pub trait ResponseStore: Send + Sync + 'static {
 
     /// Returns the entry at `key` if none of its tags was invalidated after it was filled.
     async fn lookup(&self, key: &str) -> Result<Lookup, StorageError>;
-    /// The current invalidation sequence (taken before a fill executes).
-    async fn sequence(&self) -> Result<u64, StorageError>;
+    /// The current invalidation sequence and WAL position (taken before a fill executes).
+    async fn sequence(&self) -> Result<Watermark, StorageError>;
     async fn store(&self, key: &str, entry: Arc<Entry>, ttl: Duration) -> Result<(), StorageError>;
-    /// Advances the invalidation sequence and stamps every tag with it; returns the sequence.
-    async fn invalidate(&self, tags: &[String]) -> Result<u64, StorageError>;
+    /// Advances the invalidation sequence and stamps every tag with it, and raises the
+    /// recorded WAL position to `lsn` (atomically with the sequence); returns the sequence.
+    async fn invalidate(&self, tags: &[String], lsn: Option<u64>) -> Result<u64, StorageError>;
+
+    /// Sets the recorded WAL position when the backend lost it (`Watermark::lsn` is `None`);
+    /// `lsn` must have been read from the primary after that watermark was.
+    async fn establish_position(&self, _lsn: u64) -> Result<(), StorageError> {
+        Ok(())
+    }
 
     /// Deletes every key under this server's prefix (management only; never on a request path).
     async fn clear(&self) -> Result<u64, StorageError>;

@@ -12,102 +12,9 @@ use async_trait::async_trait;
 use deadpool_redis::{Pool, PoolConfig, Runtime, Timeouts};
 use redis::{AsyncCommands, Script};
 
-use super::{BackendStats, Lookup, ResponseStore, StorageError, ValueStore};
+use super::{BackendStats, Lookup, ResponseStore, StorageError, ValueStore, Watermark};
 use crate::cache::entry::Entry;
 use crate::telemetry::Metrics;
-
-// Every script starts with this: the epoch floor. Entries filled below it are unprovable (the
-// bookkeeping that could prove them fresh may be gone). When the floor key is missing (Redis
-// restarted empty, `cache clear`, eviction) a new epoch starts above every sequence handed out
-// (the client passes its clock in microseconds, so the sequence never goes backwards even when
-// its own key was lost) and first tiers are told to drop everything (`<seq> *`).
-// KEYS[1] = sequence, KEYS[2] = floor; ARGV[1] = clock (µs), ARGV[2] = channel.
-const EPOCH: &str = r#"
-local function text(number) return string.format('%.0f', number) end
-local function new_epoch()
-  local start = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), tonumber(ARGV[1])) + 1
-  redis.call('SET', KEYS[1], text(start))
-  redis.call('SET', KEYS[2], text(start))
-  redis.call('PUBLISH', ARGV[2], text(start) .. ' *')
-  return start
-end
-local function floor()
-  local current = redis.call('GET', KEYS[2])
-  if current then return tonumber(current) end
-  return new_epoch()
-end
-"#;
-
-// KEYS[3] = entry; ARGV[3] = tag key prefix. Returns {1, entry} when fresh, {0, seq} when
-// absent or stale, {2, seq} when present but unprovable (filled before the epoch floor).
-const LOOKUP: &str = r#"
-local lowest = floor()
-local entry = redis.call('GET', KEYS[3])
-if entry then
-  local newline = string.find(entry, '\n', 1, true)
-  if newline then
-    local seq = nil
-    local tags = {}
-    for word in string.gmatch(string.sub(entry, 1, newline - 1), '%S+') do
-      if seq == nil then seq = tonumber(word) else tags[#tags + 1] = ARGV[3] .. word end
-    end
-    if seq == nil or seq < lowest then
-      return {2, redis.call('GET', KEYS[1]) or text(lowest)}
-    end
-    local fresh = true
-    if #tags > 0 then
-      local versions = redis.call('MGET', unpack(tags))
-      for i = 1, #versions do
-        if versions[i] and tonumber(versions[i]) > seq then fresh = false break end
-      end
-    end
-    if fresh then return {1, entry} end
-  end
-end
-return {0, redis.call('GET', KEYS[1]) or text(lowest)}
-"#;
-
-// Returns the current sequence (a fill records it before it executes).
-const SEQUENCE: &str = r#"
-local lowest = floor()
-return redis.call('GET', KEYS[1]) or text(lowest)
-"#;
-
-// KEYS[3] = entry; ARGV[3] = the entry's fill sequence, ARGV[4] = encoded entry, ARGV[5] = TTL.
-// A fill from before the floor is dropped: it may have missed invalidations that were lost.
-const STORE: &str = r#"
-local current = redis.call('GET', KEYS[2])
-if not current or tonumber(ARGV[3]) < tonumber(current) then return 0 end
-redis.call('SET', KEYS[3], ARGV[4], 'EX', tonumber(ARGV[5]))
-return 1
-"#;
-
-// ARGV[3] = tag key prefix, ARGV[4] = stamp TTL, ARGV[5..] = tags. Advances the sequence,
-// stamps every tag and announces `<seq> <tags...>` to first tiers.
-const INVALIDATE: &str = r#"
-floor()
-local seq = redis.call('INCR', KEYS[1])
-for i = 5, #ARGV do
-  redis.call('SET', ARGV[3] .. ARGV[i], text(seq), 'EX', tonumber(ARGV[4]))
-end
-redis.call('PUBLISH', ARGV[2], text(seq) .. ' ' .. table.concat(ARGV, ' ', 5))
-return text(seq)
-"#;
-
-// Starts a new epoch now (`cache clear`).
-const NEW_EPOCH: &str = r#"
-return text(new_epoch())
-"#;
-
-// KEYS[3] = the run id key; ARGV[3] = this Redis process's run id (INFO server). Run on every
-// new connection: a different run id means this Redis restarted (perhaps from an old snapshot)
-// or is a promoted replica, so its invalidation history cannot be trusted: new epoch.
-const HANDSHAKE: &str = r#"
-if redis.call('GET', KEYS[3]) == ARGV[3] then return 0 end
-local start = new_epoch()
-redis.call('SET', KEYS[3], ARGV[3])
-return text(start)
-"#;
 
 // KEYS[1] = the collection (a sorted set of its members' keys, scored by when each was set),
 // KEYS[2] = the key; ARGV[1] = value, ARGV[2] = TTL (s), ARGV[3] = capacity, ARGV[4] = clock
@@ -128,6 +35,125 @@ redis.call('EXPIRE', KEYS[1], ttl)
 return 1
 "#;
 
+// Every script starts with this: the epoch floor. Entries filled below it are unprovable (the
+// bookkeeping that could prove them fresh may be gone). When the floor key is missing (Redis
+// restarted empty, `cache clear`, eviction) a new epoch starts above every sequence handed out
+// (the client passes its clock in microseconds, so the sequence never goes backwards even when
+// its own key was lost) and first tiers are told to drop everything (`<seq> *`).
+// The WAL position (KEYS[3]) is the highest primary LSN an invalidation recorded, kept as
+// decimal text and compared as text (exact beyond 2^53). A new epoch deletes it: a restored
+// snapshot may hold an older one, and a missing one makes fills establish it from the primary.
+// KEYS[1] = sequence, KEYS[2] = floor, KEYS[3] = WAL position; ARGV[1] = clock (µs),
+// ARGV[2] = channel.
+const EPOCH: &str = r#"
+local function text(number) return string.format('%.0f', number) end
+local function position() return redis.call('GET', KEYS[3]) or '' end
+local function new_epoch()
+  local start = math.max(tonumber(redis.call('GET', KEYS[1]) or '0'), tonumber(ARGV[1])) + 1
+  redis.call('SET', KEYS[1], text(start))
+  redis.call('SET', KEYS[2], text(start))
+  redis.call('DEL', KEYS[3])
+  redis.call('PUBLISH', ARGV[2], text(start) .. ' *')
+  return start
+end
+local function floor()
+  local current = redis.call('GET', KEYS[2])
+  if current then return tonumber(current) end
+  return new_epoch()
+end
+"#;
+
+// KEYS[4] = entry; ARGV[3] = tag key prefix. Returns {1, entry} when fresh, {0, seq, lsn} when
+// absent or stale, {2, seq, lsn} when present but unprovable (filled before the epoch floor);
+// lsn is '' when unknown.
+const LOOKUP: &str = r#"
+local lowest = floor()
+local entry = redis.call('GET', KEYS[4])
+if entry then
+  local newline = string.find(entry, '\n', 1, true)
+  if newline then
+    local seq = nil
+    local tags = {}
+    for word in string.gmatch(string.sub(entry, 1, newline - 1), '%S+') do
+      if seq == nil then seq = tonumber(word) else tags[#tags + 1] = ARGV[3] .. word end
+    end
+    if seq == nil or seq < lowest then
+      return {2, redis.call('GET', KEYS[1]) or text(lowest), position()}
+    end
+    local fresh = true
+    if #tags > 0 then
+      local versions = redis.call('MGET', unpack(tags))
+      for i = 1, #versions do
+        if versions[i] and tonumber(versions[i]) > seq then fresh = false break end
+      end
+    end
+    if fresh then return {1, entry, ''} end
+  end
+end
+return {0, redis.call('GET', KEYS[1]) or text(lowest), position()}
+"#;
+
+// Returns {seq, lsn}: the current sequence and WAL position (a fill records them before it
+// executes).
+const SEQUENCE: &str = r#"
+local lowest = floor()
+return {redis.call('GET', KEYS[1]) or text(lowest), position()}
+"#;
+
+// KEYS[4] = entry; ARGV[3] = the entry's fill sequence, ARGV[4] = encoded entry, ARGV[5] = TTL.
+// A fill from before the floor is dropped: it may have missed invalidations that were lost.
+const STORE: &str = r#"
+local current = redis.call('GET', KEYS[2])
+if not current or tonumber(ARGV[3]) < tonumber(current) then return 0 end
+redis.call('SET', KEYS[4], ARGV[4], 'EX', tonumber(ARGV[5]))
+return 1
+"#;
+
+// ARGV[3] = tag key prefix, ARGV[4] = stamp TTL, ARGV[5..n-1] = tags, ARGV[n] = the commit's
+// WAL position ('' for none). Advances the sequence, stamps every tag, raises the position
+// (a max, compared as text) and announces `<seq> <tags...>` to first tiers.
+const INVALIDATE: &str = r#"
+floor()
+local seq = redis.call('INCR', KEYS[1])
+local last = #ARGV - 1
+for i = 5, last do
+  redis.call('SET', ARGV[3] .. ARGV[i], text(seq), 'EX', tonumber(ARGV[4]))
+end
+local lsn = ARGV[#ARGV]
+if lsn ~= '' then
+  local current = position()
+  if current == '' or #lsn > #current or (#lsn == #current and lsn > current) then
+    redis.call('SET', KEYS[3], lsn)
+  end
+end
+redis.call('PUBLISH', ARGV[2], text(seq) .. ' ' .. table.concat(ARGV, ' ', 5, last))
+return text(seq)
+"#;
+
+// ARGV[3] = a WAL position the primary has reached. Sets the position only when it is
+// unknown (lost with a new epoch or an eviction): any commit whose invalidation was recorded
+// before this script runs is at or before a position read from the primary afterwards.
+const ESTABLISH_POSITION: &str = r#"
+floor()
+if position() == '' then redis.call('SET', KEYS[3], ARGV[3]) end
+return 1
+"#;
+
+// Starts a new epoch now (`cache clear`).
+const NEW_EPOCH: &str = r#"
+return text(new_epoch())
+"#;
+
+// KEYS[4] = the run id key; ARGV[3] = this Redis process's run id (INFO server). Run on every
+// new connection: a different run id means this Redis restarted (perhaps from an old snapshot)
+// or is a promoted replica, so its invalidation history cannot be trusted: new epoch.
+const HANDSHAKE: &str = r#"
+if redis.call('GET', KEYS[4]) == ARGV[3] then return 0 end
+local start = new_epoch()
+redis.call('SET', KEYS[4], ARGV[3])
+return text(start)
+"#;
+
 /// Connections in use at once. Each is a multiplexed (pipelining) connection taken from the
 /// deadpool pool once and shared by every request until it fails, so a request pays one
 /// round trip, not a pool checkout (deadpool's recycle check costs a PING per checkout).
@@ -144,9 +170,10 @@ pub struct RedisStorage {
     sequence: Script,
     store: Script,
     invalidate: Script,
+    establish_position: Script,
     handshake: Script,
-    new_epoch: Script,
     set_bounded: Script,
+    new_epoch: Script,
     metrics: Arc<Metrics>,
     warned_about_eviction: std::sync::atomic::AtomicBool,
 }
@@ -203,9 +230,10 @@ impl RedisStorage {
             sequence: script(SEQUENCE),
             store: script(STORE),
             invalidate: script(INVALIDATE),
+            establish_position: script(ESTABLISH_POSITION),
             handshake: script(HANDSHAKE),
-            new_epoch: script(NEW_EPOCH),
             set_bounded: Script::new(SET_BOUNDED),
+            new_epoch: script(NEW_EPOCH),
             metrics,
             warned_about_eviction: std::sync::atomic::AtomicBool::new(false),
         })
@@ -297,6 +325,7 @@ impl RedisStorage {
         let mut invocation = script.key(self.key("seq"));
         invocation
             .key(self.key("floor"))
+            .key(self.key("lsn"))
             .arg(clock_micros())
             .arg(self.channel());
         invocation
@@ -351,7 +380,7 @@ impl ResponseStore for RedisStorage {
     }
     async fn lookup(&self, key: &str) -> Result<Lookup, StorageError> {
         let mut connection = self.connection().await?;
-        let (found, value): (i64, Vec<u8>) = self
+        let (found, value, lsn): (i64, Vec<u8>, Vec<u8>) = self
             .epoch_call(&self.lookup)
             .key(self.key(key))
             .arg(self.key("tag:"))
@@ -363,21 +392,36 @@ impl ResponseStore for RedisStorage {
                 .map_err(|error| StorageError::Unavailable(error.to_string()))?;
             return Ok(Lookup::Hit(Arc::new(entry)));
         }
-        let seq = parse_sequence(&value)?;
+        let mark = Watermark {
+            seq: parse_sequence(&value)?,
+            lsn: parse_position(&lsn)?,
+        };
         Ok(if found == 2 {
-            Lookup::Unprovable { seq }
+            Lookup::Unprovable(mark)
         } else {
-            Lookup::Miss { seq }
+            Lookup::Miss(mark)
         })
     }
-    async fn sequence(&self) -> Result<u64, StorageError> {
+    async fn sequence(&self) -> Result<Watermark, StorageError> {
         let mut connection = self.connection().await?;
-        let value: Vec<u8> = self
+        let (seq, lsn): (Vec<u8>, Vec<u8>) = self
             .epoch_call(&self.sequence)
             .invoke_async(&mut connection)
             .await
             .map_err(|error| self.failed(error))?;
-        parse_sequence(&value)
+        Ok(Watermark {
+            seq: parse_sequence(&seq)?,
+            lsn: parse_position(&lsn)?,
+        })
+    }
+    async fn establish_position(&self, lsn: u64) -> Result<(), StorageError> {
+        let mut connection = self.connection().await?;
+        self.epoch_call(&self.establish_position)
+            .arg(lsn)
+            .invoke_async::<i64>(&mut connection)
+            .await
+            .map_err(|error| self.failed(error))?;
+        Ok(())
     }
     async fn store(&self, key: &str, entry: Arc<Entry>, ttl: Duration) -> Result<(), StorageError> {
         let mut connection = self.connection().await?;
@@ -391,7 +435,7 @@ impl ResponseStore for RedisStorage {
             .map_err(|error| self.failed(error))?;
         Ok(())
     }
-    async fn invalidate(&self, tags: &[String]) -> Result<u64, StorageError> {
+    async fn invalidate(&self, tags: &[String], lsn: Option<u64>) -> Result<u64, StorageError> {
         let mut connection = self.connection().await?;
         let mut invocation = self.epoch_call(&self.invalidate);
         invocation
@@ -400,6 +444,7 @@ impl ResponseStore for RedisStorage {
         for tag in tags {
             invocation.arg(tag);
         }
+        invocation.arg(lsn.map(|lsn| lsn.to_string()).unwrap_or_default());
         let seq: Vec<u8> = invocation
             .invoke_async(&mut connection)
             .await
@@ -415,7 +460,12 @@ impl ResponseStore for RedisStorage {
             .invoke_async::<String>(&mut connection)
             .await
             .map_err(|error| self.failed(error))?;
-        let bookkeeping = [self.key("seq"), self.key("floor"), self.key("runid")];
+        let bookkeeping = [
+            self.key("seq"),
+            self.key("floor"),
+            self.key("lsn"),
+            self.key("runid"),
+        ];
         let stamps = self.key("tag:");
         let mut deleted = 0;
         for keys in self.prefix_keys(&mut connection).await? {
@@ -496,27 +546,6 @@ impl ValueStore for RedisStorage {
             .del::<_, ()>(self.key(key))
             .await
             .map_err(|error| self.failed(error))
-    }
-    async fn set_bounded(
-        &self,
-        collection: &str,
-        key: &str,
-        value: Vec<u8>,
-        ttl: Duration,
-        capacity: usize,
-    ) -> Result<(), StorageError> {
-        let mut connection = self.connection().await?;
-        self.set_bounded
-            .key(self.key(collection))
-            .key(self.key(key))
-            .arg(value)
-            .arg(ttl.as_secs().max(1))
-            .arg(capacity.max(1))
-            .arg(clock_micros() / 1000)
-            .invoke_async::<i64>(&mut connection)
-            .await
-            .map_err(|error| self.failed(error))?;
-        Ok(())
     }
     async fn add_counters(
         &self,
@@ -601,6 +630,29 @@ impl ValueStore for RedisStorage {
             .await
             .map_err(|error| self.failed(error))
     }
+
+    async fn set_bounded(
+        &self,
+        collection: &str,
+        key: &str,
+        value: Vec<u8>,
+        ttl: Duration,
+        capacity: usize,
+    ) -> Result<(), StorageError> {
+        let mut connection = self.connection().await?;
+        self.set_bounded
+            .key(self.key(collection))
+            .key(self.key(key))
+            .arg(value)
+            .arg(ttl.as_secs().max(1))
+            .arg(capacity.max(1))
+            .arg(clock_micros() / 1000)
+            .invoke_async::<i64>(&mut connection)
+            .await
+            .map_err(|error| self.failed(error))?;
+        Ok(())
+    }
+
     async fn rank_trim(&self, key: &str, keep: usize, ttl: Duration) -> Result<(), StorageError> {
         let mut connection = self.connection().await?;
         let key = self.key(key);
@@ -620,6 +672,16 @@ fn parse_sequence(value: &[u8]) -> Result<u64, StorageError> {
         .ok()
         .and_then(|text| text.parse().ok())
         .ok_or_else(|| StorageError::Unavailable("the cache sequence is not a number".into()))
+}
+
+/// A WAL position as the scripts return it: '' when unknown.
+fn parse_position(value: &[u8]) -> Result<Option<u64>, StorageError> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    parse_sequence(value)
+        .map(Some)
+        .map_err(|_| StorageError::Unavailable("the cache's WAL position is not a number".into()))
 }
 
 /// Escapes glob characters so a prefix matches only itself in SCAN MATCH.

@@ -16,7 +16,7 @@ use futures::StreamExt;
 
 use super::redis::RedisStorage;
 use super::versions::{TagVersions, Verdict};
-use super::{BackendStats, Lookup, ResponseStore, StorageError};
+use super::{BackendStats, Lookup, ResponseStore, StorageError, Watermark};
 use crate::cache::entry::Entry;
 use crate::telemetry::Metrics;
 
@@ -233,7 +233,7 @@ impl ResponseStore for TieredStorage {
         }
         Ok(found)
     }
-    async fn sequence(&self) -> Result<u64, StorageError> {
+    async fn sequence(&self) -> Result<Watermark, StorageError> {
         self.remote.sequence().await
     }
     async fn store(&self, key: &str, entry: Arc<Entry>, ttl: Duration) -> Result<(), StorageError> {
@@ -247,13 +247,16 @@ impl ResponseStore for TieredStorage {
         }
         Ok(())
     }
-    async fn invalidate(&self, tags: &[String]) -> Result<u64, StorageError> {
-        let seq = self.remote.invalidate(tags).await?;
+    async fn invalidate(&self, tags: &[String], lsn: Option<u64>) -> Result<u64, StorageError> {
+        let seq = self.remote.invalidate(tags, lsn).await?;
         // Our own first tier learns at once, without waiting for the message to come back.
         for tag in tags {
             self.coherence.versions.raise(tag, seq);
         }
         Ok(seq)
+    }
+    async fn establish_position(&self, lsn: u64) -> Result<(), StorageError> {
+        self.remote.establish_position(lsn).await
     }
     async fn clear(&self) -> Result<u64, StorageError> {
         self.coherence.gap();

@@ -2,7 +2,9 @@
 //!
 //! Each mutation validates all input first, writes in one transaction, and only after the
 //! commit announces its `Changes` to the response cache, before the response is sent: a
-//! client that sees the mutation's answer can no longer read what it made stale.
+//! client that sees the mutation's answer can no longer read what it made stale. With read
+//! replicas the announcement carries the primary's WAL position after the commit, so no read
+//! that follows it is served by a replica that has not replayed the commit.
 
 mod category;
 mod product;
@@ -15,6 +17,7 @@ pub use product::ProductMutation;
 
 use crate::cache::ResponseCache;
 use crate::cache::tags::Changes;
+use crate::db::replicas::Replicas;
 use crate::error::ApiError;
 use crate::graphql::context::RequestContext;
 
@@ -36,7 +39,9 @@ pub(crate) async fn begin(ctx: &Context<'_>) -> Result<DatabaseTransaction, ApiE
         .map_err(|error| ctx.database_error(&error))
 }
 
-/// Commits, then invalidates what the mutation changed.
+/// Commits, then invalidates what the mutation changed. With replicas, one more statement
+/// reads the primary's WAL position (at or past the commit) for the invalidation to carry;
+/// without replicas there is none.
 pub(crate) async fn commit(
     ctx: &Context<'_>,
     transaction: DatabaseTransaction,
@@ -46,9 +51,19 @@ pub(crate) async fn commit(
         .commit()
         .await
         .map_err(|error| ctx.database_error(&error))?;
+    let replicas = ctx.data_opt::<Replicas>().filter(|_| !changes.is_empty());
+    let position = match replicas {
+        Some(replicas) => replicas.commit_position().await.map(Some),
+        None => Ok(None),
+    };
     if let Some(cache) = ctx.data_opt::<ResponseCache>() {
-        cache.invalidate(&changes).await;
+        cache
+            .invalidate(&changes, position.as_ref().ok().copied().flatten())
+            .await;
     }
+    // Committed, but without its position a replica might hide it from a later read: the
+    // primary just stopped answering, so the client is told it is unavailable.
+    position.map_err(|error| ctx.database_error(&error))?;
     Ok(())
 }
 
