@@ -144,14 +144,18 @@ impl Guard for RequireToken {
 pub struct Authenticator {
     db: sea_orm::DatabaseConnection,
     cache: Option<crate::cache::ResponseCache>,
+    /// While the database is known to be down, a token the cache does not know is refused
+    /// at once with `SERVICE_UNAVAILABLE` instead of waiting for a connection.
+    breaker: crate::db::breaker::DatabaseBreaker,
 }
 
 impl Authenticator {
     pub fn new(
         db: sea_orm::DatabaseConnection,
         cache: Option<crate::cache::ResponseCache>,
+        breaker: crate::db::breaker::DatabaseBreaker,
     ) -> Self {
-        Authenticator { db, cache }
+        Authenticator { db, cache, breaker }
     }
 
     /// No header is an anonymous caller; a header with a bad or revoked token is an error,
@@ -176,6 +180,9 @@ impl Authenticator {
                 }
                 TokenLookup::Unknown { seq } => fill_seq = seq,
             }
+        }
+        if self.breaker.is_open() {
+            return Err(ApiError::ServiceUnavailable);
         }
         let record = find_active(&self.db, &token_hash)
             .await?

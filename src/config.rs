@@ -110,6 +110,17 @@ pub struct Config {
     )]
     pub body_read_timeout_ms: u64,
 
+    /// Milliseconds a GraphQL request may take once read; past it the client gets a
+    /// `TIMEOUT` error (504) while the work finishes in the background (a mutation still
+    /// commits and invalidates).
+    #[arg(
+        long,
+        env = "CATALOG_REQUEST_TIMEOUT_MS",
+        default_value_t = 10_000,
+        global = true
+    )]
+    pub request_timeout_ms: u64,
+
     /// Most connections open at once; further clients wait in the listen backlog.
     /// 0 picks three quarters of the open-file limit (10,000 where it cannot be read).
     #[arg(
@@ -416,6 +427,10 @@ impl Config {
                 self.header_read_timeout_ms as usize,
             ),
             (
+                "CATALOG_REQUEST_TIMEOUT_MS",
+                usize::try_from(self.request_timeout_ms).unwrap_or(usize::MAX),
+            ),
+            (
                 "CATALOG_BODY_READ_TIMEOUT_MS",
                 self.body_read_timeout_ms as usize,
             ),
@@ -496,6 +511,10 @@ impl Config {
 
     pub fn header_read_timeout(&self) -> Duration {
         Duration::from_millis(self.header_read_timeout_ms)
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
     }
 
     pub fn body_read_timeout(&self) -> Duration {

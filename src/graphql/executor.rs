@@ -310,8 +310,20 @@ impl Executor {
             register_as,
         };
         let Some(cache) = cache.filter(|_| is_query) else {
-            // Uncached: only this instance's own commits bind a replica read.
-            let executed = execution.run(NO_REQUIRED_POSITION).await;
+            // Uncached: only this instance's own commits bind a replica read. In a task of its
+            // own: a client that goes away (or times out) mid-mutation must not cancel the work
+            // between its commit and its invalidation.
+            let run = execution
+                .run(NO_REQUIRED_POSITION)
+                .instrument(tracing::Span::current());
+            let executed = match tokio::spawn(run).await {
+                Ok(executed) => executed,
+                Err(_) => {
+                    return Ok(error_outcome(ApiError::Internal(
+                        "the execution task failed".into(),
+                    )));
+                }
+            };
             if let Some(cache) = &self.cache {
                 cache.record_bypass();
                 cache.record_execution(&executed.timed_as, executed.elapsed_ms);

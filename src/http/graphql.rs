@@ -18,8 +18,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use serde_json::Value;
 use tower_http::request_id::RequestId as TowerRequestId;
 
+use super::state::AppState;
 use super::{RequestId, graphiql};
-use crate::app::AppState;
 use crate::cache::Policy;
 use crate::error::{ApiError, codes, request_error_body};
 use crate::graphql::executor::{CacheStatus, Caller, Operation, Outcome, Refusal, Transport};
@@ -339,24 +339,44 @@ async fn respond(
                 == Some(&Value::Bool(true))
         })
         .collect();
-    let mut outcomes = Vec::with_capacity(operations.len());
-    for operation in operations {
-        match state.executor.execute(operation, &caller).await {
-            Ok(outcome) => outcomes.push(outcome),
-            Err(Refusal::MutationOverGet) => {
-                let mut response = request_error(
-                    &state.metrics,
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "mutations are not allowed over GET; use POST",
-                    codes::METHOD_NOT_ALLOWED,
-                );
-                response
-                    .headers_mut()
-                    .insert(header::ALLOW, HeaderValue::from_static("POST"));
-                return response;
-            }
+    // Past the request timeout the client gets an answer and the wait is dropped; the work
+    // itself is cancel-safe: queries execute in single-flight tasks, and mutations in tasks
+    // of their own (`Executor::execute`), so a commit is always followed by its invalidation.
+    let limit = state.config.request_timeout();
+    let execute_all = async {
+        let mut outcomes = Vec::with_capacity(operations.len());
+        for operation in operations {
+            outcomes.push(state.executor.execute(operation, &caller).await?);
         }
-    }
+        Ok::<_, Refusal>(outcomes)
+    };
+    let Ok(executed) = tokio::time::timeout(limit, execute_all).await else {
+        let message = format!(
+            "the request did not finish within {} ms (a mutation may still complete)",
+            limit.as_millis()
+        );
+        return request_error(
+            &state.metrics,
+            StatusCode::GATEWAY_TIMEOUT,
+            &message,
+            codes::TIMEOUT,
+        );
+    };
+    let mut outcomes = match executed {
+        Ok(outcomes) => outcomes,
+        Err(Refusal::MutationOverGet) => {
+            let mut response = request_error(
+                &state.metrics,
+                StatusCode::METHOD_NOT_ALLOWED,
+                "mutations are not allowed over GET; use POST",
+                codes::METHOD_NOT_ALLOWED,
+            );
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+            return response;
+        }
+    };
     let media_type = if accepts(headers, GRAPHQL_RESPONSE_JSON) {
         GRAPHQL_RESPONSE_JSON
     } else {

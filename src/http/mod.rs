@@ -5,6 +5,7 @@
 pub mod graphiql;
 pub mod graphql;
 pub mod server;
+pub mod state;
 
 use std::time::Duration;
 
@@ -21,7 +22,7 @@ use tower_http::request_id::{
 };
 use tower_http::trace::TraceLayer;
 
-use crate::app::AppState;
+pub use self::state::AppState;
 
 pub use crate::telemetry::RequestId;
 

@@ -316,20 +316,8 @@ async fn the_database_stores_only_the_sha256_of_a_token() {
     );
 }
 
-/// Runs the `catalog-api` binary with only the environment given (nothing inherited that could
-/// point it at a real database or Redis).
 async fn catalog_api(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_catalog-api"));
-    command
-        .args(args)
-        .env_clear()
-        .env("RUST_LOG", "warn")
-        .envs(env.iter().copied())
-        .kill_on_drop(true);
-    tokio::time::timeout(Duration::from_secs(60), command.output())
-        .await
-        .expect("the command finishes within a minute")
-        .expect("the binary runs")
+    crate::helpers::run_binary(args, env).await
 }
 
 fn text(bytes: &[u8]) -> String {

@@ -650,18 +650,17 @@ async fn two_instances_on_one_redis_never_read_stale_after_a_mutation() {
 }
 
 /// Runs the real binary against `app`'s database and Redis, as an operator would.
-fn catalog_api(app: &TestApp, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_catalog-api"))
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("DATABASE_URL", &app.config.database_url)
-        .env("REDIS_URL", app.config.redis_url.as_deref().unwrap_or(""))
-        .env("CATALOG_CACHE_PREFIX", &app.config.cache_prefix)
-        .env("CATALOG_DEMO_DATA", "false")
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("run catalog-api")
+async fn catalog_api(app: &TestApp, args: &[&str]) -> std::process::Output {
+    crate::helpers::run_binary(
+        args,
+        &[
+            ("DATABASE_URL", &app.config.database_url),
+            ("REDIS_URL", app.config.redis_url.as_deref().unwrap_or("")),
+            ("CATALOG_CACHE_PREFIX", &app.config.cache_prefix),
+            ("CATALOG_DEMO_DATA", "false"),
+        ],
+    )
+    .await
 }
 
 #[tokio::test]
@@ -695,7 +694,7 @@ async fn cache_management_commands_warm_clear_and_report_only_their_prefix() {
         .await
         .expect("flush the monitor");
 
-    let stats = catalog_api(&app, &["cache", "stats"]);
+    let stats = catalog_api(&app, &["cache", "stats"]).await;
     assert!(
         stats.status.success(),
         "{}",
@@ -710,7 +709,7 @@ async fn cache_management_commands_warm_clear_and_report_only_their_prefix() {
     );
     assert!(stats["today"]["misses"].as_i64() >= Some(2), "{stats}");
 
-    let cleared = catalog_api(&app, &["cache", "clear"]);
+    let cleared = catalog_api(&app, &["cache", "clear"]).await;
     assert!(
         cleared.status.success(),
         "{}",
@@ -754,7 +753,7 @@ async fn cache_management_commands_warm_clear_and_report_only_their_prefix() {
     )
     .await
     .assert_ok();
-    let warmed = catalog_api(&app, &["cache", "warm-up", "--top", "10"]);
+    let warmed = catalog_api(&app, &["cache", "warm-up", "--top", "10"]).await;
     assert!(
         warmed.status.success(),
         "{}",
@@ -776,7 +775,7 @@ async fn cache_management_commands_warm_clear_and_report_only_their_prefix() {
 #[tokio::test]
 async fn cache_commands_explain_that_the_in_process_cache_belongs_to_the_server() {
     let app = TestApp::spawn_with(|config| config.redis_url = None).await;
-    let output = catalog_api(&app, &["cache", "stats"]);
+    let output = catalog_api(&app, &["cache", "stats"]).await;
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(

@@ -8,7 +8,7 @@ use catalog_api::db::seed::{product_category_id, product_price_cents};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
-use crate::helpers::{CATEGORIES, PRODUCT_BY_ID, PRODUCTS, TestApp};
+use crate::helpers::{CATEGORIES, PRODUCT_BY_ID, PRODUCTS, TestApp, page_ids};
 
 const CATEGORY: &str = "query Category($id: ID!, $first: Int, $after: String) {
     category(id: $id) {
@@ -38,20 +38,6 @@ const DASHBOARD: &str = "{ dashboardStats { totalProducts categoriesCount avgPri
 fn seeded_in(category_id: i32) -> Vec<u32> {
     (1..=PRODUCTS)
         .filter(|j| product_category_id(*j, CATEGORIES) == category_id)
-        .collect()
-}
-
-fn page_ids(connection: &Value) -> Vec<u32> {
-    connection["edges"]
-        .as_array()
-        .expect("edges")
-        .iter()
-        .map(|edge| {
-            edge["node"]["id"]
-                .as_str()
-                .and_then(|id| id.parse().ok())
-                .expect("a numeric product ID")
-        })
         .collect()
 }
 

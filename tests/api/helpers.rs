@@ -302,3 +302,35 @@ pub fn seeded_price(j: u32) -> String {
 }
 
 pub const PRODUCT_BY_ID: &str = "query ProductById($id: ID!) { product(id: $id) { id name price createdAt category { id name } } }";
+
+/// Runs the `catalog-api` binary as an operator would, with only the environment given
+/// (nothing inherited that could point it at a real database or Redis).
+pub async fn run_binary(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_catalog-api"));
+    command
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
+        .kill_on_drop(true);
+    tokio::time::timeout(Duration::from_secs(60), command.output())
+        .await
+        .expect("the command finishes within a minute")
+        .expect("the binary runs")
+}
+
+/// The product ids of one `products` connection, in the order returned.
+pub fn page_ids(connection: &Value) -> Vec<u32> {
+    connection["edges"]
+        .as_array()
+        .expect("edges")
+        .iter()
+        .map(|edge| {
+            edge["node"]["id"]
+                .as_str()
+                .and_then(|id| id.parse().ok())
+                .unwrap_or_else(|| panic!("a numeric id, got {}", edge["node"]["id"]))
+        })
+        .collect()
+}

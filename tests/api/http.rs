@@ -5,7 +5,7 @@ use reqwest::Url;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, IF_NONE_MATCH, ORIGIN};
 use serde_json::json;
 
-use crate::helpers::{GqlResponse, TestApp};
+use crate::helpers::{GqlResponse, PRODUCT_BY_ID, TestApp};
 
 const PRODUCT_NAME: &str = "query Name($id: ID!) { product(id: $id) { name } }";
 
@@ -571,4 +571,26 @@ async fn with_a_metrics_address_metrics_are_served_there_and_not_on_the_api_port
         404,
         "only /metrics is served there"
     );
+}
+
+#[tokio::test]
+async fn a_request_past_its_timeout_gets_a_coded_error_and_the_work_still_completes() {
+    // Every fill is held 2 s, so an uncached query takes longer than the 300 ms limit.
+    let app = TestApp::spawn_with(|config| {
+        config.request_timeout_ms = 300;
+        config.fault_fill_delay_ms = 2_000;
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let slow = app.gql(PRODUCT_BY_ID, json!({ "id": "9" })).await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    assert_eq!(slow.status, 504, "{}", slow.body);
+    slow.assert_error("TIMEOUT");
+    assert!(slow.body.get("data").is_none());
+    // The execution went on in the background and filled the cache.
+    let filled = crate::helpers::eventually(std::time::Duration::from_secs(5), || async {
+        app.gql(PRODUCT_BY_ID, json!({ "id": "9" })).await.x_cache() == "HIT"
+    })
+    .await;
+    assert!(filled, "the timed-out execution still completes");
 }

@@ -8,7 +8,7 @@ use catalog_api::db::seed::{product_category_id, product_price_cents};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
-use crate::helpers::{CATEGORIES, PRODUCT_BY_ID, PRODUCTS, TestApp, seeded_price};
+use crate::helpers::{CATEGORIES, PRODUCT_BY_ID, PRODUCTS, TestApp, page_ids, seeded_price};
 
 const PAGE: &str =
     "query Page($filter: ProductFilter, $orderBy: ProductOrder, $first: Int, $after: String) {
@@ -68,16 +68,6 @@ fn decimal(value: &Value) -> Decimal {
         .as_str()
         .and_then(|text| Decimal::from_str(text).ok())
         .unwrap_or_else(|| panic!("a decimal, got {value}"))
-}
-
-/// The product ids of one `products` connection, in the order returned.
-fn page_ids(connection: &Value) -> Vec<u32> {
-    connection["edges"]
-        .as_array()
-        .expect("edges")
-        .iter()
-        .map(|edge| id_of(&edge["node"]["id"]))
-        .collect()
 }
 
 /// Follows `endCursor` from the first page to the last and returns every id seen, in order,
