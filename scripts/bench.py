@@ -262,9 +262,9 @@ def psql(admin_url, sql):
     subprocess.run(["psql", admin_url, "-qc", sql], check=True, capture_output=True)
 
 
-def seed(env, categories, products):
+def seed(env, categories, products, binary=BINARY):
     started = time.time()
-    subprocess.run([BINARY, "seed", "--categories", str(categories), "--products", str(products)], env=env, check=True,
+    subprocess.run([binary, "seed", "--categories", str(categories), "--products", str(products)], env=env, check=True,
                    capture_output=True)
     return time.time() - started
 
@@ -382,20 +382,36 @@ def main():
 def compare(args, env, port, token, selected):
     """Runs every workload on the baseline binary and on this one, alternately, and prints
     both with their ratios (candidate / baseline)."""
-    servers = {}
+    # Each binary gets its own copy of the data set (their migrations may differ) and its own
+    # token and cache prefix; both share PostgreSQL and Redis, and run one workload at a time.
+    servers, tokens = {}, {}
     for offset, (label, binary) in enumerate((("baseline", args.compare), ("candidate", BINARY))):
+        database = f"catalog_bench_{label}"
+        if label == "baseline":
+            psql(f"{args.pg}/postgres", f"DROP DATABASE IF EXISTS {database}")
+            psql(f"{args.pg}/postgres", f"CREATE DATABASE {database}")
+            psql(f"{args.pg}/postgres", f"ALTER DATABASE {database} SET random_page_cost = 1.1")
         server_env = dict(env, CATALOG_BIND=f"127.0.0.1:{port + 1 + offset}",
                           CATALOG_CACHE_PREFIX=f"{env['CATALOG_CACHE_PREFIX']}{label}:")
+        if label == "baseline":
+            server_env["DATABASE_URL"] = f"{args.pg}/{database}?sslmode=disable"
+            seed(server_env, 50, args.products, binary)
+            tokens[label] = subprocess.run([binary, "token", "create", "bench"], env=server_env, check=True,
+                                           capture_output=True, text=True).stdout.strip()
+        else:
+            tokens[label] = token
         servers[label] = Server(server_env, port + 1 + offset, binary)
         servers[label].start()
     results = {label: [] for label in servers}
     try:
-        for server in servers.values():
-            prime(server, token)
-        for name, (description, script, path) in workloads(token).items():
+        for label, server in servers.items():
+            prime(server, tokens[label])
+        scripts = {label: workloads(tokens[label]) for label in servers}
+        for name in scripts["candidate"]:
             if selected and name not in selected and name != "healthz":
                 continue
             for label, server in servers.items():
+                _, script, path = scripts[label][name]
                 result = measure(server, name, script, path, args)
                 if name == "W7":
                     result["stale"] = check_no_stale_reads(server)
