@@ -16,6 +16,7 @@
 //!    records the position after its commit, so a fill never stores data older than the
 //!    invalidations its sequence follows, and a joined execution observed at least as much.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -155,7 +156,7 @@ impl ResponseCache {
     /// at least what this request observed, or `execute` run and its result stored.
     pub async fn read_through<Execute, Running>(
         &self,
-        identity: Identity,
+        identity: Arc<Identity>,
         requester: Requester,
         execute: Execute,
     ) -> Outcome
@@ -210,7 +211,7 @@ impl ResponseCache {
 
     async fn execute_and_fill<Execute, Running>(
         &self,
-        identity: Identity,
+        identity: Arc<Identity>,
         requester: Requester,
         ticket: Ticket,
         execute: Execute,

@@ -269,7 +269,7 @@ impl Executor {
         let is_query = match policy {
             Some(_) => true,
             None => {
-                let kind = match parse_large_off_the_workers(resolved.query.clone()).await {
+                let kind = match parse_large_off_the_workers(&resolved.query).await {
                     Some(parsed) => parsed.ok().and_then(|document| {
                         DocumentFacts::of(&document).operation_type(operation_name.as_deref())
                     }),
@@ -304,9 +304,12 @@ impl Executor {
             metrics: Arc::clone(&self.metrics),
             caller: caller.clone(),
             label: label.to_owned(),
-            query: resolved.query.clone(),
-            operation_name: operation_name.clone(),
-            variables: variables.clone(),
+            identity: Arc::new(Identity {
+                query: resolved.query,
+                document: resolved.document,
+                operation_name,
+                variables,
+            }),
             register_as,
         };
         let Some(cache) = cache.filter(|_| is_query) else {
@@ -330,12 +333,7 @@ impl Executor {
             }
             return Ok(executed.into_uncached());
         };
-        let identity = Identity {
-            query: resolved.query,
-            document: resolved.document,
-            operation_name,
-            variables,
-        };
+        let identity = Arc::clone(&execution.identity);
         let requester = match &caller.principal {
             Principal::Token { token_hash, .. } => Requester::Token {
                 token_hash: token_hash.clone(),
@@ -361,21 +359,20 @@ struct Execution {
     metrics: Arc<Metrics>,
     caller: Caller,
     label: String,
-    query: String,
-    operation_name: Option<String>,
-    variables: Value,
+    /// The query text, operation name and variables, shared with the cache (no copies on a hit).
+    identity: Arc<Identity>,
     /// The cache, hash and text of a persisted query to register if it parses and validates.
     register_as: Option<(ResponseCache, String, String)>,
 }
 
 impl Execution {
     fn request(&self, tags: &Arc<TagRecorder>) -> Request {
-        let request = Request::new(self.query.clone())
-            .variables(Variables::from_json(self.variables.clone()))
+        let request = Request::new(self.identity.query.clone())
+            .variables(Variables::from_json(self.identity.variables.clone()))
             .data(self.caller.principal.clone())
             .data(self.caller.request_id.clone())
             .data(Arc::clone(tags));
-        match &self.operation_name {
+        match &self.identity.operation_name {
             Some(name) => request.operation_name(name.clone()),
             None => request,
         }
@@ -424,25 +421,24 @@ impl Execution {
     async fn run(self, required: RequiredPosition) -> Executed {
         let started = Instant::now();
         let tags = Arc::new(TagRecorder::default());
-        let query_text = self.query.clone();
         let mut request = self.request(&tags);
         // Parsed here (async-graphql keeps the parsed document in the request and does not
         // parse again), so the executor learns what the document is without a schema
         // extension: any extension puts a hook around every field, which cost half of the
         // CPU of a 100-product page (docs/performance.md). A large document is parsed off the
         // async workers, so parsing it never delays other requests.
-        if let Some(Ok(document)) = parse_large_off_the_workers(request.query.clone()).await {
+        if let Some(Ok(document)) = parse_large_off_the_workers(&request.query).await {
             request.set_parsed_query(document);
         }
-        let (facts, order, mut response) =
-            match request.parsed_query() {
-                Ok(document) => {
-                    let facts = DocumentFacts::of(document);
-                    let cost = DocumentCost::of(document, self.operation_name.as_deref());
-                    let order = ResponseOrder::of(document, self.operation_name.as_deref());
-                    let is_query = facts.operation_type(self.operation_name.as_deref())
-                        == Some(OperationType::Query);
-                    let response = match self.schemas.select(cost) {
+        let (facts, order, mut response) = match request.parsed_query() {
+            Ok(document) => {
+                let facts = DocumentFacts::of(document);
+                let cost = DocumentCost::of(document, self.identity.operation_name.as_deref());
+                let order = ResponseOrder::of(document, self.identity.operation_name.as_deref());
+                let is_query = facts.operation_type(self.identity.operation_name.as_deref())
+                    == Some(OperationType::Query);
+                let response =
+                    match self.schemas.select(cost) {
                         Ok(schema) => {
                             self.execute_routed(schema, request, is_query, required, &tags)
                                 .await
@@ -451,16 +447,17 @@ impl Execution {
                             async_graphql::ServerError::new(refusal, None),
                         ]),
                     };
-                    (facts, order, response)
-                }
-                Err(error) => (
-                    DocumentFacts::default(),
-                    None,
-                    async_graphql::Response::from_errors(vec![
-                        crate::error::readable_syntax_error(error, &query_text),
-                    ]),
-                ),
-            };
+                (facts, order, response)
+            }
+            Err(error) => (
+                DocumentFacts::default(),
+                None,
+                async_graphql::Response::from_errors(vec![crate::error::readable_syntax_error(
+                    error,
+                    &self.identity.query,
+                )]),
+            ),
+        };
         let parse_failed = facts.is_empty();
         for error in &mut response.errors {
             let phase = if parse_failed {
@@ -487,8 +484,8 @@ impl Execution {
         {
             cache.register_persisted_query(hash, query).await;
         }
-        let is_query =
-            facts.operation_type(self.operation_name.as_deref()) == Some(OperationType::Query);
+        let is_query = facts.operation_type(self.identity.operation_name.as_deref())
+            == Some(OperationType::Query);
         let EncodedResponse { body, data_absent } =
             response_body::encode(&mut response, order.as_ref());
         let etag = is_query.then(|| etag_of(&body));
@@ -498,7 +495,7 @@ impl Execution {
                 max_age: control.max_age as u32,
                 private: !control.public,
             });
-        let timed_as = match (&self.operation_name, facts.single_operation_name()) {
+        let timed_as = match (&self.identity.operation_name, facts.single_operation_name()) {
             (None, Some(name)) => self.metrics.operation_label(Some(&name)),
             _ => self.label,
         };
@@ -621,11 +618,12 @@ const LARGE_DOCUMENT_BYTES: usize = 16 * 1024;
 
 /// Parses a large document on the blocking pool; `None` for a small one (parse it in place).
 async fn parse_large_off_the_workers(
-    query: String,
+    query: &str,
 ) -> Option<async_graphql::parser::Result<async_graphql::parser::types::ExecutableDocument>> {
     if query.len() <= LARGE_DOCUMENT_BYTES {
         return None;
     }
+    let query = query.to_owned();
     tokio::task::spawn_blocking(move || async_graphql::parser::parse_query(query))
         .await
         .ok()

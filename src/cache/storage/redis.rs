@@ -175,7 +175,18 @@ pub struct RedisStorage {
     set_bounded: Script,
     new_epoch: Script,
     metrics: Arc<Metrics>,
+    /// Key names every script call passes, built once (a hit allocates none of them).
+    bookkeeping: BookkeepingKeys,
     warned_about_eviction: std::sync::atomic::AtomicBool,
+}
+
+/// The names of the keys that hold the cache's bookkeeping, under this server's prefix.
+struct BookkeepingKeys {
+    sequence: String,
+    floor: String,
+    position: String,
+    tag_prefix: String,
+    channel: String,
 }
 
 /// The clock a new epoch starts from, in microseconds (see `EPOCH`).
@@ -234,6 +245,13 @@ impl RedisStorage {
             handshake: script(HANDSHAKE),
             set_bounded: Script::new(SET_BOUNDED),
             new_epoch: script(NEW_EPOCH),
+            bookkeeping: BookkeepingKeys {
+                sequence: format!("{prefix}seq"),
+                floor: format!("{prefix}floor"),
+                position: format!("{prefix}lsn"),
+                tag_prefix: format!("{prefix}tag:"),
+                channel: format!("{prefix}invalidations"),
+            },
             metrics,
             warned_about_eviction: std::sync::atomic::AtomicBool::new(false),
         })
@@ -322,12 +340,13 @@ impl RedisStorage {
 
     /// An invocation with the epoch prelude's keys and arguments filled in.
     fn epoch_call<'a>(&self, script: &'a Script) -> redis::ScriptInvocation<'a> {
-        let mut invocation = script.key(self.key("seq"));
+        let names = &self.bookkeeping;
+        let mut invocation = script.key(names.sequence.as_str());
         invocation
-            .key(self.key("floor"))
-            .key(self.key("lsn"))
+            .key(names.floor.as_str())
+            .key(names.position.as_str())
             .arg(clock_micros())
-            .arg(self.channel());
+            .arg(names.channel.as_str());
         invocation
     }
 
@@ -383,7 +402,7 @@ impl ResponseStore for RedisStorage {
         let (found, value, lsn): (i64, Vec<u8>, Vec<u8>) = self
             .epoch_call(&self.lookup)
             .key(self.key(key))
-            .arg(self.key("tag:"))
+            .arg(self.bookkeeping.tag_prefix.as_str())
             .invoke_async(&mut connection)
             .await
             .map_err(|error| self.failed(error))?;
@@ -439,7 +458,7 @@ impl ResponseStore for RedisStorage {
         let mut connection = self.connection().await?;
         let mut invocation = self.epoch_call(&self.invalidate);
         invocation
-            .arg(self.key("tag:"))
+            .arg(self.bookkeeping.tag_prefix.as_str())
             .arg(self.tag_ttl.as_secs().max(1));
         for tag in tags {
             invocation.arg(tag);
