@@ -64,33 +64,35 @@ end
 "#;
 
 // KEYS[4] = entry; ARGV[3] = tag key prefix. Returns {1, entry} when fresh, {0, seq, lsn} when
-// absent or stale, {2, seq, lsn} when present but unprovable (filled before the epoch floor);
-// lsn is '' when unknown.
+// absent or stale, {2, seq, lsn} when present but unprovable (filled before the epoch floor,
+// or the floor is gone); lsn is '' when unknown. A hit costs two calls, as before epochs: the
+// entry, then one MGET of the floor and the entry's tag stamps.
 const LOOKUP: &str = r#"
-local lowest = floor()
 local entry = redis.call('GET', KEYS[4])
+local unprovable = false
 if entry then
   local newline = string.find(entry, '\n', 1, true)
   if newline then
     local seq = nil
-    local tags = {}
+    local names = {KEYS[2]}
     for word in string.gmatch(string.sub(entry, 1, newline - 1), '%S+') do
-      if seq == nil then seq = tonumber(word) else tags[#tags + 1] = ARGV[3] .. word end
+      if seq == nil then seq = tonumber(word) else names[#names + 1] = ARGV[3] .. word end
     end
-    if seq == nil or seq < lowest then
-      return {2, redis.call('GET', KEYS[1]) or text(lowest), position()}
-    end
-    local fresh = true
-    if #tags > 0 then
-      local versions = redis.call('MGET', unpack(tags))
-      for i = 1, #versions do
-        if versions[i] and tonumber(versions[i]) > seq then fresh = false break end
+    local values = redis.call('MGET', unpack(names))
+    local lowest = values[1] and tonumber(values[1])
+    if seq == nil or lowest == nil or seq < lowest then
+      unprovable = true
+    else
+      local fresh = true
+      for i = 2, #values do
+        if values[i] and tonumber(values[i]) > seq then fresh = false break end
       end
+      if fresh then return {1, entry, ''} end
     end
-    if fresh then return {1, entry, ''} end
   end
 end
-return {0, redis.call('GET', KEYS[1]) or text(lowest), position()}
+local lowest = floor()
+return {unprovable and 2 or 0, redis.call('GET', KEYS[1]) or text(lowest), position()}
 "#;
 
 // Returns {seq, lsn}: the current sequence and WAL position (a fill records them before it
