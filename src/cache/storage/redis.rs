@@ -91,6 +91,10 @@ if entry then
     end
   end
 end
+"#;
+
+// The miss path of LOOKUP, after the epoch helpers: a hit never defines them.
+const LOOKUP_MISS: &str = r#"
 local lowest = floor()
 return {unprovable and 2 or 0, redis.call('GET', KEYS[1]) or text(lowest), position()}
 "#;
@@ -239,7 +243,7 @@ impl RedisStorage {
             pool,
             prefix: prefix.to_owned(),
             tag_ttl,
-            lookup: script(LOOKUP),
+            lookup: Script::new(&format!("{LOOKUP}{EPOCH}{LOOKUP_MISS}")),
             sequence: script(SEQUENCE),
             store: script(STORE),
             invalidate: script(INVALIDATE),
