@@ -58,7 +58,7 @@ fn accepts(headers: &HeaderMap, media_type: &str) -> bool {
 }
 
 pub async fn get_graphql(
-    State(state): State<AppState>,
+    State(state): State<std::sync::Arc<AppState>>,
     headers: HeaderMap,
     id: Option<Extension<TowerRequestId>>,
     RawQuery(raw): RawQuery,
@@ -134,7 +134,7 @@ pub async fn get_graphql(
 }
 
 pub async fn post_graphql(
-    State(state): State<AppState>,
+    State(state): State<std::sync::Arc<AppState>>,
     headers: HeaderMap,
     id: Option<Extension<TowerRequestId>>,
     body: Body,

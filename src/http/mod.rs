@@ -87,14 +87,15 @@ pub fn router(state: AppState) -> Router {
                 ))
                 .layer(cors),
         )
-        .with_state(state)
+        // One `Arc` for every request to clone, not the state's dozen fields.
+        .with_state(std::sync::Arc::new(state))
 }
 
 /// `/metrics` alone, for the metrics address (`CATALOG_METRICS_BIND`), which can stay private.
 pub fn metrics_router(state: AppState) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
-        .with_state(state)
+        .with_state(std::sync::Arc::new(state))
 }
 
 fn cors_layer(origins: &[String]) -> CorsLayer {
@@ -132,7 +133,7 @@ async fn healthz() -> &'static str {
 /// Ready when the primary database answers (the cache and the replicas are optional: without
 /// them the server still works). While the database breaker is open the answer is 503 at once;
 /// a failed ping opens it. The JSON body reports each replica's state.
-async fn readyz(State(state): State<AppState>) -> Response {
+async fn readyz(State(state): State<std::sync::Arc<AppState>>) -> Response {
     let replicas = state
         .replicas
         .as_ref()
@@ -159,7 +160,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
+async fn metrics(State(state): State<std::sync::Arc<AppState>>) -> Response {
     if let Some(pool) = state.redis_pool.as_ref() {
         let status = pool.status();
         state.metrics.redis_pool_size.set(status.size as i64);
