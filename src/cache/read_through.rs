@@ -60,6 +60,19 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// A request error: no `data`, never cached.
+    pub fn request_error(message: &str, code: &str) -> Self {
+        let body = serde_json::to_vec(&crate::error::request_error_body(message, code))
+            .unwrap_or_default();
+        Outcome {
+            body: Bytes::from(body),
+            cache: CacheStatus::Bypass,
+            policy: None,
+            etag: None,
+            data_absent: true,
+        }
+    }
+
     fn hit(entry: &Entry, policy: Policy) -> Self {
         Outcome {
             body: entry.body.clone(),
@@ -205,7 +218,11 @@ impl ResponseCache {
         };
         match self.inner.flights.run(flight_key, observed, work).await {
             Some(outcome) => outcome,
-            None => failed_execution(),
+            // The execution panicked: its followers get an internal error.
+            None => Outcome::request_error(
+                "the execution failed",
+                crate::error::codes::INTERNAL_SERVER_ERROR,
+            ),
         }
     }
 
@@ -295,21 +312,5 @@ impl ResponseCache {
             policy,
         );
         outcome
-    }
-}
-
-/// What followers of an execution that panicked receive.
-fn failed_execution() -> Outcome {
-    let body = serde_json::to_vec(&crate::error::request_error_body(
-        "the execution failed",
-        crate::error::codes::INTERNAL_SERVER_ERROR,
-    ))
-    .unwrap_or_default();
-    Outcome {
-        body: Bytes::from(body),
-        cache: CacheStatus::Bypass,
-        policy: None,
-        etag: None,
-        data_absent: true,
     }
 }

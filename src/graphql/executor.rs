@@ -15,7 +15,6 @@ use std::time::Instant;
 
 use async_graphql::parser::types::OperationType;
 use async_graphql::{Request, Variables};
-use bytes::Bytes;
 use sea_orm::DatabaseConnection;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -95,16 +94,7 @@ pub fn etag_of(body: &[u8]) -> String {
 }
 
 fn error_outcome(error: ApiError) -> Outcome {
-    let code = error.code();
-    let body = serde_json::to_vec(&crate::error::request_error_body(&error.to_string(), code))
-        .unwrap_or_default();
-    Outcome {
-        body: Bytes::from(body),
-        cache: CacheStatus::Bypass,
-        policy: None,
-        etag: None,
-        data_absent: true,
-    }
+    Outcome::request_error(&error.to_string(), error.code())
 }
 
 struct Resolved {

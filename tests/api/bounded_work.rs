@@ -16,25 +16,6 @@ fn aliased_products(count: usize) -> String {
     format!("{{ {} }}", fields.join(" "))
 }
 
-fn metric(text: &str, name: &str) -> f64 {
-    text.lines()
-        .find(|line| line.starts_with(name) && !line.starts_with('#'))
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(0.0)
-}
-
-async fn metrics(app: &TestApp) -> String {
-    app.client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text")
-}
-
 #[tokio::test]
 async fn thousands_of_aliased_lookups_are_refused_before_they_run() {
     let app = TestApp::spawn().await;
@@ -115,14 +96,14 @@ async fn a_thousand_item_bulk_update_stamps_a_bounded_number_of_tags() {
         "HIT"
     );
 
-    let before = metric(&metrics(&app).await, "catalog_cache_invalidations");
+    let before = app.metric("catalog_cache_invalidations").await;
     let updates: Vec<_> = (1..=1_000)
         .map(|id| json!({ "id": id.to_string(), "price": "1.23" }))
         .collect();
     app.gql_as(&token, BULK_PRICES, json!({ "updates": updates }))
         .await
         .assert_ok();
-    let stamped = metric(&metrics(&app).await, "catalog_cache_invalidations") - before;
+    let stamped = app.metric("catalog_cache_invalidations").await - before;
     assert!(
         stamped <= catalog_api::cache::tags::MAX_TAGS_PER_INVALIDATION as f64,
         "stamped {stamped} tags"
