@@ -256,15 +256,15 @@ impl Executor {
             cache.and_then(|cache| cache.policy(&resolved.document, operation_name.as_deref()));
         // A document whose policy is not known yet is parsed to learn its kind: mutations
         // (and anything that is not a query) never go through the cache's flights.
+        // The parsed document goes on to the execution, which does not parse it again.
+        let mut parsed = None;
         let is_query = match policy {
             Some(_) => true,
             None => {
-                let kind = match parse_large_off_the_workers(&resolved.query).await {
-                    Some(parsed) => parsed.ok().and_then(|document| {
-                        DocumentFacts::of(&document).operation_type(operation_name.as_deref())
-                    }),
-                    None => operation_kind(&resolved.query, operation_name.as_deref()),
-                };
+                parsed = parse_document(&resolved.query).await.ok();
+                let kind = parsed.as_ref().and_then(|document| {
+                    DocumentFacts::of(document).operation_type(operation_name.as_deref())
+                });
                 if caller.transport == Transport::Get && kind == Some(OperationType::Mutation) {
                     return Err(Refusal::MutationOverGet);
                 }
@@ -294,6 +294,7 @@ impl Executor {
             metrics: Arc::clone(&self.metrics),
             caller: caller.clone(),
             label: label.to_owned(),
+            parsed,
             identity: Arc::new(Identity {
                 query: resolved.query,
                 document: resolved.document,
@@ -349,6 +350,8 @@ struct Execution {
     metrics: Arc<Metrics>,
     caller: Caller,
     label: String,
+    /// The document, when the executor already parsed it to learn its kind.
+    parsed: Option<async_graphql::parser::types::ExecutableDocument>,
     /// The query text, operation name and variables, shared with the cache (no copies on a hit).
     identity: Arc<Identity>,
     /// The cache, hash and text of a persisted query to register if it parses and validates.
@@ -408,7 +411,7 @@ impl Execution {
 
     /// Executes the document against the database with per-request DataLoaders, recording
     /// the tags the result depends on. A query reads a database that has replayed `required`.
-    async fn run(self, required: RequiredPosition) -> Executed {
+    async fn run(mut self, required: RequiredPosition) -> Executed {
         let started = Instant::now();
         let tags = Arc::new(TagRecorder::default());
         let mut request = self.request(&tags);
@@ -417,7 +420,11 @@ impl Execution {
         // extension: any extension puts a hook around every field, which cost half of the
         // CPU of a 100-product page (docs/performance.md). A large document is parsed off the
         // async workers, so parsing it never delays other requests.
-        if let Some(Ok(document)) = parse_large_off_the_workers(&request.query).await {
+        let parsed = match self.parsed.take() {
+            Some(document) => Ok(document),
+            None => parse_document(&request.query).await,
+        };
+        if let Ok(document) = parsed {
             request.set_parsed_query(document);
         }
         let (facts, order, mut response) = match request.parsed_query() {
@@ -606,23 +613,17 @@ impl DocumentFacts {
 /// 1 MiB document still takes milliseconds of CPU that health checks should not wait for).
 const LARGE_DOCUMENT_BYTES: usize = 16 * 1024;
 
-/// Parses a large document on the blocking pool; `None` for a small one (parse it in place).
-async fn parse_large_off_the_workers(
+/// Parses a document: a large one on the blocking pool, a small one in place.
+async fn parse_document(
     query: &str,
-) -> Option<async_graphql::parser::Result<async_graphql::parser::types::ExecutableDocument>> {
+) -> async_graphql::parser::Result<async_graphql::parser::types::ExecutableDocument> {
     if query.len() <= LARGE_DOCUMENT_BYTES {
-        return None;
+        return async_graphql::parser::parse_query(query);
     }
-    let query = query.to_owned();
-    tokio::task::spawn_blocking(move || async_graphql::parser::parse_query(query))
-        .await
-        .ok()
-}
-
-/// The kind of the operation a document selects (parsing only; errors are left for
-/// execution to report): `None` when it does not parse or selects no operation.
-fn operation_kind(query: &str, operation_name: Option<&str>) -> Option<OperationType> {
-    async_graphql::parser::parse_query(query)
-        .ok()
-        .and_then(|document| DocumentFacts::of(&document).operation_type(operation_name))
+    let owned = query.to_owned();
+    match tokio::task::spawn_blocking(move || async_graphql::parser::parse_query(owned)).await {
+        Ok(parsed) => parsed,
+        // The blocking pool lost the task: parse in place rather than fail the request.
+        Err(_) => async_graphql::parser::parse_query(query),
+    }
 }
