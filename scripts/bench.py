@@ -18,7 +18,8 @@ import urllib.parse
 import urllib.request
 from datetime import datetime, timezone
 
-BINARY = os.path.join("target", "release", "catalog-api")
+# The candidate binary; CATALOG_BENCH_BINARY names another build (e.g. a copy kept for a comparison).
+BINARY = os.environ.get("CATALOG_BENCH_BINARY", os.path.join("target", "release", "catalog-api"))
 
 Q_PRODUCT = "query ProductById($id: ID!) { product(id: $id) { id name price createdAt category { id name } } }"
 Q_LIST = ("query Products($filter: ProductFilter, $first: Int) { products(filter: $filter, first: $first) "
@@ -119,6 +120,12 @@ class Server:
                     return int(line.split()[1]) / 1024
         return 0.0
 
+    def cpu_seconds(self):
+        """User plus system CPU time the server process has used."""
+        with open(f"/proc/{self.process.pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def statements(self):
         text = urllib.request.urlopen(self.url("/metrics"), timeout=5).read().decode()
         match = re.search(r"^catalog_db_statements_total (\d+)", text, re.M)
@@ -171,6 +178,7 @@ def run_wrk(server, script, path, seconds, connections, threads):
 def measure(server, name, script, path, args):
     run_wrk(server, script, path, args.warmup, args.connections, args.threads)
     statements, commands = server.statements(), redis_commands()
+    cpu = server.cpu_seconds()
     peak = [server.rss_mib()]
     stop = threading.Event()
 
@@ -184,6 +192,8 @@ def measure(server, name, script, path, args):
     sampler.join()
     result = parse_wrk(output)
     requests = max(result["requests"], 1)
+    # The server's own CPU per request: steadier than req/s when other work shares the cores.
+    result["cpu_us"] = (server.cpu_seconds() - cpu) / requests * 1e6
     result["sql_per_request"] = (server.statements() - statements) / requests
     result["redis_per_request"] = (redis_commands() - commands) / requests
     result["rss_mib"] = peak[0]
@@ -417,7 +427,7 @@ def compare(args, env, port, token, selected):
                     result["stale"] = check_no_stale_reads(server)
                 results[label].append(result)
                 print(f"  {label:9} {name:8} {result['rps']:9.0f} req/s  p50 {result['p50'] or 0:.2f} ms  "
-                      f"p99 {result['p99'] or 0:.2f} ms", flush=True)
+                      f"p99 {result['p99'] or 0:.2f} ms  server CPU {result['cpu_us']:.0f} µs/req", flush=True)
     finally:
         for server in servers.values():
             server.stop()
@@ -427,14 +437,15 @@ def compare(args, env, port, token, selected):
           f"{args.duration} s each after {args.warmup} s warm-up; {args.products} products"
           + (" ; local tier on" if args.local_tier else ""))
     print()
-    print("| workload | baseline req/s | candidate req/s | ratio | p50 ms (b / c) | p99 ms (b / c) | stale |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| workload | baseline req/s | candidate req/s | ratio | p50 ms (b / c) | p99 ms (b / c) "
+          "| server CPU µs/req (b / c) | stale |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for base, cand in zip(results["baseline"], results["candidate"]):
         ratio = cand["rps"] / base["rps"] if base["rps"] else 0
         stale = f"{base.get('stale', '-')} / {cand.get('stale', '-')}"
         print(f"| {base['name']} | {base['rps']:.0f} | {cand['rps']:.0f} | {ratio:.3f} | "
               f"{base['p50'] or 0:.2f} / {cand['p50'] or 0:.2f} | {base['p99'] or 0:.2f} / {cand['p99'] or 0:.2f} | "
-              f"{stale} |")
+              f"{base['cpu_us']:.0f} / {cand['cpu_us']:.0f} | {stale} |")
 
 
 if __name__ == "__main__":

@@ -46,8 +46,9 @@ impl Entry {
         out
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<Entry, DecodeError> {
-        let (seq, tags, rest) = split_header(bytes)?;
+    /// Decodes a stored entry; an uncompressed body is a slice of `bytes`, not a copy.
+    pub fn decode(bytes: Bytes) -> Result<Entry, DecodeError> {
+        let (seq, tags, rest) = split_header(&bytes)?;
         let newline = rest
             .iter()
             .position(|byte| *byte == b'\n')
@@ -64,7 +65,7 @@ impl Entry {
             "1" => Bytes::from(
                 lz4_flex::decompress_size_prepended(payload).map_err(|_| DecodeError("bad lz4"))?,
             ),
-            "0" => Bytes::copy_from_slice(payload),
+            "0" => bytes.slice_ref(payload),
             _ => return Err(DecodeError("bad compression flag")),
         };
         Ok(Entry {
@@ -115,7 +116,7 @@ mod tests {
         };
         for threshold in [0, usize::MAX] {
             let encoded = entry.encode(threshold);
-            assert_eq!(Entry::decode(&encoded).expect("decodes"), entry);
+            assert_eq!(Entry::decode(Bytes::from(encoded)).expect("decodes"), entry);
         }
         assert!(
             entry.encode(0).len() < entry.body.len() / 4,

@@ -208,11 +208,14 @@ impl ResponseCache {
             },
         };
         let cache = self.clone();
-        let work = async move {
+        // Boxed: the execution's future is large (async-graphql's executor lives inside it),
+        // and kept inline it would make every request's future, hits included, that large
+        // and copied that much each time a layer moves it.
+        let work = Box::pin(async move {
             cache
                 .execute_and_fill(identity, requester, ticket, execute)
                 .await
-        };
+        });
         let Some((flight_key, observed)) = flight else {
             return work.await;
         };

@@ -307,9 +307,12 @@ impl Executor {
             // Uncached: only this instance's own commits bind a replica read. In a task of its
             // own: a client that goes away (or times out) mid-mutation must not cancel the work
             // between its commit and its invalidation.
-            let run = execution
-                .run(NO_REQUIRED_POSITION)
-                .instrument(tracing::Span::current());
+            // Boxed before it is spawned: see `ResponseCache::read_through`.
+            let run = Box::pin(
+                execution
+                    .run(NO_REQUIRED_POSITION)
+                    .instrument(tracing::Span::current()),
+            );
             let executed = match tokio::spawn(run).await {
                 Ok(executed) => executed,
                 Err(_) => {

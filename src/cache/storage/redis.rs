@@ -413,7 +413,7 @@ impl ResponseStore for RedisStorage {
             .await
             .map_err(|error| self.failed(error))?;
         if found == 1 {
-            let entry = Entry::decode(&value)
+            let entry = Entry::decode(bytes::Bytes::from(value))
                 .map_err(|error| StorageError::Unavailable(error.to_string()))?;
             return Ok(Lookup::Hit(Arc::new(entry)));
         }
