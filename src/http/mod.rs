@@ -2,6 +2,7 @@
 //! metrics and the shutdown signal. GraphQL transport rules live in `graphql`; connection
 //! limits and graceful shutdown in `server`.
 
+pub mod error;
 pub mod graphiql;
 pub mod graphql;
 pub mod server;
@@ -9,25 +10,32 @@ pub mod state;
 
 use std::time::Duration;
 
+use std::panic::AssertUnwindSafe;
+
 use axum::Router;
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderValue, Request, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use futures::FutureExt;
 use tower::ServiceBuilder;
-use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tower_http::request_id::{
     MakeRequestUuid, PropagateRequestIdLayer, RequestId as TowerRequestId, SetRequestIdLayer,
 };
 use tower_http::trace::TraceLayer;
 
+pub use self::error::TransportError;
 pub use self::state::AppState;
 
 pub use crate::telemetry::RequestId;
 
 /// The API. `/metrics` is part of it unless a separate metrics address is configured.
 pub fn router(state: AppState) -> Router {
+    // One `Arc` for every request to clone, not the state's dozen fields.
+    let state = std::sync::Arc::new(state);
     let cors = cors_layer(&state.config.cors_origins);
     let mut routes = Router::new()
         .route(
@@ -75,20 +83,39 @@ pub fn router(state: AppState) -> Router {
                         ),
                 )
                 .layer(PropagateRequestIdLayer::x_request_id())
-                .layer(CatchPanicLayer::custom(
-                    |_panic: Box<dyn std::any::Any + Send>| {
-                        tracing::error!("a request handler panicked");
-                        let body = crate::error::request_error_body(
-                            "internal server error",
-                            crate::error::codes::INTERNAL_SERVER_ERROR,
-                        );
-                        (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(body)).into_response()
-                    },
+                .layer(middleware::from_fn_with_state(
+                    std::sync::Arc::clone(&state),
+                    catch_panic,
                 ))
                 .layer(cors),
         )
-        // One `Arc` for every request to clone, not the state's dozen fields.
-        .with_state(std::sync::Arc::new(state))
+        .with_state(state)
+}
+
+/// A handler that panics answers an internal error with its request id (and the panic's
+/// message only in the log); the server and the connection go on.
+async fn catch_panic(
+    State(state): State<std::sync::Arc<AppState>>,
+    request: Request<Body>,
+    next: Next,
+) -> Response {
+    let id = request.extensions().get::<TowerRequestId>().cloned();
+    let request_id = graphql::request_id(id.map(axum::Extension));
+    match AssertUnwindSafe(next.run(request)).catch_unwind().await {
+        Ok(response) => response,
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+                .unwrap_or("a panic without a message");
+            TransportError::internal(
+                format_args!("a request handler panicked: {message}"),
+                &request_id,
+            )
+            .counted(&state.metrics)
+        }
+    }
 }
 
 /// `/metrics` alone, for the metrics address (`CATALOG_METRICS_BIND`), which can stay private.

@@ -29,3 +29,4 @@ mod response_order;
 mod schema_file;
 mod schema_introspection;
 mod tcp_proxy;
+mod transport_errors;
