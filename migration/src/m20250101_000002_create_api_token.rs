@@ -2,6 +2,8 @@
 
 use sea_orm_migration::prelude::*;
 
+use crate::shapes::{table_with_id, timestamp_column, unique_string_column};
+
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
@@ -20,28 +22,10 @@ impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager
             .create_table(
-                Table::create()
-                    .table(ApiToken::Table)
-                    .if_not_exists()
-                    .col(
-                        ColumnDef::new(ApiToken::Id)
-                            .integer()
-                            .not_null()
-                            .auto_increment()
-                            .primary_key(),
-                    )
+                table_with_id(ApiToken::Table, ApiToken::Id)
                     .col(ColumnDef::new(ApiToken::Name).string_len(100).not_null())
-                    .col(
-                        ColumnDef::new(ApiToken::TokenHash)
-                            .string_len(64)
-                            .not_null()
-                            .unique_key(),
-                    )
-                    .col(
-                        ColumnDef::new(ApiToken::CreatedAt)
-                            .timestamp_with_time_zone()
-                            .not_null(),
-                    )
+                    .col(unique_string_column(ApiToken::TokenHash, 64))
+                    .col(timestamp_column(ApiToken::CreatedAt))
                     .col(
                         ColumnDef::new(ApiToken::RevokedAt)
                             .timestamp_with_time_zone()
