@@ -1,5 +1,5 @@
 //! Why the HTTP layer refuses a request before (or instead of) a GraphQL execution: one enum,
-//! one table of statuses and codes (`status`, `code`; the codes are `crate::error::codes`) and
+//! one table of statuses and codes (`status_and_code`; the codes are `crate::error::codes`) and
 //! one `IntoResponse` that writes the GraphQL-shaped body clients parse. Internal errors exist
 //! only through `TransportError::internal`, which logs the detail with the request id and keeps
 //! nothing but the id for the client.
@@ -61,7 +61,8 @@ pub enum TransportError {
 }
 
 impl TransportError {
-    pub fn status(&self) -> StatusCode {
+    /// The one table of this enum's HTTP statuses and `extensions.code`s.
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
         use TransportError as E;
         match self {
             E::MalformedQueryString
@@ -73,42 +74,31 @@ impl TransportError {
             | E::BatchSize { .. }
             | E::NotGraphQLRequest(_)
             | E::MalformedOperation(_)
-            | E::NoOperation => StatusCode::BAD_REQUEST,
-            E::BodyReadTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
-            E::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            E::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            E::InvalidToken => StatusCode::UNAUTHORIZED,
-            E::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            E::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            E::MutationOverGet => StatusCode::METHOD_NOT_ALLOWED,
-            E::AssetNotFound(_) => StatusCode::NOT_FOUND,
-            E::Internal { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            | E::NoOperation => (StatusCode::BAD_REQUEST, codes::BAD_REQUEST),
+            E::BodyReadTimeout { .. } => (StatusCode::REQUEST_TIMEOUT, codes::REQUEST_TIMEOUT),
+            E::BodyTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, codes::PAYLOAD_TOO_LARGE),
+            E::UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, codes::BAD_REQUEST),
+            E::InvalidToken => (StatusCode::UNAUTHORIZED, ApiError::InvalidToken.code()),
+            E::ServiceUnavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                ApiError::ServiceUnavailable.code(),
+            ),
+            E::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, codes::TIMEOUT),
+            E::MutationOverGet => (StatusCode::METHOD_NOT_ALLOWED, codes::METHOD_NOT_ALLOWED),
+            E::AssetNotFound(_) => (StatusCode::NOT_FOUND, codes::NOT_FOUND),
+            E::Internal { .. } => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                codes::INTERNAL_SERVER_ERROR,
+            ),
         }
     }
 
+    pub fn status(&self) -> StatusCode {
+        self.status_and_code().0
+    }
+
     pub fn code(&self) -> &'static str {
-        use TransportError as E;
-        match self {
-            E::MalformedQueryString
-            | E::MissingQueryParameter
-            | E::ParameterNotJson(_)
-            | E::ExtensionsNotObject
-            | E::UnsupportedMediaType
-            | E::BodyNotJson(_)
-            | E::BodyNotObjectOrArray
-            | E::BatchSize { .. }
-            | E::NotGraphQLRequest(_)
-            | E::MalformedOperation(_)
-            | E::NoOperation => codes::BAD_REQUEST,
-            E::BodyReadTimeout { .. } => codes::REQUEST_TIMEOUT,
-            E::BodyTooLarge { .. } => codes::PAYLOAD_TOO_LARGE,
-            E::InvalidToken => ApiError::InvalidToken.code(),
-            E::ServiceUnavailable => ApiError::ServiceUnavailable.code(),
-            E::Timeout { .. } => codes::TIMEOUT,
-            E::MutationOverGet => codes::METHOD_NOT_ALLOWED,
-            E::AssetNotFound(_) => codes::NOT_FOUND,
-            E::Internal { .. } => codes::INTERNAL_SERVER_ERROR,
-        }
+        self.status_and_code().1
     }
 
     /// The one way to answer an internal error: the detail goes to the log with the request
