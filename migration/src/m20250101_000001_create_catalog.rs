@@ -5,7 +5,9 @@
 
 use sea_orm_migration::prelude::*;
 
-use crate::shapes::{create_index, table_with_id, timestamp_column, unique_string_column};
+use crate::shapes::{
+    create_index, create_table_with_id, table_with_id, timestamp_column, unique_string_column,
+};
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
@@ -33,15 +35,12 @@ enum Product {
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .create_table(
-                table_with_id(Category::Table, Category::Id)
-                    .col(unique_string_column(Category::Name, 100))
-                    .col(timestamp_column(Category::CreatedAt))
-                    .col(timestamp_column(Category::UpdatedAt))
-                    .to_owned(),
-            )
-            .await?;
+        let category_columns = [
+            unique_string_column(Category::Name, 100),
+            timestamp_column(Category::CreatedAt),
+            timestamp_column(Category::UpdatedAt),
+        ];
+        create_table_with_id(manager, Category::Table, Category::Id, category_columns).await?;
         manager
             .create_table(
                 table_with_id(Product::Table, Product::Id)

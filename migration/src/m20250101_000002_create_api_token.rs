@@ -2,7 +2,7 @@
 
 use sea_orm_migration::prelude::*;
 
-use crate::shapes::{table_with_id, timestamp_column, unique_string_column};
+use crate::shapes::{create_table_with_id, timestamp_column, unique_string_column};
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
@@ -20,20 +20,19 @@ enum ApiToken {
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .create_table(
-                table_with_id(ApiToken::Table, ApiToken::Id)
-                    .col(ColumnDef::new(ApiToken::Name).string_len(100).not_null())
-                    .col(unique_string_column(ApiToken::TokenHash, 64))
-                    .col(timestamp_column(ApiToken::CreatedAt))
-                    .col(
-                        ColumnDef::new(ApiToken::RevokedAt)
-                            .timestamp_with_time_zone()
-                            .null(),
-                    )
-                    .to_owned(),
-            )
-            .await
+        let columns = [
+            ColumnDef::new(ApiToken::Name)
+                .string_len(100)
+                .not_null()
+                .to_owned(),
+            unique_string_column(ApiToken::TokenHash, 64),
+            timestamp_column(ApiToken::CreatedAt),
+            ColumnDef::new(ApiToken::RevokedAt)
+                .timestamp_with_time_zone()
+                .null()
+                .to_owned(),
+        ];
+        create_table_with_id(manager, ApiToken::Table, ApiToken::Id, columns).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {

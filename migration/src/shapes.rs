@@ -14,6 +14,20 @@ pub fn table_with_id(table: impl IntoTableRef, id: impl IntoIden) -> TableCreate
         .to_owned()
 }
 
+/// Creates a table of an integer key and `columns`, unless it exists.
+pub async fn create_table_with_id(
+    manager: &SchemaManager<'_>,
+    table: impl IntoTableRef,
+    id: impl IntoIden,
+    columns: impl IntoIterator<Item = ColumnDef>,
+) -> Result<(), DbErr> {
+    let mut statement = table_with_id(table, id);
+    for mut column in columns {
+        statement.col(&mut column);
+    }
+    manager.create_table(statement).await
+}
+
 /// `id INTEGER NOT NULL AUTO_INCREMENT PRIMARY KEY`.
 pub fn id_column(name: impl IntoIden) -> ColumnDef {
     ColumnDef::new(name)

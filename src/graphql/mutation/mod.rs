@@ -82,7 +82,17 @@ pub(crate) async fn commit(
     Ok(())
 }
 
-pub(crate) fn check_bulk_size(len: usize) -> Result<(), ApiError> {
+/// The items of a bulk mutation, each validated by `parse`: 1 to `MAX_BULK_ITEMS` of them, and
+/// all valid, before anything is written.
+pub(crate) fn parse_bulk<I, T>(
+    items: Vec<I>,
+    parse: impl Fn(I) -> Result<T, ApiError>,
+) -> Result<Vec<T>, ApiError> {
+    check_bulk_size(items.len())?;
+    items.into_iter().map(parse).collect()
+}
+
+fn check_bulk_size(len: usize) -> Result<(), ApiError> {
     if len == 0 {
         return Err(ApiError::bad_input(
             "a bulk mutation needs at least one item",

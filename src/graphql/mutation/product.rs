@@ -3,12 +3,11 @@
 
 use async_graphql::{Context, ID, Object};
 
-use super::{check_bulk_size, write};
+use super::{parse_bulk, write};
 use crate::auth::RequireToken;
 use crate::cache::tags::Changes;
 use crate::catalog::products::ProductWrite;
 use crate::catalog::{EntityId, products};
-use crate::error::ApiResult;
 use crate::graphql::types::Product;
 use crate::graphql::types::inputs::{CreateProductInput, PriceUpdateInput, UpdateProductInput};
 
@@ -87,11 +86,7 @@ impl ProductMutation {
         ctx: &Context<'_>,
         inputs: Vec<CreateProductInput>,
     ) -> async_graphql::Result<Vec<Product>> {
-        check_bulk_size(inputs.len())?;
-        let new = inputs
-            .into_iter()
-            .map(CreateProductInput::parse)
-            .collect::<ApiResult<Vec<_>>>()?;
+        let new = parse_bulk(inputs, CreateProductInput::parse)?;
         let created = write(
             ctx,
             async move |transaction| products::create_many(transaction, new).await,
@@ -113,11 +108,7 @@ impl ProductMutation {
         ctx: &Context<'_>,
         updates: Vec<PriceUpdateInput>,
     ) -> async_graphql::Result<Vec<Product>> {
-        check_bulk_size(updates.len())?;
-        let updates = updates
-            .into_iter()
-            .map(PriceUpdateInput::parse)
-            .collect::<ApiResult<Vec<_>>>()?;
+        let updates = parse_bulk(updates, PriceUpdateInput::parse)?;
         let written = write(
             ctx,
             async |transaction| products::update_prices(transaction, &updates).await,
