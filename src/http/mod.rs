@@ -30,6 +30,7 @@ use tower_http::trace::TraceLayer;
 pub use self::error::TransportError;
 pub use self::state::AppState;
 
+use crate::telemetry::Metrics;
 pub use crate::telemetry::RequestId;
 
 /// The API. `/metrics` is part of it unless a separate metrics address is configured.
@@ -84,7 +85,7 @@ pub fn router(state: AppState) -> Router {
                 )
                 .layer(PropagateRequestIdLayer::x_request_id())
                 .layer(middleware::from_fn_with_state(
-                    std::sync::Arc::clone(&state),
+                    std::sync::Arc::clone(&state.metrics),
                     catch_panic,
                 ))
                 .layer(cors),
@@ -95,7 +96,7 @@ pub fn router(state: AppState) -> Router {
 /// A handler that panics answers an internal error with its request id (and the panic's
 /// message only in the log); the server and the connection go on.
 async fn catch_panic(
-    State(state): State<std::sync::Arc<AppState>>,
+    State(metrics): State<std::sync::Arc<Metrics>>,
     request: Request<Body>,
     next: Next,
 ) -> Response {
@@ -113,7 +114,7 @@ async fn catch_panic(
                 format_args!("a request handler panicked: {message}"),
                 &request_id,
             )
-            .counted(&state.metrics)
+            .counted(&metrics)
         }
     }
 }
@@ -228,4 +229,52 @@ pub async fn shutdown_signal() {
         () = terminate => {},
     }
     tracing::info!("shutting down: finishing in-flight requests");
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use axum::http::HeaderValue;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    async fn panicking_handler() -> &'static str {
+        panic!("the handler's secret detail")
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_is_answered_with_an_internal_error_that_carries_the_request_id() {
+        let metrics = Arc::new(Metrics::new());
+        let router = Router::new().route("/boom", get(panicking_handler)).layer(
+            middleware::from_fn_with_state(Arc::clone(&metrics), catch_panic),
+        );
+        let mut request = Request::get("/boom")
+            .body(Body::empty())
+            .expect("a request");
+        request
+            .extensions_mut()
+            .insert(TowerRequestId::new(HeaderValue::from_static("req-panic")));
+
+        let response = router.oneshot(request).await.expect("an answer");
+
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .expect("a body");
+        let body: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON");
+        assert_eq!(
+            body,
+            serde_json::json!({ "errors": [{
+                "message": "internal server error",
+                "extensions": { "code": "INTERNAL_SERVER_ERROR", "requestId": "req-panic" },
+            }] })
+        );
+        let rendered = metrics.render();
+        assert!(
+            rendered.contains("catalog_graphql_errors_total{code=\"INTERNAL_SERVER_ERROR\"} 1"),
+            "counted once: {rendered}"
+        );
+    }
 }
