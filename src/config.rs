@@ -493,42 +493,6 @@ impl Config {
         Ok(())
     }
 
-    pub fn redis_command_timeout(&self) -> Duration {
-        Duration::from_millis(self.redis_command_timeout_ms)
-    }
-
-    pub fn redis_connect_timeout(&self) -> Duration {
-        Duration::from_millis(self.redis_connect_timeout_ms)
-    }
-
-    pub fn revocation_poll_interval(&self) -> Duration {
-        Duration::from_millis(self.revocation_poll_ms)
-    }
-
-    pub fn token_cache_ttl(&self) -> Duration {
-        Duration::from_secs(self.token_cache_secs)
-    }
-
-    pub fn header_read_timeout(&self) -> Duration {
-        Duration::from_millis(self.header_read_timeout_ms)
-    }
-
-    pub fn request_timeout(&self) -> Duration {
-        Duration::from_millis(self.request_timeout_ms)
-    }
-
-    pub fn body_read_timeout(&self) -> Duration {
-        Duration::from_millis(self.body_read_timeout_ms)
-    }
-
-    pub fn shutdown_grace(&self) -> Duration {
-        Duration::from_millis(self.shutdown_grace_ms)
-    }
-
-    pub fn db_acquire_timeout(&self) -> Duration {
-        Duration::from_millis(self.db_acquire_timeout_ms)
-    }
-
     /// The connection bound: the configured one, or three quarters of the open-file limit, so
     /// that database, Redis and log descriptors are left when clients hold the rest.
     pub fn max_connections(&self) -> usize {
@@ -553,14 +517,34 @@ impl Config {
             .map(str::to_owned)
             .collect()
     }
+}
 
-    pub fn replica_max_lag(&self) -> Duration {
-        Duration::from_millis(self.replica_max_lag_ms)
-    }
+/// Each setting given in milliseconds (`*_ms`) or seconds (`*_secs`) as the `Duration` its
+/// users want, under the name they call it by: one accessor per line, no arithmetic to repeat.
+macro_rules! durations {
+    ($($name:ident: $unit:ident($field:ident),)*) => {
+        impl Config {
+            $(
+                pub fn $name(&self) -> Duration {
+                    Duration::$unit(self.$field)
+                }
+            )*
+        }
+    };
+}
 
-    pub fn replica_check_interval(&self) -> Duration {
-        Duration::from_millis(self.replica_check_interval_ms)
-    }
+durations! {
+    redis_command_timeout: from_millis(redis_command_timeout_ms),
+    redis_connect_timeout: from_millis(redis_connect_timeout_ms),
+    revocation_poll_interval: from_millis(revocation_poll_ms),
+    token_cache_ttl: from_secs(token_cache_secs),
+    header_read_timeout: from_millis(header_read_timeout_ms),
+    request_timeout: from_millis(request_timeout_ms),
+    body_read_timeout: from_millis(body_read_timeout_ms),
+    shutdown_grace: from_millis(shutdown_grace_ms),
+    db_acquire_timeout: from_millis(db_acquire_timeout_ms),
+    replica_max_lag: from_millis(replica_max_lag_ms),
+    replica_check_interval: from_millis(replica_check_interval_ms),
 }
 
 /// The soft limit on open files, from `/proc/self/limits` (Linux); `None` elsewhere or when

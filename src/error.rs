@@ -135,7 +135,7 @@ pub enum Phase {
 pub fn assign_code(error: &mut async_graphql::ServerError, phase: Phase, request_id: Option<&str>) {
     let from_source = error.source::<ApiError>().map(|api_error| {
         if let ApiError::Internal(detail) = api_error {
-            tracing::error!(error = %detail, request_id = request_id.unwrap_or("-"), "internal error");
+            report_internal(detail, request_id);
         }
         api_error.code()
     });
@@ -157,6 +157,12 @@ pub fn assign_code(error: &mut async_graphql::ServerError, phase: Phase, request
     {
         extensions.set("requestId", request_id);
     }
+}
+
+/// The one place an internal error is logged, with the id of the request it answered; the
+/// caller then gives the client "internal server error" and that id, never the detail.
+pub fn report_internal(detail: &dyn std::fmt::Display, request_id: Option<&str>) {
+    tracing::error!(error = %detail, request_id = request_id.unwrap_or("-"), "internal error");
 }
 
 /// A GraphQL-shaped error body for failures before execution (bad JSON, wrong method...).

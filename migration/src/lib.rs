@@ -9,6 +9,7 @@ mod m20250101_000001_create_catalog;
 mod m20250101_000002_create_api_token;
 mod m20250101_000003_search_indexes;
 mod m20250101_000004_token_revocation_index;
+mod shapes;
 
 pub struct Migrator;
 

@@ -5,6 +5,10 @@
 
 use sea_orm_migration::prelude::*;
 
+use crate::shapes::{
+    create_index, create_table_with_id, table_with_id, timestamp_column, unique_string_column,
+};
+
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
@@ -31,49 +35,15 @@ enum Product {
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        let category_columns = [
+            unique_string_column(Category::Name, 100),
+            timestamp_column(Category::CreatedAt),
+            timestamp_column(Category::UpdatedAt),
+        ];
+        create_table_with_id(manager, Category::Table, Category::Id, category_columns).await?;
         manager
             .create_table(
-                Table::create()
-                    .table(Category::Table)
-                    .if_not_exists()
-                    .col(
-                        ColumnDef::new(Category::Id)
-                            .integer()
-                            .not_null()
-                            .auto_increment()
-                            .primary_key(),
-                    )
-                    .col(
-                        ColumnDef::new(Category::Name)
-                            .string_len(100)
-                            .not_null()
-                            .unique_key(),
-                    )
-                    .col(
-                        ColumnDef::new(Category::CreatedAt)
-                            .timestamp_with_time_zone()
-                            .not_null(),
-                    )
-                    .col(
-                        ColumnDef::new(Category::UpdatedAt)
-                            .timestamp_with_time_zone()
-                            .not_null(),
-                    )
-                    .to_owned(),
-            )
-            .await?;
-        manager
-            .create_table(
-                Table::create()
-                    .table(Product::Table)
-                    .if_not_exists()
-                    .col(
-                        ColumnDef::new(Product::Id)
-                            .integer()
-                            .not_null()
-                            .auto_increment()
-                            .primary_key(),
-                    )
+                table_with_id(Product::Table, Product::Id)
                     .col(ColumnDef::new(Product::Name).string_len(200).not_null())
                     .col(
                         ColumnDef::new(Product::PriceCents)
@@ -82,16 +52,8 @@ impl MigrationTrait for Migration {
                             .check(Expr::col(Product::PriceCents).between(0, 9_999_999_999_i64)),
                     )
                     .col(ColumnDef::new(Product::CategoryId).integer().not_null())
-                    .col(
-                        ColumnDef::new(Product::CreatedAt)
-                            .timestamp_with_time_zone()
-                            .not_null(),
-                    )
-                    .col(
-                        ColumnDef::new(Product::UpdatedAt)
-                            .timestamp_with_time_zone()
-                            .not_null(),
-                    )
+                    .col(timestamp_column(Product::CreatedAt))
+                    .col(timestamp_column(Product::UpdatedAt))
                     .foreign_key(
                         ForeignKey::create()
                             .name("fk_product_category")
@@ -102,47 +64,28 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
-        manager
-            .create_index(
-                Index::create()
-                    .name("idx_product_category_price")
-                    .table(Product::Table)
-                    .col(Product::CategoryId)
-                    .col(Product::PriceCents)
-                    .col(Product::Id)
-                    .to_owned(),
-            )
-            .await?;
-        manager
-            .create_index(
-                Index::create()
-                    .name("idx_product_category_id")
-                    .table(Product::Table)
-                    .col(Product::CategoryId)
-                    .col(Product::Id)
-                    .to_owned(),
-            )
-            .await?;
-        manager
-            .create_index(
-                Index::create()
-                    .name("idx_product_created_at")
-                    .table(Product::Table)
-                    .col(Product::CreatedAt)
-                    .col(Product::Id)
-                    .to_owned(),
-            )
-            .await?;
-        manager
-            .create_index(
-                Index::create()
-                    .name("idx_product_price_id")
-                    .table(Product::Table)
-                    .col(Product::PriceCents)
-                    .col(Product::Id)
-                    .to_owned(),
-            )
-            .await
+        let indexes = [
+            (
+                "idx_product_category_price",
+                vec![Product::CategoryId, Product::PriceCents, Product::Id],
+            ),
+            (
+                "idx_product_category_id",
+                vec![Product::CategoryId, Product::Id],
+            ),
+            (
+                "idx_product_created_at",
+                vec![Product::CreatedAt, Product::Id],
+            ),
+            (
+                "idx_product_price_id",
+                vec![Product::PriceCents, Product::Id],
+            ),
+        ];
+        for (name, columns) in indexes {
+            create_index(manager, name, Product::Table, columns).await?;
+        }
+        Ok(())
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {

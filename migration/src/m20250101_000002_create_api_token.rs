@@ -2,6 +2,8 @@
 
 use sea_orm_migration::prelude::*;
 
+use crate::shapes::{create_table_with_id, timestamp_column, unique_string_column};
+
 #[derive(DeriveMigrationName)]
 pub struct Migration;
 
@@ -18,38 +20,19 @@ enum ApiToken {
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .create_table(
-                Table::create()
-                    .table(ApiToken::Table)
-                    .if_not_exists()
-                    .col(
-                        ColumnDef::new(ApiToken::Id)
-                            .integer()
-                            .not_null()
-                            .auto_increment()
-                            .primary_key(),
-                    )
-                    .col(ColumnDef::new(ApiToken::Name).string_len(100).not_null())
-                    .col(
-                        ColumnDef::new(ApiToken::TokenHash)
-                            .string_len(64)
-                            .not_null()
-                            .unique_key(),
-                    )
-                    .col(
-                        ColumnDef::new(ApiToken::CreatedAt)
-                            .timestamp_with_time_zone()
-                            .not_null(),
-                    )
-                    .col(
-                        ColumnDef::new(ApiToken::RevokedAt)
-                            .timestamp_with_time_zone()
-                            .null(),
-                    )
-                    .to_owned(),
-            )
-            .await
+        let columns = [
+            ColumnDef::new(ApiToken::Name)
+                .string_len(100)
+                .not_null()
+                .to_owned(),
+            unique_string_column(ApiToken::TokenHash, 64),
+            timestamp_column(ApiToken::CreatedAt),
+            ColumnDef::new(ApiToken::RevokedAt)
+                .timestamp_with_time_zone()
+                .null()
+                .to_owned(),
+        ];
+        create_table_with_id(manager, ApiToken::Table, ApiToken::Id, columns).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {

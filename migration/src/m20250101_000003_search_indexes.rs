@@ -3,7 +3,8 @@
 //! sizes an embedded database serves.
 
 use sea_orm_migration::prelude::*;
-use sea_orm_migration::sea_orm::{ConnectionTrait, DbBackend};
+
+use crate::shapes::on_postgres_only;
 
 #[derive(DeriveMigrationName)]
 pub struct Migration;
@@ -11,32 +12,25 @@ pub struct Migration;
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        if manager.get_database_backend() != DbBackend::Postgres {
-            return Ok(());
-        }
-        let db = manager.get_connection();
-        db.execute_unprepared("CREATE EXTENSION IF NOT EXISTS pg_trgm")
-            .await?;
-        db.execute_unprepared(
-            "CREATE INDEX IF NOT EXISTS idx_product_name_trgm ON product USING gin (lower(name) gin_trgm_ops)",
+        on_postgres_only(
+            manager,
+            &[
+                "CREATE EXTENSION IF NOT EXISTS pg_trgm",
+                "CREATE INDEX IF NOT EXISTS idx_product_name_trgm ON product USING gin (lower(name) gin_trgm_ops)",
+                "CREATE INDEX IF NOT EXISTS idx_category_name_trgm ON category USING gin (lower(name) gin_trgm_ops)",
+            ],
         )
-        .await?;
-        db.execute_unprepared(
-            "CREATE INDEX IF NOT EXISTS idx_category_name_trgm ON category USING gin (lower(name) gin_trgm_ops)",
-        )
-        .await?;
-        Ok(())
+        .await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        if manager.get_database_backend() != DbBackend::Postgres {
-            return Ok(());
-        }
-        let db = manager.get_connection();
-        db.execute_unprepared("DROP INDEX IF EXISTS idx_product_name_trgm")
-            .await?;
-        db.execute_unprepared("DROP INDEX IF EXISTS idx_category_name_trgm")
-            .await?;
-        Ok(())
+        on_postgres_only(
+            manager,
+            &[
+                "DROP INDEX IF EXISTS idx_product_name_trgm",
+                "DROP INDEX IF EXISTS idx_category_name_trgm",
+            ],
+        )
+        .await
     }
 }

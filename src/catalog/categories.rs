@@ -12,19 +12,6 @@ use super::products::now;
 use crate::entities::{category, product};
 use crate::error::{ApiError, ApiResult};
 
-pub async fn find_by_ids<C: ConnectionTrait>(
-    db: &C,
-    ids: &[i32],
-) -> Result<Vec<category::Model>, DbErr> {
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    category::Entity::find()
-        .filter(category::Column::Id.is_in(ids.iter().copied()))
-        .all(db)
-        .await
-}
-
 pub async fn existing_ids<C: ConnectionTrait>(db: &C, ids: &[i32]) -> Result<BTreeSet<i32>, DbErr> {
     if ids.is_empty() {
         return Ok(BTreeSet::new());

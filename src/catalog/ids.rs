@@ -18,6 +18,11 @@ impl EntityId {
         }
     }
 
+    /// An optional id of an input (a filter's or a partial update's): absent stays absent.
+    pub fn parse_optional(id: Option<&ID>) -> ApiResult<Option<i32>> {
+        id.map(|id| Self::parse(id).map(|id| id.0)).transpose()
+    }
+
     pub fn to_graphql(self) -> ID {
         ID(self.0.to_string())
     }

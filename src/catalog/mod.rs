@@ -9,9 +9,11 @@ pub mod names;
 pub mod pagination;
 pub mod price;
 pub mod products;
+pub mod rows;
 pub mod stats;
 
 pub use ids::EntityId;
 pub use names::{CategoryName, ProductName, SearchText};
 pub use pagination::{Cursor, PageSize, ProductOrder};
 pub use price::Price;
+pub use rows::{Row, find_by_ids};

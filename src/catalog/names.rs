@@ -23,37 +23,40 @@ fn validated(kind: &str, value: &str, max_chars: usize) -> ApiResult<String> {
     Ok(trimmed.to_owned())
 }
 
-/// A product name: 1 to 200 characters after trimming.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProductName(String);
+/// A name type: trimmed, 1 to `$max` characters, no control characters.
+macro_rules! name_type {
+    ($(#[$doc:meta])* $name:ident, $kind:literal, $max:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub struct $name(String);
 
-impl ProductName {
-    pub const MAX_CHARS: usize = 200;
+        impl $name {
+            pub const MAX_CHARS: usize = $max;
 
-    pub fn parse(value: &str) -> ApiResult<Self> {
-        validated("product name", value, Self::MAX_CHARS).map(ProductName)
-    }
+            pub fn parse(value: &str) -> ApiResult<Self> {
+                validated($kind, value, Self::MAX_CHARS).map($name)
+            }
 
-    pub fn into_inner(self) -> String {
-        self.0
-    }
+            pub fn into_inner(self) -> String {
+                self.0
+            }
+        }
+    };
 }
 
-/// A category name: 1 to 100 characters after trimming, unique in the catalog.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CategoryName(String);
+name_type!(
+    /// A product name: 1 to 200 characters after trimming.
+    ProductName,
+    "product name",
+    200
+);
 
-impl CategoryName {
-    pub const MAX_CHARS: usize = 100;
-
-    pub fn parse(value: &str) -> ApiResult<Self> {
-        validated("category name", value, Self::MAX_CHARS).map(CategoryName)
-    }
-
-    pub fn into_inner(self) -> String {
-        self.0
-    }
-}
+name_type!(
+    /// A category name: 1 to 100 characters after trimming, unique in the catalog.
+    CategoryName,
+    "category name",
+    100
+);
 
 /// The text of a product search: at most 200 characters after trimming; blank means none.
 #[derive(Debug, Clone, PartialEq, Eq)]

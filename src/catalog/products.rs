@@ -6,14 +6,16 @@
 use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::{Alias, CaseStatement, Expr, ExprTrait, Func, LikeExpr, Query, UnionType};
+use sea_orm::sea_query::{
+    Alias, CaseStatement, Expr, ExprTrait, Func, LikeExpr, Query, SelectStatement, UnionType,
+};
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, FromQueryResult, IntoActiveModel,
-    Order, QueryFilter, QueryOrder, QuerySelect, Set,
+    Iterable, Order, QueryFilter, QueryOrder, QuerySelect, Set,
 };
 
 use super::pagination::{Cursor, PageSize, ProductOrder};
-use super::{Price, ProductName, categories};
+use super::{Price, ProductName, categories, find_by_ids};
 use crate::entities::{category, product};
 use crate::error::{ApiError, ApiResult};
 
@@ -79,32 +81,44 @@ fn filter_condition(filter: &ProductFilter) -> Condition {
     if let Some(search) = filter.search.as_deref().filter(|search| !search.is_empty()) {
         // Two index-friendly halves joined by UNION: an OR across the two tables would make
         // PostgreSQL walk the whole primary key instead of using the trigram indexes.
-        let matching_categories = Query::select()
-            .column(category::Column::Id)
-            .from(category::Entity)
-            .and_where(
-                Expr::expr(Func::lower(Expr::col(category::Column::Name)))
-                    .like(like_pattern(search)),
-            )
-            .to_owned();
+        let matching_categories = ids_named_like(
+            category::Entity,
+            category::Column::Id,
+            category::Column::Name,
+            search,
+        );
         let by_category = Query::select()
             .column(product::Column::Id)
             .from(product::Entity)
             .and_where(product::Column::CategoryId.in_subquery(matching_categories))
             .to_owned();
-        let matching_products = Query::select()
-            .column(product::Column::Id)
-            .from(product::Entity)
-            .and_where(
-                Expr::expr(Func::lower(Expr::col(product::Column::Name)))
-                    .like(like_pattern(search)),
-            )
-            .union(UnionType::All, by_category)
-            .to_owned();
+        let matching_products = ids_named_like(
+            product::Entity,
+            product::Column::Id,
+            product::Column::Name,
+            search,
+        )
+        .union(UnionType::All, by_category)
+        .to_owned();
         condition = condition
             .add(Expr::col((product::Entity, product::Column::Id)).in_subquery(matching_products));
     }
     condition
+}
+
+/// `SELECT id FROM table WHERE lower(name) LIKE '%search%'`: one half of a search, which the
+/// trigram index on `lower(name)` answers on PostgreSQL.
+fn ids_named_like<C: ColumnTrait>(
+    table: impl EntityTrait,
+    id: C,
+    name: C,
+    search: &str,
+) -> SelectStatement {
+    Query::select()
+        .column(id)
+        .from(table)
+        .and_where(Expr::expr(Func::lower(Expr::col(name))).like(like_pattern(search)))
+        .to_owned()
 }
 
 /// The sort key a cursor carries for `order`.
@@ -141,19 +155,6 @@ fn after_condition(cursor: Cursor) -> ApiResult<Expr> {
             columns.lt(values)
         }
     })
-}
-
-pub async fn find_by_ids<C: ConnectionTrait>(
-    db: &C,
-    ids: &[i32],
-) -> Result<Vec<product::Model>, DbErr> {
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    product::Entity::find()
-        .filter(product::Column::Id.is_in(ids.iter().copied()))
-        .all(db)
-        .await
 }
 
 /// One page of a filtered list: `size + 1` rows, so the caller knows whether another page follows.
@@ -231,17 +232,11 @@ pub async fn pages_by_category<C: ConnectionTrait>(
     if category_ids.is_empty() {
         return Ok(Vec::new());
     }
-    let columns = [
-        product::Column::Id,
-        product::Column::Name,
-        product::Column::PriceCents,
-        product::Column::CategoryId,
-        product::Column::CreatedAt,
-        product::Column::UpdatedAt,
-    ];
+    // Every column of the row, so that the page maps onto `product::Model`.
+    let columns = || product::Column::iter();
     let mut numbered = Query::select();
     numbered
-        .columns(columns)
+        .columns(columns())
         .expr_as(
             Expr::cust("ROW_NUMBER() OVER (PARTITION BY category_id ORDER BY id)"),
             Alias::new("row_number"),
@@ -252,7 +247,7 @@ pub async fn pages_by_category<C: ConnectionTrait>(
         numbered.and_where(product::Column::Id.gt(after_id));
     }
     let page = Query::select()
-        .columns(columns)
+        .columns(columns())
         .from_subquery(numbered.to_owned(), Alias::new("numbered"))
         .and_where(Expr::col(Alias::new("row_number")).lte(size.get() as i64 + 1))
         .order_by(product::Column::CategoryId, Order::Asc)
@@ -375,7 +370,7 @@ pub async fn update_prices<C: ConnectionTrait>(
             "each product id may appear only once in `updates`",
         ));
     }
-    let before: HashMap<i32, i32> = find_by_ids(db, &ids)
+    let before: HashMap<i32, i32> = find_by_ids::<product::Entity>(db, &ids)
         .await?
         .into_iter()
         .map(|product| (product.id, product.category_id))
@@ -404,7 +399,7 @@ pub async fn update_prices<C: ConnectionTrait>(
         .await?;
     // The answer follows the order of `updates` (the i-th result answers the i-th update),
     // whatever order the database returns rows in; ids are unique, so each row is taken once.
-    let mut updated: HashMap<i32, product::Model> = find_by_ids(db, &ids)
+    let mut updated: HashMap<i32, product::Model> = find_by_ids::<product::Entity>(db, &ids)
         .await?
         .into_iter()
         .map(|product| (product.id, product))

@@ -6,8 +6,10 @@
 //! skipped, so running the seed twice changes nothing.
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use sea_orm::sea_query::{OnConflict, Query};
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, TransactionTrait};
+use sea_orm::sea_query::{InsertStatement, OnConflict, Query};
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, Iterable, TransactionTrait,
+};
 
 use crate::entities::{category, product};
 
@@ -26,6 +28,16 @@ impl SeedPlan {
 
 /// Rows per INSERT: 6 parameters a row stays under SQLite's and PostgreSQL's parameter limits.
 const ROWS_PER_STATEMENT: u32 = 5_000;
+
+/// An INSERT of whole rows of `E` (every column, in the entity's order) that skips rows whose
+/// id is already there: what makes the seed idempotent.
+fn insert_skipping_existing<E: EntityTrait + Default>() -> InsertStatement {
+    Query::insert()
+        .into_table(E::default())
+        .columns(E::Column::iter())
+        .on_conflict(OnConflict::new().do_nothing().to_owned())
+        .to_owned()
+}
 
 fn epoch() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0)
@@ -53,16 +65,7 @@ pub async fn seed(db: &DatabaseConnection, plan: SeedPlan) -> Result<(), DbErr> 
     let txn = db.begin().await?;
     let epoch = epoch();
 
-    let mut categories = Query::insert();
-    categories
-        .into_table(category::Entity)
-        .columns([
-            category::Column::Id,
-            category::Column::Name,
-            category::Column::CreatedAt,
-            category::Column::UpdatedAt,
-        ])
-        .on_conflict(OnConflict::new().do_nothing().to_owned());
+    let mut categories = insert_skipping_existing::<category::Entity>();
     for i in 1..=plan.categories {
         categories
             .values([
@@ -78,18 +81,7 @@ pub async fn seed(db: &DatabaseConnection, plan: SeedPlan) -> Result<(), DbErr> 
     let mut start = 1;
     while start <= plan.products {
         let end = (start + ROWS_PER_STATEMENT - 1).min(plan.products);
-        let mut products = Query::insert();
-        products
-            .into_table(product::Entity)
-            .columns([
-                product::Column::Id,
-                product::Column::Name,
-                product::Column::PriceCents,
-                product::Column::CategoryId,
-                product::Column::CreatedAt,
-                product::Column::UpdatedAt,
-            ])
-            .on_conflict(OnConflict::new().do_nothing().to_owned());
+        let mut products = insert_skipping_existing::<product::Entity>();
         for j in start..=end {
             let created_at = epoch + Duration::minutes(i64::from(j));
             products

@@ -4,10 +4,13 @@
 //! routed to a replica has it as `db()`: its errors mark the read failed (the executor runs
 //! the query again on the primary) and take an unreachable replica out of rotation instead.
 
+use std::hash::Hash;
+
 use async_graphql::Context;
+use async_graphql::dataloader::{CacheFactory, DataLoader, Loader};
 use sea_orm::{DatabaseConnection, DbErr};
 
-use super::loaders::Loaders;
+use super::loaders::{LoadError, Loaders};
 use crate::cache::tags::{Tag, TagRecorder};
 use crate::db::breaker::DatabaseBreaker;
 use crate::db::replicas::Replicas;
@@ -69,6 +72,24 @@ impl RequestContext for Context<'_> {
             recorder.record_product(product_id, category_id);
         }
     }
+}
+
+/// One value through one of the request's DataLoaders (`loader` picks which), its database
+/// error mapped by `database_error` like every other read's.
+pub async fn load_one<K, T, C>(
+    ctx: &Context<'_>,
+    loader: impl FnOnce(&Loaders) -> &DataLoader<T, C>,
+    key: K,
+) -> Result<Option<T::Value>, ApiError>
+where
+    K: Send + Sync + Hash + Eq + Clone + 'static,
+    T: Loader<K, Error = LoadError>,
+    C: CacheFactory,
+{
+    loader(ctx.loaders()?)
+        .load_one(key)
+        .await
+        .map_err(|error| ctx.database_error(&error))
 }
 
 /// Request data of a query routed to a replica: which one, and whether a read on it failed

@@ -262,17 +262,28 @@ mod tests {
         DocumentCost::of(&document, None).expect("one operation")
     }
 
-    #[test]
-    fn a_doubling_fragment_chain_is_measured_without_expanding_it() {
-        let levels = 60;
-        let mut query = String::from("{ products { edges { node { ...F0 } } } }\n");
+    /// `selection` spreads `F0`; each `F{n}` on `on` spreads `F{n+1}` twice, `levels` deep, and
+    /// the last selects `leaf`: 2^levels leaves once expanded.
+    fn doubling_fragments(selection: &str, on: &str, levels: u32, leaf: &str) -> String {
+        let mut query = format!("{selection}\n");
         for level in 0..levels {
+            let next = level + 1;
             query.push_str(&format!(
-                "fragment F{level} on Product {{ ...F{next} ...F{next} }}\n",
-                next = level + 1
+                "fragment F{level} on {on} {{ ...F{next} ...F{next} }}\n"
             ));
         }
-        query.push_str(&format!("fragment F{levels} on Product {{ id }}\n"));
+        query.push_str(&format!("fragment F{levels} on {on} {{ {leaf} }}\n"));
+        query
+    }
+
+    #[test]
+    fn a_doubling_fragment_chain_is_measured_without_expanding_it() {
+        let query = doubling_fragments(
+            "{ products { edges { node { ...F0 } } } }",
+            "Product",
+            60,
+            "id",
+        );
         let started = std::time::Instant::now();
         let measured = cost(&query);
         assert!(started.elapsed() < std::time::Duration::from_millis(50));
@@ -282,14 +293,7 @@ mod tests {
 
     #[test]
     fn a_fragment_bomb_at_the_root_is_measured_too() {
-        let mut query = String::from("{ ...F0 }\n");
-        for level in 0..64 {
-            query.push_str(&format!(
-                "fragment F{level} on Query {{ ...F{next} ...F{next} }}\n",
-                next = level + 1
-            ));
-        }
-        query.push_str("fragment F64 on Query { __schema { types { name } } }\n");
+        let query = doubling_fragments("{ ...F0 }", "Query", 64, "__schema { types { name } }");
         let measured = cost(&query);
         assert_eq!(measured.expanded_fields, u64::MAX);
         assert!(measured.introspection_only);

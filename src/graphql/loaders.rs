@@ -2,49 +2,45 @@
 //! de-duplicates its own lookups: a list of any size costs a constant number of statements.
 
 use std::collections::HashMap;
+use std::marker::PhantomData;
 use std::sync::Arc;
 
 use async_graphql::dataloader::{DataLoader, HashMapCache, Loader};
-use sea_orm::{DatabaseConnection, DbErr};
+use sea_orm::{DatabaseConnection, DbErr, EntityTrait};
 
-use crate::catalog::{PageSize, categories, products};
+use crate::catalog::{PageSize, Row, find_by_ids, products};
 use crate::entities::{category, product};
 
 pub type LoadError = Arc<DbErr>;
 
-pub struct CategoryLoader(DatabaseConnection);
+/// Rows of one entity by id: `CategoryLoader`, `ProductLoader`.
+pub struct RowLoader<E>(DatabaseConnection, PhantomData<fn() -> E>);
 
-impl Loader<i32> for CategoryLoader {
-    type Value = category::Model;
+impl<E> RowLoader<E> {
+    fn new(db: &DatabaseConnection) -> Self {
+        RowLoader(db.clone(), PhantomData)
+    }
+}
+
+impl<E> Loader<i32> for RowLoader<E>
+where
+    E: EntityTrait,
+    E::Model: Row,
+{
+    type Value = E::Model;
     type Error = LoadError;
 
     async fn load(&self, ids: &[i32]) -> Result<HashMap<i32, Self::Value>, Self::Error> {
         if ids.is_empty() {
             return Ok(HashMap::new());
         }
-        let rows = categories::find_by_ids(&self.0, ids)
-            .await
-            .map_err(Arc::new)?;
-        Ok(rows.into_iter().map(|row| (row.id, row)).collect())
+        let rows = find_by_ids::<E>(&self.0, ids).await.map_err(Arc::new)?;
+        Ok(rows.into_iter().map(|row| (row.id(), row)).collect())
     }
 }
 
-pub struct ProductLoader(DatabaseConnection);
-
-impl Loader<i32> for ProductLoader {
-    type Value = product::Model;
-    type Error = LoadError;
-
-    async fn load(&self, ids: &[i32]) -> Result<HashMap<i32, Self::Value>, Self::Error> {
-        if ids.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let rows = products::find_by_ids(&self.0, ids)
-            .await
-            .map_err(Arc::new)?;
-        Ok(rows.into_iter().map(|row| (row.id, row)).collect())
-    }
-}
+pub type CategoryLoader = RowLoader<category::Entity>;
+pub type ProductLoader = RowLoader<product::Entity>;
 
 /// `Category.productCount`, keyed by category id.
 pub struct ProductCountLoader(DatabaseConnection);
@@ -142,12 +138,12 @@ impl Loaders {
     pub fn new(db: &DatabaseConnection) -> Self {
         Loaders {
             categories: DataLoader::with_cache(
-                CategoryLoader(db.clone()),
+                CategoryLoader::new(db),
                 tokio::spawn,
                 HashMapCache::default(),
             )
             .delay(BATCH_WINDOW),
-            products: DataLoader::new(ProductLoader(db.clone()), tokio::spawn).delay(BATCH_WINDOW),
+            products: DataLoader::new(ProductLoader::new(db), tokio::spawn).delay(BATCH_WINDOW),
             product_counts: DataLoader::with_cache(
                 ProductCountLoader(db.clone()),
                 tokio::spawn,
@@ -169,7 +165,7 @@ pub async fn prefetch_categories(
     let mut ids: Vec<i32> = products.iter().map(|product| product.category_id).collect();
     ids.sort_unstable();
     ids.dedup();
-    let found = categories::find_by_ids(db, &ids).await?;
+    let found = find_by_ids::<category::Entity>(db, &ids).await?;
     loaders
         .categories
         .feed_many(found.into_iter().map(|category| (category.id, category)))

@@ -1,18 +1,21 @@
 //! GraphiQL, the in-browser GraphQL IDE, served by the binary itself so it works offline:
-//! the page and its assets are vendored under `assets/graphiql/` (versions and licences in
-//! its README) and compiled in with `include_bytes!`, so no CDN and no files on disk are needed.
+//! the page and its assets are vendored under `assets/vendor/graphiql/` (versions and licences
+//! in its README; third-party files live under a `vendor` folder so tools that look for
+//! repeated code pass them over) and compiled in with `include_bytes!`, so no CDN and no files on disk are needed.
 //! Only the four listed assets are served; any other name under `/graphiql/` is a 404.
 
 use axum::{
     Router,
     extract::Path,
-    http::{StatusCode, header},
+    http::header,
     response::{IntoResponse, Response},
     routing::get,
 };
 
+use super::error::TransportError;
+
 /// The page that boots GraphiQL against this server's `/graphql`.
-const PAGE: &[u8] = include_bytes!("../../assets/graphiql/index.html");
+const PAGE: &[u8] = include_bytes!("../../assets/vendor/graphiql/index.html");
 
 /// The asset names are not content-hashed; the page adds a `?v=` query to bust this
 /// long-lived cache when the vendored version changes.
@@ -25,27 +28,22 @@ struct Asset {
     bytes: &'static [u8],
 }
 
+/// An [`Asset`] for a file of the vendored GraphiQL folder, compiled in.
+macro_rules! vendored {
+    ($name:literal, $content_type:literal) => {
+        Asset {
+            name: $name,
+            content_type: $content_type,
+            bytes: include_bytes!(concat!("../../assets/vendor/graphiql/", $name)),
+        }
+    };
+}
+
 const ASSETS: [Asset; 4] = [
-    Asset {
-        name: "graphiql.min.js",
-        content_type: "application/javascript",
-        bytes: include_bytes!("../../assets/graphiql/graphiql.min.js"),
-    },
-    Asset {
-        name: "graphiql.min.css",
-        content_type: "text/css",
-        bytes: include_bytes!("../../assets/graphiql/graphiql.min.css"),
-    },
-    Asset {
-        name: "react.production.min.js",
-        content_type: "application/javascript",
-        bytes: include_bytes!("../../assets/graphiql/react.production.min.js"),
-    },
-    Asset {
-        name: "react-dom.production.min.js",
-        content_type: "application/javascript",
-        bytes: include_bytes!("../../assets/graphiql/react-dom.production.min.js"),
-    },
+    vendored!("graphiql.min.js", "application/javascript"),
+    vendored!("graphiql.min.css", "text/css"),
+    vendored!("react.production.min.js", "application/javascript"),
+    vendored!("react-dom.production.min.js", "application/javascript"),
 ];
 
 /// Routes for the vendored assets, `GET /graphiql/{file}`; merge them into the app's router.
@@ -68,6 +66,6 @@ async fn asset(Path(file): Path<String>) -> Response {
             asset.bytes,
         )
             .into_response(),
-        None => StatusCode::NOT_FOUND.into_response(),
+        None => TransportError::AssetNotFound(file).into_response(),
     }
 }

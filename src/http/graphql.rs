@@ -13,34 +13,22 @@ use axum::Extension;
 use axum::body::Body;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use bytes::{BufMut, Bytes, BytesMut};
 use serde_json::Value;
 use tower_http::request_id::RequestId as TowerRequestId;
 
+use super::error::TransportError;
 use super::state::AppState;
 use super::{RequestId, graphiql};
 use crate::cache::Policy;
-use crate::error::{ApiError, codes, request_error_body};
+use crate::error::ApiError;
 use crate::graphql::executor::{CacheStatus, Caller, Operation, Outcome, Refusal, Transport};
-use crate::telemetry::Metrics;
 
 const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
 const JSON: &str = "application/json";
 
-fn request_error(metrics: &Metrics, status: StatusCode, message: &str, code: &str) -> Response {
-    metrics.record_error(code);
-    let mut response = (status, axum::Json(request_error_body(message, code))).into_response();
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
-        .headers_mut()
-        .insert("x-cache", HeaderValue::from_static("BYPASS"));
-    response
-}
-
-fn request_id(id: Option<Extension<TowerRequestId>>) -> RequestId {
+pub(super) fn request_id(id: Option<Extension<TowerRequestId>>) -> RequestId {
     let id = id.and_then(|Extension(id)| id.header_value().to_str().ok().map(str::to_owned));
     RequestId(id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()))
 }
@@ -67,35 +55,20 @@ pub async fn get_graphql(
         match serde_urlencoded::from_str(raw.as_deref().unwrap_or("")) {
             Ok(params) => params,
             Err(_) => {
-                return request_error(
-                    &state.metrics,
-                    StatusCode::BAD_REQUEST,
-                    "malformed query string",
-                    codes::BAD_REQUEST,
-                );
+                return TransportError::MalformedQueryString.counted(&state.metrics);
             }
         };
     if !params.contains_key("query") && !params.contains_key("extensions") {
         if accepts(&headers, "text/html") {
             return graphiql::page();
         }
-        return request_error(
-            &state.metrics,
-            StatusCode::BAD_REQUEST,
-            "a GET request needs a `query` parameter",
-            codes::BAD_REQUEST,
-        );
+        return TransportError::MissingQueryParameter.counted(&state.metrics);
     }
-    let parse_json = |name: &str| -> Result<Option<Value>, Box<Response>> {
+    let parse_json = |name: &'static str| -> Result<Option<Value>, Box<Response>> {
         match params.get(name).filter(|text| !text.is_empty()) {
             None => Ok(None),
             Some(text) => serde_json::from_str(text).map(Some).map_err(|_| {
-                Box::new(request_error(
-                    &state.metrics,
-                    StatusCode::BAD_REQUEST,
-                    &format!("`{name}` is not valid JSON"),
-                    codes::BAD_REQUEST,
-                ))
+                Box::new(TransportError::ParameterNotJson(name).counted(&state.metrics))
             }),
         }
     };
@@ -107,12 +80,7 @@ pub async fn get_graphql(
         Ok(None) => None,
         Ok(Some(Value::Object(map))) => Some(map),
         Ok(Some(_)) => {
-            return request_error(
-                &state.metrics,
-                StatusCode::BAD_REQUEST,
-                "`extensions` must be a JSON object",
-                codes::BAD_REQUEST,
-            );
+            return TransportError::ExtensionsNotObject.counted(&state.metrics);
         }
         Err(response) => return *response,
     };
@@ -149,42 +117,16 @@ pub async fn post_graphql(
     let bytes = match read {
         Ok(Ok(bytes)) => bytes,
         Err(_) => {
-            let message = format!(
-                "the request body did not arrive within {} ms",
-                state.config.body_read_timeout_ms
-            );
-            let mut response = request_error(
-                &state.metrics,
-                StatusCode::REQUEST_TIMEOUT,
-                &message,
-                codes::REQUEST_TIMEOUT,
-            );
-            // The rest of the body may still come: the connection cannot carry another request.
-            response
-                .headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            return response;
+            let timeout_ms = state.config.body_read_timeout_ms;
+            return TransportError::BodyReadTimeout { timeout_ms }.counted(&state.metrics);
         }
         Ok(Err(_)) => {
-            let message = format!(
-                "the request body exceeds {} bytes",
-                state.config.max_body_bytes
-            );
-            return request_error(
-                &state.metrics,
-                StatusCode::PAYLOAD_TOO_LARGE,
-                &message,
-                codes::PAYLOAD_TOO_LARGE,
-            );
+            let limit = state.config.max_body_bytes;
+            return TransportError::BodyTooLarge { limit }.counted(&state.metrics);
         }
     };
     if !is_json_content_type(&headers) {
-        return request_error(
-            &state.metrics,
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "POST bodies must be `Content-Type: application/json`",
-            codes::BAD_REQUEST,
-        );
+        return TransportError::UnsupportedMediaType.counted(&state.metrics);
     }
     // The common case, one operation, is parsed straight into `Operation`.
     let first_byte = bytes
@@ -206,53 +148,23 @@ pub async fn post_graphql(
     }
     let value: Value = match serde_json::from_slice(&bytes) {
         Ok(value) => value,
-        Err(error) => {
-            let message = format!("the body is not valid JSON: {error}");
-            return request_error(
-                &state.metrics,
-                StatusCode::BAD_REQUEST,
-                &message,
-                codes::BAD_REQUEST,
-            );
-        }
+        Err(error) => return TransportError::BodyNotJson(error).counted(&state.metrics),
     };
     let (items, batch) = match value {
         Value::Array(items) => (items, true),
         object @ Value::Object(_) => (vec![object], false),
-        _ => {
-            return request_error(
-                &state.metrics,
-                StatusCode::BAD_REQUEST,
-                "the body must be a JSON object or array",
-                codes::BAD_REQUEST,
-            );
-        }
+        _ => return TransportError::BodyNotObjectOrArray.counted(&state.metrics),
     };
     if batch && (items.is_empty() || items.len() > state.config.max_batch) {
-        let message = format!(
-            "a batch holds 1 to {} operations (got {})",
-            state.config.max_batch,
-            items.len()
-        );
-        return request_error(
-            &state.metrics,
-            StatusCode::BAD_REQUEST,
-            &message,
-            codes::BAD_REQUEST,
-        );
+        let (max, got) = (state.config.max_batch, items.len());
+        return TransportError::BatchSize { max, got }.counted(&state.metrics);
     }
     let mut operations = Vec::with_capacity(items.len());
     for item in items {
         match serde_json::from_value::<Operation>(item) {
             Ok(operation) => operations.push(operation),
             Err(error) => {
-                let message = format!("not a GraphQL request: {error}");
-                return request_error(
-                    &state.metrics,
-                    StatusCode::BAD_REQUEST,
-                    &message,
-                    codes::BAD_REQUEST,
-                );
+                return TransportError::NotGraphQLRequest(error).counted(&state.metrics);
             }
         }
     }
@@ -276,12 +188,7 @@ async fn respond(
     transport: Transport,
 ) -> Response {
     if let Some(message) = operations.iter().find_map(malformed) {
-        return request_error(
-            &state.metrics,
-            StatusCode::BAD_REQUEST,
-            message,
-            codes::BAD_REQUEST,
-        );
+        return TransportError::MalformedOperation(message).counted(&state.metrics);
     }
     let principal = match state
         .authenticator
@@ -290,27 +197,10 @@ async fn respond(
     {
         Ok(principal) => principal,
         Err(error) => {
-            let mut response = request_error(
-                &state.metrics,
-                StatusCode::UNAUTHORIZED,
-                &error.to_string(),
-                error.code(),
-            );
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            match error {
-                ApiError::Internal(_) => {
-                    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-                }
-                ApiError::ServiceUnavailable => {
-                    state.db_breaker.trip();
-                    *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-                    response.headers_mut().remove(header::WWW_AUTHENTICATE);
-                }
-                _ => {}
+            if matches!(error, ApiError::ServiceUnavailable) {
+                state.db_breaker.trip();
             }
-            return response;
+            return TransportError::from_authentication(error, &request_id).counted(&state.metrics);
         }
     };
     let span = tracing::Span::current();
@@ -351,30 +241,13 @@ async fn respond(
         Ok::<_, Refusal>(outcomes)
     };
     let Ok(executed) = tokio::time::timeout(limit, execute_all).await else {
-        let message = format!(
-            "the request did not finish within {} ms (a mutation may still complete)",
-            limit.as_millis()
-        );
-        return request_error(
-            &state.metrics,
-            StatusCode::GATEWAY_TIMEOUT,
-            &message,
-            codes::TIMEOUT,
-        );
+        let timeout_ms = limit.as_millis();
+        return TransportError::Timeout { timeout_ms }.counted(&state.metrics);
     };
     let mut outcomes = match executed {
         Ok(outcomes) => outcomes,
         Err(Refusal::MutationOverGet) => {
-            let mut response = request_error(
-                &state.metrics,
-                StatusCode::METHOD_NOT_ALLOWED,
-                "mutations are not allowed over GET; use POST",
-                codes::METHOD_NOT_ALLOWED,
-            );
-            response
-                .headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static("POST"));
-            return response;
+            return TransportError::MutationOverGet.counted(&state.metrics);
         }
     };
     let media_type = if accepts(headers, GRAPHQL_RESPONSE_JSON) {
@@ -420,12 +293,7 @@ async fn respond(
     }
 
     let Some(outcome) = outcomes.pop() else {
-        return request_error(
-            &state.metrics,
-            StatusCode::BAD_REQUEST,
-            "no operation",
-            codes::BAD_REQUEST,
-        );
+        return TransportError::NoOperation.counted(&state.metrics);
     };
     tracing::Span::current().record("cache", outcome.cache.as_str());
     let cache_control = cache_control(outcome.policy, state.config.http_shared_max_age_secs);

@@ -2,6 +2,7 @@
 //! metrics and the shutdown signal. GraphQL transport rules live in `graphql`; connection
 //! limits and graceful shutdown in `server`.
 
+pub mod error;
 pub mod graphiql;
 pub mod graphql;
 pub mod server;
@@ -9,25 +10,33 @@ pub mod state;
 
 use std::time::Duration;
 
+use std::panic::AssertUnwindSafe;
+
 use axum::Router;
+use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderValue, Request, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use futures::FutureExt;
 use tower::ServiceBuilder;
-use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tower_http::request_id::{
     MakeRequestUuid, PropagateRequestIdLayer, RequestId as TowerRequestId, SetRequestIdLayer,
 };
 use tower_http::trace::TraceLayer;
 
+pub use self::error::TransportError;
 pub use self::state::AppState;
 
+use crate::telemetry::Metrics;
 pub use crate::telemetry::RequestId;
 
 /// The API. `/metrics` is part of it unless a separate metrics address is configured.
 pub fn router(state: AppState) -> Router {
+    // One `Arc` for every request to clone, not the state's dozen fields.
+    let state = std::sync::Arc::new(state);
     let cors = cors_layer(&state.config.cors_origins);
     let mut routes = Router::new()
         .route(
@@ -75,20 +84,39 @@ pub fn router(state: AppState) -> Router {
                         ),
                 )
                 .layer(PropagateRequestIdLayer::x_request_id())
-                .layer(CatchPanicLayer::custom(
-                    |_panic: Box<dyn std::any::Any + Send>| {
-                        tracing::error!("a request handler panicked");
-                        let body = crate::error::request_error_body(
-                            "internal server error",
-                            crate::error::codes::INTERNAL_SERVER_ERROR,
-                        );
-                        (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(body)).into_response()
-                    },
+                .layer(middleware::from_fn_with_state(
+                    std::sync::Arc::clone(&state.metrics),
+                    catch_panic,
                 ))
                 .layer(cors),
         )
-        // One `Arc` for every request to clone, not the state's dozen fields.
-        .with_state(std::sync::Arc::new(state))
+        .with_state(state)
+}
+
+/// A handler that panics answers an internal error with its request id (and the panic's
+/// message only in the log); the server and the connection go on.
+async fn catch_panic(
+    State(metrics): State<std::sync::Arc<Metrics>>,
+    request: Request<Body>,
+    next: Next,
+) -> Response {
+    let id = request.extensions().get::<TowerRequestId>().cloned();
+    let request_id = graphql::request_id(id.map(axum::Extension));
+    match AssertUnwindSafe(next.run(request)).catch_unwind().await {
+        Ok(response) => response,
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+                .unwrap_or("a panic without a message");
+            TransportError::internal(
+                format_args!("a request handler panicked: {message}"),
+                &request_id,
+            )
+            .counted(&metrics)
+        }
+    }
 }
 
 /// `/metrics` alone, for the metrics address (`CATALOG_METRICS_BIND`), which can stay private.
@@ -201,4 +229,52 @@ pub async fn shutdown_signal() {
         () = terminate => {},
     }
     tracing::info!("shutting down: finishing in-flight requests");
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use axum::http::HeaderValue;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    async fn panicking_handler() -> &'static str {
+        panic!("the handler's secret detail")
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_is_answered_with_an_internal_error_that_carries_the_request_id() {
+        let metrics = Arc::new(Metrics::new());
+        let router = Router::new().route("/boom", get(panicking_handler)).layer(
+            middleware::from_fn_with_state(Arc::clone(&metrics), catch_panic),
+        );
+        let mut request = Request::get("/boom")
+            .body(Body::empty())
+            .expect("a request");
+        request
+            .extensions_mut()
+            .insert(TowerRequestId::new(HeaderValue::from_static("req-panic")));
+
+        let response = router.oneshot(request).await.expect("an answer");
+
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .expect("a body");
+        let body: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON");
+        assert_eq!(
+            body,
+            serde_json::json!({ "errors": [{
+                "message": "internal server error",
+                "extensions": { "code": "INTERNAL_SERVER_ERROR", "requestId": "req-panic" },
+            }] })
+        );
+        let rendered = metrics.render();
+        assert!(
+            rendered.contains("catalog_graphql_errors_total{code=\"INTERNAL_SERVER_ERROR\"} 1"),
+            "counted once: {rendered}"
+        );
+    }
 }

@@ -28,4 +28,6 @@ mod redis_process;
 mod response_order;
 mod schema_file;
 mod schema_introspection;
+mod schema_tooling;
 mod tcp_proxy;
+mod transport_errors;

@@ -3,9 +3,8 @@
 
 use async_graphql::{Context, ID, Object};
 
-use super::{begin, commit};
+use super::write;
 use crate::auth::RequireToken;
-use crate::cache::tags::Changes;
 use crate::catalog::{EntityId, categories};
 use crate::graphql::types::Category;
 use crate::graphql::types::inputs::CategoryInput;
@@ -23,11 +22,14 @@ impl CategoryMutation {
         input: CategoryInput,
     ) -> async_graphql::Result<Category> {
         let name = input.parse()?;
-        let transaction = begin(ctx).await?;
-        let category = categories::create(&transaction, name).await?;
-        let mut changes = Changes::default();
-        changes.category(category.id);
-        commit(ctx, transaction, changes).await?;
+        let category = write(
+            ctx,
+            async move |transaction| categories::create(transaction, name).await,
+            |category, changes| {
+                changes.category(category.id);
+            },
+        )
+        .await?;
         Ok(Category(category))
     }
 
@@ -40,11 +42,14 @@ impl CategoryMutation {
     ) -> async_graphql::Result<Category> {
         let id = EntityId::parse(&id)?;
         let name = input.parse()?;
-        let transaction = begin(ctx).await?;
-        let category = categories::update(&transaction, id.0, name).await?;
-        let mut changes = Changes::default();
-        changes.category(category.id);
-        commit(ctx, transaction, changes).await?;
+        let category = write(
+            ctx,
+            async move |transaction| categories::update(transaction, id.0, name).await,
+            |category, changes| {
+                changes.category(category.id);
+            },
+        )
+        .await?;
         Ok(Category(category))
     }
 
@@ -52,11 +57,14 @@ impl CategoryMutation {
     #[graphql(guard = "RequireToken")]
     async fn delete_category(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<ID> {
         let id = EntityId::parse(&id)?;
-        let transaction = begin(ctx).await?;
-        categories::delete(&transaction, id.0).await?;
-        let mut changes = Changes::default();
-        changes.category(id.0);
-        commit(ctx, transaction, changes).await?;
+        write(
+            ctx,
+            async |transaction| categories::delete(transaction, id.0).await,
+            |_, changes| {
+                changes.category(id.0);
+            },
+        )
+        .await?;
         Ok(id.to_graphql())
     }
 }

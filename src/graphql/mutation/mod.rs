@@ -39,6 +39,21 @@ pub(crate) async fn begin(ctx: &Context<'_>) -> Result<DatabaseTransaction, ApiE
         .map_err(|error| ctx.database_error(&error))
 }
 
+/// Every mutation's shape: `statements` run in one write transaction, and after the commit the
+/// cache retires what `changed` says the written result touched.
+pub(crate) async fn write<T>(
+    ctx: &Context<'_>,
+    statements: impl AsyncFnOnce(&DatabaseTransaction) -> Result<T, ApiError>,
+    changed: impl FnOnce(&T, &mut Changes),
+) -> Result<T, ApiError> {
+    let transaction = begin(ctx).await?;
+    let written = statements(&transaction).await?;
+    let mut changes = Changes::default();
+    changed(&written, &mut changes);
+    commit(ctx, transaction, changes).await?;
+    Ok(written)
+}
+
 /// Commits, then invalidates what the mutation changed. With replicas, one more statement
 /// reads the primary's WAL position (at or past the commit) for the invalidation to carry;
 /// without replicas there is none.
@@ -67,7 +82,17 @@ pub(crate) async fn commit(
     Ok(())
 }
 
-pub(crate) fn check_bulk_size(len: usize) -> Result<(), ApiError> {
+/// The items of a bulk mutation, each validated by `parse`: 1 to `MAX_BULK_ITEMS` of them, and
+/// all valid, before anything is written.
+pub(crate) fn parse_bulk<I, T>(
+    items: Vec<I>,
+    parse: impl Fn(I) -> Result<T, ApiError>,
+) -> Result<Vec<T>, ApiError> {
+    check_bulk_size(items.len())?;
+    items.into_iter().map(parse).collect()
+}
+
+fn check_bulk_size(len: usize) -> Result<(), ApiError> {
     if len == 0 {
         return Err(ApiError::bad_input(
             "a bulk mutation needs at least one item",

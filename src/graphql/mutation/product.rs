@@ -3,16 +3,25 @@
 
 use async_graphql::{Context, ID, Object};
 
-use super::{begin, check_bulk_size, commit};
+use super::{parse_bulk, write};
 use crate::auth::RequireToken;
 use crate::cache::tags::Changes;
+use crate::catalog::products::ProductWrite;
 use crate::catalog::{EntityId, products};
-use crate::error::ApiResult;
 use crate::graphql::types::Product;
 use crate::graphql::types::inputs::{CreateProductInput, PriceUpdateInput, UpdateProductInput};
 
 #[derive(Default)]
 pub struct ProductMutation;
+
+/// What a product write touched: the product, and the categories it left and is now in.
+fn announce(write: &ProductWrite, changes: &mut Changes) {
+    changes.product(
+        write.product.id,
+        write.before_category_id,
+        Some(write.product.category_id),
+    );
+}
 
 #[Object]
 impl ProductMutation {
@@ -23,11 +32,14 @@ impl ProductMutation {
         input: CreateProductInput,
     ) -> async_graphql::Result<Product> {
         let new = input.parse()?;
-        let transaction = begin(ctx).await?;
-        let product = products::create(&transaction, new).await?;
-        let mut changes = Changes::default();
-        changes.product(product.id, None, Some(product.category_id));
-        commit(ctx, transaction, changes).await?;
+        let product = write(
+            ctx,
+            async move |transaction| products::create(transaction, new).await,
+            |product, changes| {
+                changes.product(product.id, None, Some(product.category_id));
+            },
+        )
+        .await?;
         Ok(Product(product))
     }
 
@@ -41,27 +53,29 @@ impl ProductMutation {
     ) -> async_graphql::Result<Product> {
         let id = EntityId::parse(&id)?;
         let changes_requested = input.parse()?;
-        let transaction = begin(ctx).await?;
-        let write = products::update(&transaction, id.0, changes_requested).await?;
-        let mut changes = Changes::default();
-        changes.product(
-            write.product.id,
-            write.before_category_id,
-            Some(write.product.category_id),
-        );
-        commit(ctx, transaction, changes).await?;
-        Ok(Product(write.product))
+        let written = write(
+            ctx,
+            async move |transaction| products::update(transaction, id.0, changes_requested).await,
+            |written, changes| {
+                announce(written, changes);
+            },
+        )
+        .await?;
+        Ok(Product(written.product))
     }
 
     /// Deletes a product and returns its id.
     #[graphql(guard = "RequireToken")]
     async fn delete_product(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<ID> {
         let id = EntityId::parse(&id)?;
-        let transaction = begin(ctx).await?;
-        let deleted = products::delete(&transaction, id.0).await?;
-        let mut changes = Changes::default();
-        changes.product(deleted.id, Some(deleted.category_id), None);
-        commit(ctx, transaction, changes).await?;
+        write(
+            ctx,
+            async |transaction| products::delete(transaction, id.0).await,
+            |deleted, changes| {
+                changes.product(deleted.id, Some(deleted.category_id), None);
+            },
+        )
+        .await?;
         Ok(id.to_graphql())
     }
 
@@ -72,18 +86,17 @@ impl ProductMutation {
         ctx: &Context<'_>,
         inputs: Vec<CreateProductInput>,
     ) -> async_graphql::Result<Vec<Product>> {
-        check_bulk_size(inputs.len())?;
-        let new = inputs
-            .into_iter()
-            .map(CreateProductInput::parse)
-            .collect::<ApiResult<Vec<_>>>()?;
-        let transaction = begin(ctx).await?;
-        let created = products::create_many(&transaction, new).await?;
-        let mut changes = Changes::default();
-        for product in &created {
-            changes.product(product.id, None, Some(product.category_id));
-        }
-        commit(ctx, transaction, changes).await?;
+        let new = parse_bulk(inputs, CreateProductInput::parse)?;
+        let created = write(
+            ctx,
+            async move |transaction| products::create_many(transaction, new).await,
+            |created, changes| {
+                for product in created {
+                    changes.product(product.id, None, Some(product.category_id));
+                }
+            },
+        )
+        .await?;
         Ok(created.into_iter().map(Product).collect())
     }
 
@@ -95,22 +108,17 @@ impl ProductMutation {
         ctx: &Context<'_>,
         updates: Vec<PriceUpdateInput>,
     ) -> async_graphql::Result<Vec<Product>> {
-        check_bulk_size(updates.len())?;
-        let updates = updates
-            .into_iter()
-            .map(PriceUpdateInput::parse)
-            .collect::<ApiResult<Vec<_>>>()?;
-        let transaction = begin(ctx).await?;
-        let written = products::update_prices(&transaction, &updates).await?;
-        let mut changes = Changes::default();
-        for write in &written {
-            changes.product(
-                write.product.id,
-                write.before_category_id,
-                Some(write.product.category_id),
-            );
-        }
-        commit(ctx, transaction, changes).await?;
+        let updates = parse_bulk(updates, PriceUpdateInput::parse)?;
+        let written = write(
+            ctx,
+            async |transaction| products::update_prices(transaction, &updates).await,
+            |written, changes| {
+                for write in written {
+                    announce(write, changes);
+                }
+            },
+        )
+        .await?;
         Ok(written
             .into_iter()
             .map(|write| Product(write.product))

@@ -5,7 +5,7 @@ use async_graphql::{Context, ID, Object};
 
 use crate::cache::tags::Tag;
 use crate::catalog::{EntityId, categories};
-use crate::graphql::context::RequestContext;
+use crate::graphql::context::{RequestContext, load_one};
 use crate::graphql::loaders::prefetch_product_counts;
 use crate::graphql::types::Category;
 
@@ -18,12 +18,7 @@ impl CategoryQuery {
     async fn category(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Category>> {
         let id = EntityId::parse(&id)?;
         ctx.record_tag(Tag::Category(id.0));
-        let category = ctx
-            .loaders()?
-            .categories
-            .load_one(id.0)
-            .await
-            .map_err(|error| ctx.database_error(&error))?;
+        let category = load_one(ctx, |loaders| &loaders.categories, id.0).await?;
         Ok(category.map(Category))
     }
 

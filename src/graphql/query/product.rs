@@ -5,7 +5,7 @@ use async_graphql::{Context, ID, Object};
 
 use crate::cache::tags::Tag;
 use crate::catalog::{Cursor, EntityId, PageSize, ProductOrder, products};
-use crate::graphql::context::RequestContext;
+use crate::graphql::context::{RequestContext, load_one};
 use crate::graphql::loaders::prefetch_categories;
 use crate::graphql::types::connection::TotalCount;
 use crate::graphql::types::inputs::ProductFilterInput;
@@ -19,12 +19,7 @@ impl ProductQuery {
     /// One product by id, or null when there is none.
     async fn product(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Product>> {
         let id = EntityId::parse(&id)?;
-        let product = ctx
-            .loaders()?
-            .products
-            .load_one(id.0)
-            .await
-            .map_err(|error| ctx.database_error(&error))?;
+        let product = load_one(ctx, |loaders| &loaders.products, id.0).await?;
         ctx.record_product(id.0, product.as_ref().map(|product| product.category_id));
         Ok(product.map(Product))
     }

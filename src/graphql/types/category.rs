@@ -9,7 +9,7 @@ use super::connection::TotalCount;
 use crate::cache::tags::Tag;
 use crate::catalog::{Cursor, PageSize, ProductOrder};
 use crate::entities::category;
-use crate::graphql::context::RequestContext;
+use crate::graphql::context::{RequestContext, load_one};
 use crate::graphql::loaders::CategoryPageKey;
 
 pub struct Category(pub category::Model);
@@ -27,12 +27,7 @@ impl Category {
     /// Number of products in the category, counted for all categories of a request at once.
     async fn product_count(&self, ctx: &Context<'_>) -> async_graphql::Result<i32> {
         ctx.record_tag(Tag::CategoryProducts(self.0.id));
-        let count = ctx
-            .loaders()?
-            .product_counts
-            .load_one(self.0.id)
-            .await
-            .map_err(|error| ctx.database_error(&error))?;
+        let count = load_one(ctx, |loaders| &loaders.product_counts, self.0.id).await?;
         Ok(count.unwrap_or(0).min(i32::MAX as u64) as i32)
     }
 
@@ -54,12 +49,8 @@ impl Category {
             size,
             after_id: after.map(|cursor| cursor.id),
         };
-        let rows = ctx
-            .loaders()?
-            .category_pages
-            .load_one(key)
-            .await
-            .map_err(|error| ctx.database_error(&error))?
+        let rows = load_one(ctx, |loaders| &loaders.category_pages, key)
+            .await?
             .unwrap_or_default();
         // Every product of this page belongs to this category: answer `node.category` from here.
         ctx.loaders()?

@@ -7,7 +7,7 @@ use super::Product;
 use crate::catalog::pagination::{Cursor, PageSize, ProductOrder};
 use crate::catalog::products::{self, ProductFilter, sort_key};
 use crate::entities::product;
-use crate::graphql::context::RequestContext;
+use crate::graphql::context::{RequestContext, load_one};
 
 /// Where `totalCount` comes from when it is asked for.
 pub enum TotalCount {
@@ -104,13 +104,11 @@ impl ProductConnection {
             TotalCount::Filter(filter) => products::count(ctx.db()?, filter)
                 .await
                 .map_err(|error| ctx.database_error(&error))?,
-            TotalCount::Category(category_id) => ctx
-                .loaders()?
-                .product_counts
-                .load_one(*category_id)
-                .await
-                .map_err(|error| ctx.database_error(&error))?
-                .unwrap_or(0),
+            TotalCount::Category(category_id) => {
+                load_one(ctx, |loaders| &loaders.product_counts, *category_id)
+                    .await?
+                    .unwrap_or(0)
+            }
         };
         Ok(count.min(i32::MAX as u64) as i32)
     }

@@ -36,12 +36,7 @@ impl ProductFilterInput {
             .flatten()
             .map(SearchText::into_inner);
         Ok(ProductFilter {
-            category_id: self
-                .category_id
-                .as_ref()
-                .map(EntityId::parse)
-                .transpose()?
-                .map(|id| id.0),
+            category_id: EntityId::parse_optional(self.category_id.as_ref())?,
             min_price,
             max_price,
             search,
@@ -79,12 +74,7 @@ impl UpdateProductInput {
         Ok(ProductChanges {
             name: self.name.as_deref().map(ProductName::parse).transpose()?,
             price: self.price.map(Price::parse).transpose()?,
-            category_id: self
-                .category_id
-                .as_ref()
-                .map(EntityId::parse)
-                .transpose()?
-                .map(|id| id.0),
+            category_id: EntityId::parse_optional(self.category_id.as_ref())?,
         })
     }
 }

@@ -9,7 +9,7 @@ use super::Category;
 use crate::cache::tags::Tag;
 use crate::catalog::Price;
 use crate::entities::product;
-use crate::graphql::context::RequestContext;
+use crate::graphql::context::{RequestContext, load_one};
 
 pub struct Product(pub product::Model);
 
@@ -31,12 +31,7 @@ impl Product {
     /// The product's category, loaded for all products of a request in one statement.
     async fn category(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Category>> {
         ctx.record_tag(Tag::Category(self.0.category_id));
-        let category = ctx
-            .loaders()?
-            .categories
-            .load_one(self.0.category_id)
-            .await
-            .map_err(|error| ctx.database_error(&error))?;
+        let category = load_one(ctx, |loaders| &loaders.categories, self.0.category_id).await?;
         Ok(category.map(Category))
     }
 
