@@ -138,11 +138,41 @@ class Server:
             return response.headers.get("x-cache"), json.loads(response.read())
 
 
+# The Redis nodes whose work a request causes (all primaries of a cluster); see `redis_nodes`.
+REDIS_NODES = [6379]
+
+
+def redis_info(section, port):
+    return subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(port), "INFO", section],
+                          capture_output=True, text=True).stdout
+
+
 def redis_commands():
-    out = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", "6379", "INFO", "stats"],
-                         capture_output=True, text=True).stdout
-    match = re.search(r"total_commands_processed:(\d+)", out)
-    return int(match.group(1)) if match else 0
+    total = 0
+    for port in REDIS_NODES:
+        match = re.search(r"total_commands_processed:(\d+)", redis_info("stats", port))
+        total += int(match.group(1)) if match else 0
+    return total
+
+
+def redis_cpu_seconds():
+    """CPU time (user + system) Redis has used, summed over the nodes that serve requests."""
+    total = 0.0
+    for port in REDIS_NODES:
+        text = redis_info("cpu", port)
+        total += sum(float(value) for value in re.findall(r"^used_cpu_(?:sys|user):([\d.]+)", text, re.M))
+    return total
+
+
+def redis_nodes(redis_url):
+    """The ports of the Redis nodes that serve requests: the one node, or a cluster's primaries."""
+    if not redis_url.startswith("redis+cluster://"):
+        return [int(urllib.parse.urlparse(redis_url).port or 6379)]
+    first = redis_url.split("://", 1)[1].split(",")[0]
+    nodes = subprocess.run(["redis-cli", "-p", first.rsplit(":", 1)[1], "CLUSTER", "NODES"],
+                           capture_output=True, text=True).stdout
+    return [int(line.split()[1].split("@")[0].rsplit(":", 1)[1])
+            for line in nodes.splitlines() if "master" in line.split()[2]]
 
 
 def parse_wrk(text):
@@ -178,7 +208,7 @@ def run_wrk(server, script, path, seconds, connections, threads):
 def measure(server, name, script, path, args):
     run_wrk(server, script, path, args.warmup, args.connections, args.threads)
     statements, commands = server.statements(), redis_commands()
-    cpu = server.cpu_seconds()
+    cpu, redis_cpu = server.cpu_seconds(), redis_cpu_seconds()
     peak = [server.rss_mib()]
     stop = threading.Event()
 
@@ -194,6 +224,7 @@ def measure(server, name, script, path, args):
     requests = max(result["requests"], 1)
     # The server's own CPU per request: steadier than req/s when other work shares the cores.
     result["cpu_us"] = (server.cpu_seconds() - cpu) / requests * 1e6
+    result["redis_cpu_us"] = (redis_cpu_seconds() - redis_cpu) / requests * 1e6
     result["sql_per_request"] = (server.statements() - statements) / requests
     result["redis_per_request"] = (redis_commands() - commands) / requests
     result["rss_mib"] = peak[0]
@@ -306,7 +337,22 @@ def main():
     parser.add_argument("--redis", default="redis://127.0.0.1:6379")
     parser.add_argument("--compare", default="", help="path of another catalog-api binary (e.g. the previous "
                         "commit's release build): every workload runs on both, alternately, in this one run")
+    parser.add_argument("--cluster", action="store_true", help="single Redis next to a Redis Cluster (3 primaries, "
+                        "3 replicas, started by scripts/redis-cluster.sh), same binary, same run")
+    parser.add_argument("--replica", action="store_true", help="PostgreSQL primary alone next to primary plus a "
+                        "streaming read replica (started by scripts/pg-replica.sh), same binary, same run")
     args = parser.parse_args()
+    selected = [name for name in args.only.split(",") if name] or None
+    port = 18000 + random.randint(0, 999)
+    env = dict(os.environ,
+               REDIS_URL=args.redis, CATALOG_ALLOW_CACHE_BYPASS="true", CATALOG_DEMO_DATA="false", RUST_LOG="warn",
+               # Sized for 2 cores (PostgreSQL's rule of thumb: about 2 connections per core);
+               # 16 backends on 2 cores mostly add context switches (W4: 2460 -> 2791 req/s).
+               CATALOG_DB_POOL_SIZE=os.environ.get("CATALOG_DB_POOL_SIZE", "4"),
+               CATALOG_CACHE_PREFIX=f"catalog-bench:{random.randint(0, 1 << 30)}:",
+               CATALOG_CACHE_LOCAL_TIER="true" if args.local_tier else "false")
+    if args.compare or args.cluster or args.replica:
+        return side_by_side(args, env, port, selected)
 
     database = "catalog_bench"
     psql(f"{args.pg}/postgres", f"DROP DATABASE IF EXISTS {database}")
@@ -315,23 +361,12 @@ def main():
     # it walk the primary key for a filtered keyset page at 1M rows instead of the
     # (category_id, id) index. 1.1 is the usual production setting for SSDs.
     psql(f"{args.pg}/postgres", f"ALTER DATABASE {database} SET random_page_cost = 1.1")
-    port = 18000 + random.randint(0, 999)
-    env = dict(os.environ,
-               DATABASE_URL=f"{args.pg}/{database}?sslmode=disable", REDIS_URL=args.redis, CATALOG_BIND=f"127.0.0.1:{port}",
-               CATALOG_ALLOW_CACHE_BYPASS="true", CATALOG_DEMO_DATA="false", RUST_LOG="warn",
-               # Sized for 2 cores (PostgreSQL's rule of thumb: about 2 connections per core);
-               # 16 backends on 2 cores mostly add context switches (W4: 2460 -> 2791 req/s).
-               CATALOG_DB_POOL_SIZE=os.environ.get("CATALOG_DB_POOL_SIZE", "4"),
-               CATALOG_CACHE_PREFIX=f"catalog-bench:{random.randint(0, 1 << 30)}:",
-               CATALOG_CACHE_LOCAL_TIER="true" if args.local_tier else "false")
+    env.update(DATABASE_URL=f"{args.pg}/{database}?sslmode=disable", CATALOG_BIND=f"127.0.0.1:{port}")
     seconds = seed(env, 50, args.products)
     print(f"seeded 50 categories and {args.products} products on PostgreSQL in {seconds:.1f} s", flush=True)
     token = subprocess.run([BINARY, "token", "create", "bench"], env=env, check=True, capture_output=True,
                            text=True).stdout.strip()
 
-    selected = [name for name in args.only.split(",") if name] or None
-    if args.compare:
-        return compare(args, env, port, token, selected)
     server = Server(env, port)
     server.start()
     results = []
@@ -389,63 +424,97 @@ def main():
                   f"of the {args.products // 1000}k figures")
 
 
-def compare(args, env, port, token, selected):
-    """Runs every workload on the baseline binary and on this one, alternately, and prints
-    both with their ratios (candidate / baseline)."""
-    # Each binary gets its own copy of the data set (their migrations may differ) and its own
-    # token and cache prefix; both share PostgreSQL and Redis, and run one workload at a time.
-    servers, tokens = {}, {}
-    for offset, (label, binary) in enumerate((("baseline", args.compare), ("candidate", BINARY))):
-        database = f"catalog_bench_{label}"
-        if label == "baseline":
-            psql(f"{args.pg}/postgres", f"DROP DATABASE IF EXISTS {database}")
-            psql(f"{args.pg}/postgres", f"CREATE DATABASE {database}")
-            psql(f"{args.pg}/postgres", f"ALTER DATABASE {database} SET random_page_cost = 1.1")
-        server_env = dict(env, CATALOG_BIND=f"127.0.0.1:{port + 1 + offset}",
-                          CATALOG_CACHE_PREFIX=f"{env['CATALOG_CACHE_PREFIX']}{label}:")
-        if label == "baseline":
-            server_env["DATABASE_URL"] = f"{args.pg}/{database}?sslmode=disable"
-            seed(server_env, 50, args.products, binary)
+def setups_to_compare(args, env):
+    """The two setups a side-by-side run puts next to each other: (label, binary, env changes)."""
+    if args.compare:
+        return [("baseline", args.compare, {}), ("candidate", BINARY, {})]
+    if args.cluster:
+        url = subprocess.run(["scripts/redis-cluster.sh", "start"], check=True, capture_output=True,
+                             text=True).stdout.strip().splitlines()[-1]
+        return [("redis", BINARY, {}), ("cluster", BINARY, {"REDIS_URL": url})]
+    if args.replica:
+        primary, replica = subprocess.run(["scripts/pg-replica.sh", "start"], check=True, capture_output=True,
+                                          text=True).stdout.strip().splitlines()[-2:]
+        base = primary.rsplit("/", 1)[0]
+        return [("primary", BINARY, {"PG": base}),
+                ("replica", BINARY, {"PG": base, "REPLICA": replica.rsplit("/", 1)[0]})]
+    return []
+
+
+def stop_setups(args):
+    if args.cluster:
+        subprocess.run(["scripts/redis-cluster.sh", "stop"], check=False)
+    if args.replica:
+        subprocess.run(["scripts/pg-replica.sh", "stop"], check=False)
+
+
+def side_by_side(args, env, port, selected):
+    """Runs every workload on two setups (two binaries, single Redis and a cluster, or the primary
+    alone and with a read replica), alternately in this one run, and prints both with ratios."""
+    global REDIS_NODES
+    setups = setups_to_compare(args, env)
+    servers, tokens, nodes = {}, {}, {}
+    try:
+        # Each setup gets its own copy of the data set (two binaries' migrations may differ), its
+        # own token and cache prefix; they share the machine and run one workload at a time.
+        for offset, (label, binary, changes) in enumerate(setups):
+            changes = dict(changes)
+            pg = changes.pop("PG", args.pg)
+            replica = changes.pop("REPLICA", None)
+            database = f"catalog_bench_{label}"
+            psql(f"{pg}/postgres", f"DROP DATABASE IF EXISTS {database}")
+            psql(f"{pg}/postgres", f"CREATE DATABASE {database}")
+            psql(f"{pg}/postgres", f"ALTER DATABASE {database} SET random_page_cost = 1.1")
+            server_env = dict(env, CATALOG_BIND=f"127.0.0.1:{port + 1 + offset}",
+                              CATALOG_CACHE_PREFIX=f"{env['CATALOG_CACHE_PREFIX']}{label}:",
+                              DATABASE_URL=f"{pg}/{database}?sslmode=disable", **changes)
+            if replica:
+                server_env["DATABASE_REPLICA_URLS"] = f"{replica}/{database}?sslmode=disable"
+            seconds = seed(server_env, 50, args.products, binary)
+            print(f"{label}: seeded {args.products} products in {seconds:.1f} s", flush=True)
             tokens[label] = subprocess.run([binary, "token", "create", "bench"], env=server_env, check=True,
                                            capture_output=True, text=True).stdout.strip()
-        else:
-            tokens[label] = token
-        servers[label] = Server(server_env, port + 1 + offset, binary)
-        servers[label].start()
-    results = {label: [] for label in servers}
-    try:
+            nodes[label] = redis_nodes(server_env["REDIS_URL"])
+            servers[label] = Server(server_env, port + 1 + offset, binary)
+            servers[label].start()
+        results = {label: [] for label in servers}
         for label, server in servers.items():
             prime(server, tokens[label])
         scripts = {label: workloads(tokens[label]) for label in servers}
-        for name in scripts["candidate"]:
+        for name in scripts[setups[-1][0]]:
             if selected and name not in selected and name != "healthz":
                 continue
             for label, server in servers.items():
+                REDIS_NODES = nodes[label]
                 _, script, path = scripts[label][name]
                 result = measure(server, name, script, path, args)
                 if name == "W7":
                     result["stale"] = check_no_stale_reads(server)
                 results[label].append(result)
                 print(f"  {label:9} {name:8} {result['rps']:9.0f} req/s  p50 {result['p50'] or 0:.2f} ms  "
-                      f"p99 {result['p99'] or 0:.2f} ms  server CPU {result['cpu_us']:.0f} µs/req", flush=True)
+                      f"p99 {result['p99'] or 0:.2f} ms  server CPU {result['cpu_us']:.0f} µs/req  "
+                      f"Redis CPU {result['redis_cpu_us']:.1f} µs/req", flush=True)
     finally:
         for server in servers.values():
             server.stop()
+        stop_setups(args)
+    (first, first_binary, _), (second, second_binary, _) = setups
     print()
-    print(f"catalog-api: {args.compare} (baseline) vs {BINARY} (candidate), same run, "
+    print(f"catalog-api: {first} ({first_binary}) vs {second} ({second_binary}), same run, "
           f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}, {args.connections} connections, "
           f"{args.duration} s each after {args.warmup} s warm-up; {args.products} products"
           + (" ; local tier on" if args.local_tier else ""))
     print()
-    print("| workload | baseline req/s | candidate req/s | ratio | p50 ms (b / c) | p99 ms (b / c) "
-          "| server CPU µs/req (b / c) | stale |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for base, cand in zip(results["baseline"], results["candidate"]):
+    print(f"| workload | {first} req/s | {second} req/s | ratio | p50 ms ({first} / {second}) "
+          f"| p99 ms | server CPU µs/req | Redis CPU µs/req | Redis calls/req | stale |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for base, cand in zip(results[first], results[second]):
         ratio = cand["rps"] / base["rps"] if base["rps"] else 0
         stale = f"{base.get('stale', '-')} / {cand.get('stale', '-')}"
         print(f"| {base['name']} | {base['rps']:.0f} | {cand['rps']:.0f} | {ratio:.3f} | "
               f"{base['p50'] or 0:.2f} / {cand['p50'] or 0:.2f} | {base['p99'] or 0:.2f} / {cand['p99'] or 0:.2f} | "
-              f"{base['cpu_us']:.0f} / {cand['cpu_us']:.0f} | {stale} |")
+              f"{base['cpu_us']:.0f} / {cand['cpu_us']:.0f} | {base['redis_cpu_us']:.1f} / {cand['redis_cpu_us']:.1f} | "
+              f"{base['redis_per_request']:.2f} / {cand['redis_per_request']:.2f} | {stale} |")
 
 
 if __name__ == "__main__":

@@ -242,8 +242,9 @@ impl Monitor {
     }
 }
 
-/// Summary statistics of execution times in milliseconds (nearest-rank percentiles).
-#[derive(Debug, Clone, PartialEq)]
+/// Summary statistics of execution times in milliseconds (nearest-rank percentiles), as the
+/// `performanceStats` query answers them.
+#[derive(Debug, Clone, PartialEq, async_graphql::SimpleObject)]
 pub struct Summary {
     pub count: usize,
     pub avg: f64,

@@ -78,15 +78,17 @@ pub enum Refusal {
     MutationOverGet,
 }
 
+/// Built once by the app state from its parts.
 pub struct Executor {
-    schemas: Schemas,
-    db: DatabaseConnection,
-    replicas: Option<Replicas>,
-    cache: Option<ResponseCache>,
-    metrics: Arc<Metrics>,
+    pub schemas: Schemas,
+    pub db: DatabaseConnection,
+    pub replicas: Option<Replicas>,
+    pub cache: Option<ResponseCache>,
+    pub metrics: Arc<Metrics>,
     /// The safelist: when set, only these documents (by SHA-256) may run.
-    manifest: Option<HashMap<String, String>>,
-    allow_cache_bypass: bool,
+    pub manifest: Option<HashMap<String, String>>,
+    /// Whether `X-Bypass-Cache: 1` is honoured.
+    pub allow_cache_bypass: bool,
 }
 
 pub fn etag_of(body: &[u8]) -> String {
@@ -105,26 +107,6 @@ struct Resolved {
 }
 
 impl Executor {
-    pub fn new(
-        schemas: Schemas,
-        db: DatabaseConnection,
-        replicas: Option<Replicas>,
-        cache: Option<ResponseCache>,
-        metrics: Arc<Metrics>,
-        manifest: Option<HashMap<String, String>>,
-        allow_cache_bypass: bool,
-    ) -> Self {
-        Executor {
-            schemas,
-            db,
-            replicas,
-            cache,
-            metrics,
-            manifest,
-            allow_cache_bypass,
-        }
-    }
-
     pub fn cache(&self) -> Option<&ResponseCache> {
         self.cache.as_ref()
     }

@@ -121,15 +121,15 @@ impl AppState {
                 None => builder,
             }
         });
-        let executor = Executor::new(
+        let executor = Executor {
             schemas,
-            db.clone(),
-            replicas.clone(),
-            cache.clone(),
-            Arc::clone(&metrics),
+            db: db.clone(),
+            replicas: replicas.clone(),
+            cache: cache.clone(),
+            metrics: Arc::clone(&metrics),
             manifest,
-            config.allow_cache_bypass,
-        );
+            allow_cache_bypass: config.allow_cache_bypass,
+        };
         Ok(AppState {
             config: Arc::new(config),
             authenticator: Authenticator::new(db.clone(), cache.clone(), db_breaker.clone()),

@@ -117,10 +117,26 @@ async fn database_url() -> (String, Option<tempfile::TempDir>) {
     }
 }
 
+/// The same database on the streaming replica named by `CATALOG_TEST_DATABASE_REPLICA_URL`
+/// (a standby of `CATALOG_TEST_DATABASE_URL`'s server, e.g. from `scripts/pg-replica.sh`):
+/// with it, every test server reads through a real replica, as a scaled-out deployment does.
+fn replica_of(url: &str) -> Option<String> {
+    let replica = std::env::var("CATALOG_TEST_DATABASE_REPLICA_URL")
+        .ok()
+        .filter(|replica| !replica.is_empty())?;
+    let (_, name) = url.rsplit_once('/')?;
+    let base = replica
+        .rsplit_once('/')
+        .map_or(replica.as_str(), |(base, _)| base);
+    Some(format!("{base}/{name}"))
+}
+
 /// The configuration every test starts from: port 0, no demo data, its own cache prefix.
 pub async fn test_config() -> (Config, Option<tempfile::TempDir>) {
     let (url, files) = database_url().await;
+    let replica = replica_of(&url).filter(|_| files.is_none());
     let mut config = Config::for_database(url);
+    config.database_replica_urls = replica.into_iter().collect();
     config.bind = "127.0.0.1:0".parse().expect("address");
     config.demo_data = false;
     config.db_pool_size = 5;

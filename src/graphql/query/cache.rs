@@ -45,13 +45,8 @@ pub struct CacheStats {
 #[derive(SimpleObject)]
 pub struct PerformanceStats {
     pub operation: String,
-    pub count: i32,
-    pub avg: f64,
-    pub min: f64,
-    pub max: f64,
-    pub p50: f64,
-    pub p95: f64,
-    pub p99: f64,
+    #[graphql(flatten)]
+    pub times: Summary,
 }
 
 #[derive(Default)]
@@ -123,13 +118,7 @@ impl CacheQuery {
         })?;
         Ok(PerformanceStats {
             operation,
-            count: summary.count as i32,
-            avg: summary.avg,
-            min: summary.min,
-            max: summary.max,
-            p50: summary.p50,
-            p95: summary.p95,
-            p99: summary.p99,
+            times: summary,
         })
     }
 }
