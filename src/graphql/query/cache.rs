@@ -6,7 +6,7 @@ use chrono::{NaiveDate, Utc};
 
 use crate::auth::RequireToken;
 use crate::cache::ResponseCache;
-use crate::cache::monitor::summarize;
+use crate::cache::monitor::{Summary, summarize};
 use crate::error::ApiError;
 
 /// A calendar date, `YYYY-MM-DD` (UTC).
