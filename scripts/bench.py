@@ -267,36 +267,53 @@ def prime(server, token):
         raise SystemExit(f"W4 check failed: {response}")
 
 
-def measure_invalidation_delay(env, port, token, rounds=50):
+def measure_invalidation_delay(env, port, token, rounds=50, load_script=None):
     """Two instances with first tiers on one Redis: after a mutation through A returns, how long
-    until B serves the new price? B is polled back to back; B's entry is re-cached between rounds."""
+    until B serves the new price? B is polled back to back; B's entry is re-cached between rounds.
+    With `load_script` (W7's mix) wrk keeps both instances busy with reads and steady writes
+    meanwhile. Returns the sorted delays (ms) and how many first reads after a response were stale."""
     first = Server(dict(env, CATALOG_CACHE_LOCAL_TIER="true", CATALOG_BIND=f"127.0.0.1:{port + 1}"), port + 1)
     second = Server(dict(env, CATALOG_CACHE_LOCAL_TIER="true", CATALOG_BIND=f"127.0.0.1:{port + 2}"), port + 2)
     first.start()
     second.start()
-    delays = []
+    delays, stale_first_reads, loads = [], 0, []
     try:
-        read = body(Q_PRODUCT, {"id": "7"}, "ProductById")
+        if load_script:
+            for server in (first, second):
+                with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
+                    handle.write(load_script)
+                loads.append(subprocess.Popen(
+                    ["wrk", "-t", "1", "-c", "16", "-d", "600s", "-s", handle.name, server.url("/graphql")],
+                    stdout=subprocess.DEVNULL))
+            time.sleep(2)
+        # A product outside W7's 1..1000, so only these rounds write it.
+        read = body(Q_PRODUCT, {"id": "5000"}, "ProductById")
         for round_number in range(rounds):
             second.post(read)
-            status, _ = second.post(read)
+            second.post(read)
             price = f"{round_number + 1}.{round_number % 100:02d}"
-            first.post(body(M_PRICE, {"id": "7", "input": {"price": price}}, "UpdatePrice"),
+            first.post(body(M_PRICE, {"id": "5000", "input": {"price": price}}, "UpdatePrice"),
                        {"Authorization": f"Bearer {token}"})
             committed = time.perf_counter()
+            polls = 0
             while True:
                 _, response = second.post(read)
+                polls += 1
                 if response["data"]["product"]["price"] == price:
                     delays.append((time.perf_counter() - committed) * 1000)
                     break
                 if time.perf_counter() - committed > 5:
                     delays.append(float("inf"))
                     break
+            stale_first_reads += polls > 1
     finally:
+        for load in loads:
+            load.terminate()
+            load.wait()
         first.stop()
         second.stop()
     delays.sort()
-    return delays
+    return delays, stale_first_reads
 
 
 def psql(admin_url, sql):
@@ -329,7 +346,8 @@ def main():
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--only", default="", help="comma-separated workload names")
+    parser.add_argument("--only", default="", help="comma-separated workload names (and `delay`: the "
+                        "first tier's cross-instance invalidation delay, idle and under load)")
     parser.add_argument("--local-tier", action="store_true", help="turn on the in-process first tier")
     # The database is on loopback: no TLS, as over a Unix socket (PostgreSQL here has ssl=on,
     # and TLS on a local link only burns the cores the benchmark shares).
@@ -400,7 +418,11 @@ def main():
         finally:
             server.stop()
 
-    delays = measure_invalidation_delay(env, port, token) if not selected else []
+    # `--only delay` measures the first tier's cross-instance delay alone.
+    wanted = not selected or "delay" in selected
+    delays, stale_first = measure_invalidation_delay(env, port, token) if wanted else ([], 0)
+    loaded, stale_loaded = (measure_invalidation_delay(env, port, token, load_script=workloads(token)["W7"][1])
+                            if wanted else ([], 0))
 
     baseline = next((result["rps"] for result in results if result["name"] == "healthz"), 0)
     print()
@@ -413,10 +435,12 @@ def main():
     for result in results:
         if "stale" in result:
             print(f"\nW7 stale reads after the run: {result['stale']} of 1000 products checked")
-    if delays:
-        print(f"\ninvalidation delay between two instances with first tiers (mutation answered -> other instance "
-              f"fresh, {len(delays)} rounds, includes one polling request): p50 {delays[len(delays) // 2]:.2f} ms, "
-              f"max {delays[-1]:.2f} ms")
+    for label, measured, stale in (("idle", delays, stale_first), ("under W7 load on both", loaded, stale_loaded)):
+        if measured:
+            print(f"\ninvalidation delay between two instances with first tiers, {label} (mutation answered -> "
+                  f"other instance fresh, {len(measured)} rounds, includes one polling request): p50 "
+                  f"{measured[len(measured) // 2]:.2f} ms, max {measured[-1]:.2f} ms; first read after the "
+                  f"response stale in {stale} of {len(measured)} rounds")
     for result in scale:
         base = next((r for r in results if r["name"] == result["name"].split(" ")[0]), None)
         if base and base["p50"] and result["p50"]:
