@@ -139,12 +139,17 @@ async fn on_a_cluster_reads_hit_mutations_invalidate_and_instances_hear_each_oth
     // Management reaches every primary: stats count every key, clear deletes the entries on
     // all of them (the bookkeeping stays) and nothing stale is served after it.
     let cache = first.state.cache.as_ref().expect("a cache");
-    let stats = cache.storage().stats().await.expect("stats");
     let listed: usize = keys_per_primary(&cluster, &first.config.cache_prefix)
         .await
         .iter()
         .sum();
-    assert_eq!(stats.prefix_keys as usize, listed);
+    let stats = cache.storage().stats().await.expect("stats");
+    // The monitor's flush (once a second) may add a few keys in between.
+    assert!(
+        (listed..listed + 8).contains(&(stats.prefix_keys as usize)),
+        "stats counted {} keys, the primaries hold {listed}",
+        stats.prefix_keys
+    );
     let deleted = cache.storage().clear().await.expect("clear");
     assert!(deleted >= 60, "deleted {deleted}");
     let left = keys_per_primary(&cluster, &first.config.cache_prefix).await;

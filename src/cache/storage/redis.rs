@@ -691,15 +691,15 @@ impl RedisStorage {
         let Connection::Cluster(cluster) = connection else {
             return Ok(vec![Node::Only]);
         };
-        let nodes: String = cluster
+        let slots: Vec<Vec<redis::Value>> = cluster
             .route_command(
-                redis::cmd("CLUSTER").arg("NODES").to_owned(),
+                redis::cmd("CLUSTER").arg("SLOTS").to_owned(),
                 RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
             )
             .await
             .and_then(|value| redis::from_redis_value(value).map_err(redis::RedisError::from))
             .map_err(|error| self.failed(error))?;
-        Ok(cluster_primaries(&nodes))
+        Ok(slot_owners(slots))
     }
 
     /// Sends a command to one node.
@@ -813,23 +813,23 @@ enum Node {
     },
 }
 
-/// The primaries that serve slots, from `CLUSTER NODES` (`<id> <host:port@bus> <flags> ...`).
-fn cluster_primaries(nodes: &str) -> Vec<Node> {
-    nodes
-        .lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let flags = fields.get(2)?;
-            if !flags.split(',').any(|flag| flag == "master") || flags.contains("fail") {
-                return None;
-            }
-            let address = fields.get(1)?.split('@').next()?;
-            let (host, port) = address.rsplit_once(':')?;
-            Some(Node::Address {
-                host: host.to_owned(),
-                port: port.parse().ok()?,
-            })
+/// The primaries that serve slots, from `CLUSTER SLOTS` (`[start, end, [host, port, id],
+/// replicas...]` per range), each once.
+fn slot_owners(ranges: Vec<Vec<redis::Value>>) -> Vec<Node> {
+    let mut owners: Vec<(String, u16)> = ranges
+        .into_iter()
+        .filter_map(|range| {
+            let primary: Vec<redis::Value> = redis::from_redis_value(range.get(2)?.clone()).ok()?;
+            let host: String = redis::from_redis_value(primary.first()?.clone()).ok()?;
+            let port: u16 = redis::from_redis_value(primary.get(1)?.clone()).ok()?;
+            Some((host, port))
         })
+        .collect();
+    owners.sort();
+    owners.dedup();
+    owners
+        .into_iter()
+        .map(|(host, port)| Node::Address { host, port })
         .collect()
 }
 
