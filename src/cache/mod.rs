@@ -514,6 +514,7 @@ pub fn from_config(
                 config.cache_partitions,
                 config.redis_pool_size,
                 config.redis_connect_timeout(),
+                config.redis_command_timeout(),
                 TAG_TTL,
                 config.cache_compress_above,
                 Arc::clone(&metrics),

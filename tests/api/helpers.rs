@@ -363,6 +363,7 @@ pub fn redis_view(app: &TestApp) -> Option<catalog_api::cache::storage::redis::R
         app.config.cache_partitions,
         2,
         std::time::Duration::from_secs(2),
+        std::time::Duration::from_secs(2),
         catalog_api::cache::TAG_TTL,
         app.config.cache_compress_above,
         std::sync::Arc::new(catalog_api::telemetry::Metrics::new()),

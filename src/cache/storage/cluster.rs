@@ -213,7 +213,8 @@ return 1
 "#;
 
 // KEYS[2] = the stamped set; ARGV[3] = stamp TTL (s), ARGV[4..n-1] = tags, ARGV[n] = WAL
-// position ('' for none). Returns {seq, connected replicas}. A stamp older than the stamp TTL
+// position ('' for none). Returns {seq, replicas in sync} (a replica still loading its first
+// copy cannot acknowledge anything yet). A stamp older than the stamp TTL
 // can retire no entry (no entry outlives it, see `MAX_FILL_AGE`), so each call forgets up to
 // 256 of those, more than the 68 tags one call may add: the hash holds the tags stamped
 // within the stamp TTL plus a backlog that only shrinks.
@@ -240,7 +241,8 @@ if lsn ~= '' then
   end
 end
 redis.call('SPUBLISH', ARGV[2], text(seq) .. ' ' .. table.concat(ARGV, ' ', 4, last))
-local replicas = tonumber(string.match(redis.call('INFO', 'replication'), 'connected_slaves:(%d+)') or '0')
+local replicas = 0
+for _ in string.gmatch(redis.call('INFO', 'replication'), 'state=online') do replicas = replicas + 1 end
 return {text(seq), replicas}
 "#;
 

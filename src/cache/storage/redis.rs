@@ -27,10 +27,10 @@ use crate::telemetry::Metrics;
 /// nodes; the client learns the rest and follows MOVED/ASK redirections).
 pub const CLUSTER_SCHEME: &str = "redis+cluster://";
 
-/// How long an invalidation waits for a replica of each partition's primary to acknowledge it
-/// (`WAIT 1`). A primary with no connected replica has nothing a failover could promote, so it
-/// is not waited for.
-const REPLICA_WAIT: Duration = Duration::from_millis(100);
+/// How long an invalidation waits, at most, for a replica of each partition's primary to
+/// acknowledge it (`WAIT 1`), as a share of the command timeout (the scripts take the rest). A primary with no replica in sync has nothing a
+/// failover could promote with the invalidation, so it is not waited for.
+const REPLICA_WAIT_SHARE: u32 = 2;
 
 /// Where the cache's Redis is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +77,9 @@ impl RedisPool {
 pub enum Connection {
     Single(redis::aio::MultiplexedConnection),
     Cluster(ClusterConnection),
+    /// Records what would be sent, answering nil (the slot test below).
+    #[cfg(test)]
+    Recording(tests::Recorder),
 }
 
 impl ConnectionLike for Connection {
@@ -87,6 +90,8 @@ impl ConnectionLike for Connection {
         match self {
             Connection::Single(connection) => connection.req_packed_command(cmd),
             Connection::Cluster(connection) => connection.req_packed_command(cmd),
+            #[cfg(test)]
+            Connection::Recording(recorder) => recorder.command(cmd),
         }
     }
     fn req_packed_commands<'a>(
@@ -102,12 +107,16 @@ impl ConnectionLike for Connection {
             Connection::Cluster(connection) => {
                 connection.req_packed_commands(pipeline, offset, count)
             }
+            #[cfg(test)]
+            Connection::Recording(recorder) => recorder.pipeline(pipeline, count),
         }
     }
     fn get_db(&self) -> i64 {
         match self {
             Connection::Single(connection) => connection.get_db(),
             Connection::Cluster(connection) => connection.get_db(),
+            #[cfg(test)]
+            Connection::Recording(_) => 0,
         }
     }
 }
@@ -274,6 +283,8 @@ struct Shared {
 enum Pooled {
     Single(deadpool_redis::Connection),
     Cluster(deadpool_redis::cluster::Connection),
+    #[cfg(test)]
+    Nothing,
 }
 
 pub struct RedisStorage {
@@ -288,6 +299,8 @@ pub struct RedisStorage {
     prefix: String,
     topology: Topology,
     tag_ttl: Duration,
+    /// How long an invalidation waits for replicas (see `REPLICA_WAIT_SHARE`).
+    replica_wait: Duration,
     layout: Layout,
     set_bounded: Script,
     metrics: Arc<Metrics>,
@@ -327,8 +340,7 @@ struct ClusterScripts {
     store: Script,
     establish_position: Script,
     new_epoch: Script,
-    /// Sent as EVAL in a pipeline with the `WAIT` that follows it.
-    invalidate: String,
+    invalidate: Script,
 }
 
 /// The names of the keys that hold the cache's bookkeeping, under this server's prefix.
@@ -372,6 +384,7 @@ impl RedisStorage {
         partitions: usize,
         pool_size: usize,
         connect_timeout: Duration,
+        command_timeout: Duration,
         tag_ttl: Duration,
         compress_above: usize,
         metrics: Arc<Metrics>,
@@ -432,7 +445,7 @@ impl RedisStorage {
                         store: cluster_script(cluster::STORE),
                         establish_position: cluster_script(cluster::ESTABLISH_POSITION),
                         new_epoch: cluster_script(cluster::NEW_EPOCH),
-                        invalidate: format!("{}{}", cluster::EPOCH, cluster::INVALIDATE),
+                        invalidate: cluster_script(cluster::INVALIDATE),
                     },
                     values: cluster::values_tag(prefix),
                 };
@@ -451,6 +464,7 @@ impl RedisStorage {
             prefix: prefix.to_owned(),
             topology,
             tag_ttl,
+            replica_wait: command_timeout / REPLICA_WAIT_SHARE,
             layout,
             set_bounded: Script::new(SET_BOUNDED),
             metrics,
@@ -614,8 +628,7 @@ impl RedisStorage {
     async fn check_identity(&self, connection: &mut Connection) -> Result<(), StorageError> {
         let mut info = redis::cmd("INFO");
         info.arg("server").arg("memory");
-        let info: String = match connection {
-            Connection::Single(single) => info.query_async(single).await,
+        let info: String = match &mut *connection {
             Connection::Cluster(cluster) => cluster
                 .route_command(
                     info,
@@ -623,6 +636,7 @@ impl RedisStorage {
                 )
                 .await
                 .and_then(|value| redis::from_redis_value(value).map_err(redis::RedisError::from)),
+            other => info.query_async(other).await,
         }
         .map_err(|error| self.failed(error))?;
         let run_id = info
@@ -673,8 +687,14 @@ impl RedisStorage {
         self.invalidations.lock().take();
     }
 
+    /// An error: on one Redis the shared connections are dropped (a multiplexed connection
+    /// does not come back by itself). A cluster connection reconnects to each node and follows
+    /// slot moves by itself, so it is kept: making a new one dials every node, which under
+    /// load can take longer than a command may, and would then never finish.
     fn failed(&self, error: impl std::fmt::Display) -> StorageError {
-        self.reset();
+        if let Layout::Single { .. } = self.layout {
+            self.reset();
+        }
         unavailable(error)
     }
 
@@ -764,42 +784,80 @@ impl RedisStorage {
         }
     }
 
-    /// One partition's invalidation, pipelined with `WAIT 1`: the partition's primary runs the
-    /// script, then waits until a replica has it (unless it has none).
-    async fn invalidate_partition(
+    /// Every partition's invalidation on a cluster, in two waves sent at once: the stamp
+    /// scripts (the cluster connection pipelines them per node), then `WAIT 1` routed to each
+    /// partition's primary on the same connection, after its script. The waits of one node
+    /// resolve together on the first replica acknowledgement, so a mutation pays about one
+    /// replica round trip per node, not one per partition.
+    async fn invalidate_cluster(
         &self,
-        connection: &mut Connection,
+        connection: &Connection,
         partitions: &Partitions,
-        script: &str,
-        partition: usize,
+        script: &Script,
         tags: &[String],
         lsn: &str,
-    ) -> Result<u64, StorageError> {
-        let mut pipe = redis::pipe();
-        let eval = pipe
-            .cmd("EVAL")
-            .arg(script)
-            .arg(2)
-            .arg(partitions.book(partition))
-            .arg(partitions.stamped(partition))
-            .arg(clock_micros())
-            .arg(partitions.channel(partition))
-            .arg(self.tag_ttl.as_secs().max(1));
-        for tag in tags {
-            eval.arg(tag);
-        }
-        eval.arg(lsn);
-        pipe.cmd("WAIT").arg(1).arg(REPLICA_WAIT.as_millis() as u64);
-        let ((seq, replicas), acknowledged): ((Vec<u8>, i64), i64) = pipe
-            .query_async(connection)
-            .await
+    ) -> Result<Vec<u64>, StorageError> {
+        let stamped = futures::future::join_all((0..partitions.count()).map(|partition| {
+            let mut connection = connection.clone();
+            let mut invocation = cluster_call(partitions, script, partition);
+            invocation
+                .key(partitions.stamped(partition))
+                .arg(self.tag_ttl.as_secs().max(1));
+            for tag in tags {
+                invocation.arg(tag);
+            }
+            invocation.arg(lsn);
+            async move {
+                invocation
+                    .invoke_async::<(Vec<u8>, i64)>(&mut connection)
+                    .await
+            }
+        }))
+        .await;
+        let stamped: Vec<(Vec<u8>, i64)> = stamped
+            .into_iter()
+            .collect::<Result<_, _>>()
             .map_err(|error| self.failed(error))?;
-        if acknowledged < replicas.min(1) {
-            return Err(StorageError::Unavailable(format!(
-                "no replica acknowledged the invalidation of partition {partition} within {REPLICA_WAIT:?}"
-            )));
+        let acknowledged = futures::future::join_all((0..partitions.count()).map(|partition| {
+            let mut connection = connection.clone();
+            let slot = cluster::slot(partitions.tag(partition).as_bytes());
+            let mut wait = redis::cmd("WAIT");
+            wait.arg(1).arg(self.replica_wait.as_millis().max(1) as u64);
+            async move {
+                match &mut connection {
+                    Connection::Cluster(cluster) => cluster
+                        .route_command(
+                            wait,
+                            RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
+                                redis::cluster_routing::Route::new(
+                                    slot,
+                                    redis::cluster_routing::SlotAddr::Master,
+                                ),
+                            )),
+                        )
+                        .await
+                        .and_then(|value| {
+                            redis::from_redis_value::<i64>(value).map_err(redis::RedisError::from)
+                        }),
+                    other => wait.query_async::<i64>(other).await,
+                }
+            }
+        }))
+        .await;
+        let mut sequences = Vec::with_capacity(stamped.len());
+        for (partition, ((seq, replicas), acknowledged)) in
+            stamped.into_iter().zip(acknowledged).enumerate()
+        {
+            let acknowledged = acknowledged.map_err(|error| self.failed(error))?;
+            if acknowledged < replicas.min(1) {
+                return Err(StorageError::Unavailable(format!(
+                    "no replica acknowledged the invalidation of partition {partition} within {:?}",
+                    self.replica_wait
+                )));
+            }
+            sequences.push(parse_sequence(&seq)?);
         }
-        parse_sequence(&seq)
+        Ok(sequences)
     }
 }
 
@@ -1010,23 +1068,8 @@ impl ResponseStore for RedisStorage {
                 ..
             } => {
                 let connection = self.connection_in(&self.invalidations).await?;
-                // All partitions at once: the cluster connection pipelines them per node.
-                futures::future::try_join_all((0..partitions.count()).map(|partition| {
-                    let mut connection = connection.clone();
-                    let lsn = lsn.as_str();
-                    async move {
-                        self.invalidate_partition(
-                            &mut connection,
-                            partitions,
-                            &scripts.invalidate,
-                            partition,
-                            tags,
-                            lsn,
-                        )
-                        .await
-                    }
-                }))
-                .await
+                self.invalidate_cluster(&connection, partitions, &scripts.invalidate, tags, &lsn)
+                    .await
             }
         }
     }
@@ -1307,4 +1350,173 @@ fn escape_glob(prefix: &str) -> String {
         escaped.push(character);
     }
     escaped
+}
+
+#[cfg(test)]
+mod tests {
+    //! Every script and pipeline the cluster layout sends keeps its keys in one hash slot: the
+    //! real methods run against a connection that records each command (or pipeline) and
+    //! answers nil, and the keys of each are put through Redis Cluster's slot function.
+
+    use super::*;
+
+    /// A command's arguments, its name first.
+    type Command = Vec<Vec<u8>>;
+
+    #[derive(Clone, Default)]
+    pub struct Recorder {
+        /// One entry per command or pipeline: the commands in it.
+        pub sent: Arc<parking_lot::Mutex<Vec<Vec<Command>>>>,
+    }
+
+    fn arguments(command: &redis::Cmd) -> Command {
+        command
+            .args_iter()
+            .map(|argument| match argument {
+                redis::Arg::Simple(bytes) => bytes.to_vec(),
+                _ => b"0".to_vec(),
+            })
+            .collect()
+    }
+
+    impl Recorder {
+        pub fn command<'a>(&self, command: &redis::Cmd) -> redis::RedisFuture<'a, redis::Value> {
+            self.sent.lock().push(vec![arguments(command)]);
+            Box::pin(async { Ok(redis::Value::Nil) })
+        }
+        pub fn pipeline<'a>(
+            &self,
+            pipeline: &redis::Pipeline,
+            count: usize,
+        ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+            self.sent
+                .lock()
+                .push(pipeline.cmd_iter().map(arguments).collect());
+            Box::pin(async move { Ok(vec![redis::Value::Nil; count]) })
+        }
+    }
+
+    /// The keys a command names: those declared to a script, else the ones its name says.
+    fn keys(command: &[Vec<u8>]) -> Vec<Vec<u8>> {
+        let name = String::from_utf8_lossy(&command[0]).to_uppercase();
+        match name.as_str() {
+            "EVAL" | "EVALSHA" => {
+                let count: usize = String::from_utf8_lossy(&command[2]).parse().unwrap_or(0);
+                command[3..3 + count].to_vec()
+            }
+            "MGET" | "DEL" | "UNLINK" => command[1..].to_vec(),
+            "WAIT" | "INFO" | "PING" | "SCAN" | "CLUSTER" => Vec::new(),
+            _ => command[1..2].to_vec(),
+        }
+    }
+
+    #[tokio::test]
+    async fn every_script_and_pipeline_keeps_its_keys_in_one_slot() {
+        let storage = RedisStorage::new(
+            "redis+cluster://127.0.0.1:1",
+            "catalog:",
+            16,
+            2,
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+            Duration::from_secs(3660),
+            1024,
+            Arc::new(Metrics::new()),
+        )
+        .expect("a cluster storage needs no connection to be built");
+        let recorder = Recorder::default();
+        let install = || {
+            for slot in storage.shared.iter().chain([&storage.invalidations]) {
+                *slot.lock() = Some(Shared {
+                    connection: Connection::Recording(recorder.clone()),
+                    _pooled: Pooled::Nothing,
+                });
+            }
+        };
+        let entry = Arc::new(Entry {
+            seq: 5,
+            tags: vec!["Product:1".into(), "Products".into()],
+            etag: "e".into(),
+            max_age: 60,
+            body: bytes::Bytes::from_static(b"{}"),
+        });
+        let tags = vec!["Product:1".to_owned(), "Categories".to_owned()];
+        // Results are nil answers parsed as errors: only what was sent matters here.
+        for id in 0..40 {
+            let key = format!("resp:{id:016x}/{id}");
+            install();
+            let _ = storage.lookup(&key).await;
+            install();
+            let _ = storage.sequence(&key).await;
+            install();
+            let _ = storage
+                .store(&key, Arc::clone(&entry), Duration::from_secs(60))
+                .await;
+            install();
+            let _ = storage.lookup(&format!("token:{id}")).await;
+        }
+        install();
+        let _ = storage.invalidate(&tags, Some(42)).await;
+        install();
+        let _ = storage.establish_position(42).await;
+        install();
+        let _ = storage.get("apq:abc").await;
+        install();
+        let _ = storage
+            .set_bounded(
+                "apq:documents",
+                "apq:abc",
+                b"q".to_vec(),
+                Duration::from_secs(60),
+                10,
+            )
+            .await;
+        install();
+        let _ = storage
+            .add_counters(
+                &[("stats:1:hit".into(), 1), ("stats:1:miss".into(), 2)],
+                Duration::from_secs(60),
+            )
+            .await;
+        install();
+        let _ = storage
+            .counters(&["stats:1:hit".into(), "stats:1:miss".into()])
+            .await;
+        install();
+        let _ = storage
+            .push_samples(
+                &[("perf:a".into(), vec![1.0]), ("perf:b".into(), vec![2.0])],
+                10,
+            )
+            .await;
+        install();
+        let _ = storage
+            .rank_add("ops:rank", &[("a".into(), 1.0), ("b".into(), 2.0)])
+            .await;
+        install();
+        let _ = storage
+            .rank_trim("ops:rank", 10, Duration::from_secs(60))
+            .await;
+        install();
+        let _ = storage.delete("token:abc").await;
+
+        let sent = recorder.sent.lock().clone();
+        let stamps = sent
+            .iter()
+            .flat_map(|group| group.iter().map(|command| keys(command)))
+            .filter(|keys| keys.len() == 2 && keys[1].ends_with(b"stamped"))
+            .count();
+        assert_eq!(stamps, 16, "an invalidation stamps every partition");
+        let mut slots_used = std::collections::BTreeSet::new();
+        for group in &sent {
+            let slots: std::collections::BTreeSet<u16> = group
+                .iter()
+                .flat_map(|command| keys(command))
+                .map(|key| cluster::slot(&key))
+                .collect();
+            assert!(slots.len() <= 1, "keys in several slots: {group:?}");
+            slots_used.extend(slots);
+        }
+        assert!(slots_used.len() > 16, "entries spread over the partitions");
+    }
 }
