@@ -159,7 +159,8 @@ impl RedisCluster {
                             flags.contains("master"),
                             (*fields.first()?).to_owned(),
                             (*fields.get(3)?).to_owned(),
-                            flags.contains("fail"),
+                            // `fail?` is one node's suspicion under load, not a failover.
+                            flags.split(',').any(|flag| flag == "fail"),
                         ))
                     })
                     .collect();

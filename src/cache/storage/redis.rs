@@ -861,6 +861,15 @@ impl RedisStorage {
     }
 }
 
+/// Empties a connection slot when dropped (forgotten once the work it guards succeeded).
+struct ResetOnDrop<'a>(&'a parking_lot::Mutex<Option<Shared>>);
+
+impl Drop for ResetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.lock().take();
+    }
+}
+
 /// A node to send a management command to.
 enum Node {
     /// The one Redis.
@@ -1067,9 +1076,16 @@ impl ResponseStore for RedisStorage {
                 scripts,
                 ..
             } => {
+                // An invalidation that fails or is cut off by its timeout leaves its connection
+                // behind: the retry starts from a fresh slot map and fresh node connections
+                // (the lookups' connections stay; they only ever need one partition).
+                let unfinished = ResetOnDrop(&self.invalidations);
                 let connection = self.connection_in(&self.invalidations).await?;
-                self.invalidate_cluster(&connection, partitions, &scripts.invalidate, tags, &lsn)
-                    .await
+                let sequences = self
+                    .invalidate_cluster(&connection, partitions, &scripts.invalidate, tags, &lsn)
+                    .await?;
+                std::mem::forget(unfinished);
+                Ok(sequences)
             }
         }
     }
