@@ -12,7 +12,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use serde_json::json;
 
-use crate::helpers::{PRODUCT_BY_ID, TestApp, eventually, test_config};
+use crate::helpers::{PRODUCT_BY_ID, TestApp, eventually, redis_view, test_config};
 use crate::redis_cluster::RedisCluster;
 
 const UPDATE_PRICE: &str = "mutation Update($id: ID!, $price: Decimal!) { updateProduct(id: $id, input: { price: $price }) { id price } }";
@@ -301,4 +301,51 @@ async fn a_primary_killed_under_load_fails_no_request_and_loses_no_acknowledged_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_failover_under_load_fails_no_request_and_loses_no_acknowledged_invalidation() {
     failover_under_load(Failover::Switch).await;
+}
+
+/// What a promoted replica (or a restarted node) looks like to the scripts: the run id kept
+/// beside a partition's data is not the serving node's. A hit is not checked (acknowledged
+/// invalidations reached the replica through `WAIT`), but everything else is: the next
+/// invalidation starts a new epoch in every partition, and nothing filled before it is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bookkeeping_from_another_node_starts_a_new_epoch_before_anything_is_stored() {
+    let Some(cluster) = RedisCluster::start().await else {
+        return;
+    };
+    let app = spawn_on(&cluster, None, false).await;
+    let token = app.create_token("writer").await;
+    for id in 1..=40 {
+        price_of(&app, &id.to_string()).await;
+    }
+    assert_eq!(price_of(&app, "7").await.1, "HIT");
+    let redis = redis_view(&app).expect("a cluster");
+    let mut connection = redis.command_connection().await.expect("connect");
+    let mut books = 0;
+    for key in redis.keys().await.expect("keys") {
+        if redis.name_of(&key) == "book" {
+            redis::cmd("HSET")
+                .arg(&key)
+                .arg("#runid")
+                .arg("another-node")
+                .query_async::<()>(&mut connection)
+                .await
+                .expect("HSET");
+            books += 1;
+        }
+    }
+    // One per partition that holds an entry (its first fill made it).
+    assert!(books >= 12, "{books} bookkeeping hashes");
+    let unprovable = app.metric("catalog_cache_unprovable").await;
+    app.gql_as(&token, UPDATE_PRICE, json!({ "id": "42", "price": "1.23" }))
+        .await
+        .assert_ok();
+    for id in (1..=40).filter(|id| *id != 42) {
+        assert_eq!(
+            price_of(&app, &id.to_string()).await.1,
+            "MISS",
+            "product {id} was cached before the new epoch"
+        );
+    }
+    assert!(app.metric("catalog_cache_unprovable").await >= unprovable + 39.0);
+    assert_eq!(price_of(&app, "7").await.1, "HIT", "caching resumes");
 }
