@@ -10,10 +10,10 @@
 //! entries they guard; one stamp slot would put every hit on one primary. With N partitions
 //! (16 by default, `CATALOG_CACHE_PARTITIONS`), hits spread over every primary and an
 //! invalidation stamps each partition once (N scripts, sent at once, one round trip per node).
-//! Measured on this machine (README "Redis Cluster"): the hit script costs 6.7 to 8.3 µs of
-//! Redis CPU on a cluster primary against 6.5 to 7.5 µs on one Redis (noisy, same run), and
-//! the hits spread over every primary; an invalidation costs 16 stamp scripts instead of one,
-//! which mutations can afford and hits could not.
+//! Measured on this machine (README "Redis Cluster", `scripts/cluster-hit-cost.sh`): the lookup
+//! script costs the same on a cluster primary as on one Redis (19 to 23 µs against 21 µs per
+//! hit under wrk), and the hits spread over every primary; an invalidation costs 16 stamp
+//! scripts instead of one, which mutations can afford and hits could not.
 //!
 //! A key's partition follows its *placement*: the text before its first `/`, or the whole key.
 //! A response key's placement is the hash of the operation without its scope, so the public
