@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The randomized consistency checker, long version: runs tests/api/checker.rs for N minutes
-# per cache configuration (without and with the first tier), on PostgreSQL when
-# CATALOG_TEST_DATABASE_URL is set (SQLite otherwise), and prints the seed and the tallies.
+# per cache configuration (without and with the first tier, on one private redis-server with
+# its faults, then on a private Redis Cluster with primaries killed and failed over), on
+# PostgreSQL when CATALOG_TEST_DATABASE_URL is set (SQLite otherwise), and prints the seeds
+# and the tallies.
 # Usage: scripts/check.sh [--minutes 10] [--seed 12345]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,7 +33,7 @@ status=0
 cargo test --test api checker -- --nocapture 2>&1 | tee "$log" >/dev/null || status=$?
 
 echo
-grep -m1 '^checker seed:' "$log" || true
+grep '^checker seed:' "$log" || true
 sed -n '/^checker \(with\|without\) /,/^  violations/p' "$log"
 if [ "$status" -eq 0 ]; then
   echo "checker: no violation"

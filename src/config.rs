@@ -223,6 +223,17 @@ pub struct Config {
     )]
     pub cache_prefix: String,
 
+    /// On a Redis Cluster (`REDIS_URL=redis+cluster://...`), how many partitions the cache's
+    /// bookkeeping is split into (each in one hash slot, spread over the primaries). Ignored
+    /// on a single Redis, which keeps one.
+    #[arg(
+        long,
+        env = "CATALOG_CACHE_PARTITIONS",
+        default_value_t = 16,
+        global = true
+    )]
+    pub cache_partitions: usize,
+
     /// Turn the response cache off entirely.
     #[arg(long, env = "CATALOG_CACHE_ENABLED", default_value_t = true, action = clap::ArgAction::Set, global = true)]
     pub cache_enabled: bool,
@@ -350,7 +361,7 @@ pub struct Config {
 pub enum ConfigError {
     #[error("DATABASE_URL must start with sqlite:// or postgres:// (got {0:?})")]
     DatabaseUrl(String),
-    #[error("REDIS_URL must start with redis:// or rediss:// (got {0:?})")]
+    #[error("REDIS_URL must start with redis://, rediss:// or redis+cluster:// (got {0:?})")]
     RedisUrl(String),
     #[error("{0} must be greater than zero")]
     Zero(&'static str),
@@ -361,7 +372,7 @@ pub enum ConfigError {
         high: u64,
         value: u64,
     },
-    #[error("CATALOG_CACHE_PREFIX must be 1 to 64 printable characters without spaces")]
+    #[error("CATALOG_CACHE_PREFIX must be 1 to 64 printable characters without spaces or braces")]
     CachePrefix,
     #[error("DATABASE_REPLICA_URLS must hold postgres:// URLs (got {0:?})")]
     ReplicaUrl(String),
@@ -401,7 +412,9 @@ impl Config {
             return Err(ConfigError::ReplicasWithoutPostgres);
         }
         if let Some(redis) = &self.redis_url
-            && !(redis.starts_with("redis://") || redis.starts_with("rediss://"))
+            && !(redis.starts_with("redis://")
+                || redis.starts_with("rediss://")
+                || redis.starts_with("redis+cluster://"))
         {
             return Err(ConfigError::RedisUrl(redact(redis)));
         }
@@ -463,6 +476,12 @@ impl Config {
                 MAX_TOKEN_CACHE_SECS,
             ),
             (
+                "CATALOG_CACHE_PARTITIONS",
+                self.cache_partitions as u64,
+                1,
+                1024,
+            ),
+            (
                 "CATALOG_REPLICA_MAX_LAG_MS",
                 self.replica_max_lag_ms,
                 1,
@@ -486,7 +505,9 @@ impl Config {
         }
         let prefix_ok = !self.cache_prefix.is_empty()
             && self.cache_prefix.len() <= 64
-            && self.cache_prefix.chars().all(|c| c.is_ascii_graphic());
+            && self.cache_prefix.chars().all(|c| c.is_ascii_graphic())
+            // Braces would break the hash tags of the cluster layout.
+            && !self.cache_prefix.contains(['{', '}']);
         if !prefix_ok {
             return Err(ConfigError::CachePrefix);
         }

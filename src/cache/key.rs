@@ -1,11 +1,14 @@
 //! Cache keys. A response key is a SHA-256 over a version, the document's hash, the
 //! operation name, the variables in canonical form (object keys sorted, so key order never
-//! matters) and the scope: `public`, or the hash of the token for private results.
+//! matters) and the scope: `public`, or the hash of the token for private results. It starts
+//! with the operation's *placement* (the same hash without the scope, cut to 16 hex digits,
+//! then `/`): on a Redis Cluster it picks the partition (`storage::cluster`), so every scope
+//! of one operation shares one invalidation sequence.
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-const KEY_VERSION: &str = "v1";
+const KEY_VERSION: &str = "v2";
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Scope {
@@ -19,8 +22,8 @@ pub fn document_hash(query: &str) -> String {
     hex::encode(Sha256::digest(query.as_bytes()))
 }
 
-/// The key of a cached response: `resp:` and a SHA-256 over the document hash, the operation
-/// name, the variables in canonical form and the scope.
+/// The key of a cached response: `resp:`, the placement, `/` and a SHA-256 over the document
+/// hash, the operation name, the variables in canonical form and the scope.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ResponseKey(String);
 
@@ -62,6 +65,9 @@ fn response_key(
     hasher.update([0]);
     write_canonical(&mut hasher, variables);
     hasher.update([0]);
+    let operation = hasher.finalize();
+    let mut hasher = Sha256::new();
+    hasher.update(operation);
     match scope {
         Scope::Public => hasher.update("public"),
         Scope::Private(token_hash) => {
@@ -69,7 +75,11 @@ fn response_key(
             hasher.update(token_hash);
         }
     }
-    format!("{RESPONSE_KEY_PREFIX}{}", hex::encode(hasher.finalize()))
+    format!(
+        "{RESPONSE_KEY_PREFIX}{}/{}",
+        hex::encode(&operation[..8]),
+        hex::encode(hasher.finalize())
+    )
 }
 
 /// Feeds `value` to the hasher as JSON with object keys in sorted order.
@@ -121,6 +131,17 @@ mod tests {
             &Scope::Public,
         );
         assert_eq!(a, b);
+        let private = response_key(
+            &document,
+            None,
+            &json!({"a": 1, "b": {"x": 1, "y": 2}}),
+            &Scope::Private("t".into()),
+        );
+        assert_eq!(
+            crate::cache::storage::cluster::placement(&a),
+            crate::cache::storage::cluster::placement(&private),
+            "one operation's scopes share a placement"
+        );
         assert_ne!(
             a,
             response_key(

@@ -220,13 +220,14 @@ impl ResponseCache {
     }
 
     /// The watermark to record for a fill whose key is not known before execution (the
-    /// first request for a document): counted as a miss.
-    async fn sequence(&self) -> Option<Watermark> {
+    /// first request for a document), read for `placed`, a key with the same placement as
+    /// every key the fill may store (see `key::ResponseKey`): counted as a miss.
+    async fn sequence(&self, placed: &key::ResponseKey) -> Option<Watermark> {
         if !self.reads_allowed() {
             self.record(Outcome::Error);
             return None;
         }
-        match self.inner.storage.sequence().await {
+        match self.inner.storage.sequence(placed.as_str()).await {
             Ok(mark) => {
                 self.record(Outcome::Miss);
                 Some(mark)
@@ -497,7 +498,7 @@ pub enum TokenLookup {
 pub fn from_config(
     config: &crate::config::Config,
     metrics: Arc<Metrics>,
-) -> Result<Option<(ResponseCache, Option<deadpool_redis::Pool>)>, StorageError> {
+) -> Result<Option<(ResponseCache, Option<storage::redis::RedisPool>)>, StorageError> {
     if !config.cache_enabled {
         return Ok(None);
     }
@@ -510,8 +511,10 @@ pub fn from_config(
             let redis = Arc::new(storage::redis::RedisStorage::new(
                 url,
                 &config.cache_prefix,
+                config.cache_partitions,
                 config.redis_pool_size,
                 config.redis_connect_timeout(),
+                config.redis_command_timeout(),
                 TAG_TTL,
                 config.cache_compress_above,
                 Arc::clone(&metrics),
@@ -520,7 +523,6 @@ pub fn from_config(
             let responses: Arc<dyn storage::ResponseStore> = if config.cache_local_tier {
                 Arc::new(storage::tiered::TieredStorage::new(
                     Arc::clone(&redis),
-                    url,
                     config.cache_local_bytes,
                     Duration::from_secs(config.cache_local_ttl_secs.max(1)),
                     TAG_TTL,

@@ -15,6 +15,9 @@
 //!    database that has replayed it (a replica that has, or the primary): an invalidation
 //!    records the position after its commit, so a fill never stores data older than the
 //!    invalidations its sequence follows, and a joined execution observed at least as much.
+//! 6. Sequences are compared only within one partition (a Redis Cluster has one sequence per
+//!    partition, `storage::cluster`): a flight's key and every key its fill may store share
+//!    the placement of the response key the sequence was read for.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -194,18 +197,20 @@ impl ResponseCache {
                     }
                 }
             },
-            None => match self.sequence().await {
+            None => {
                 // First sight: the policy is unknown until the document executes, so
-                // concurrent first requests are coalesced per requester.
-                Some(mark) => {
-                    let key = identity.key(&requester.own_scope());
-                    (
+                // concurrent first requests are coalesced per requester. Every scope's key
+                // has this key's placement, so the sequence read for it is the one the
+                // fill's key is compared with.
+                let key = identity.key(&requester.own_scope());
+                match self.sequence(&key).await {
+                    Some(mark) => (
                         Some((format!("first:{}", key.as_str()), mark.seq)),
                         Ticket::FirstSight(mark),
-                    )
+                    ),
+                    None => (None, Ticket::Unproven),
                 }
-                None => (None, Ticket::Unproven),
-            },
+            }
         };
         let cache = self.clone();
         // Boxed: the execution's future is large (async-graphql's executor lives inside it),

@@ -54,7 +54,7 @@ pub struct AppState {
     pub authenticator: Authenticator,
     pub metrics: Arc<Metrics>,
     pub cache: Option<ResponseCache>,
-    pub redis_pool: Option<deadpool_redis::Pool>,
+    pub redis_pool: Option<crate::cache::storage::redis::RedisPool>,
     /// Polls the database for revoked tokens while this state lives (only when token
     /// validations are cached, that is in Redis).
     pub revocation_watcher: Option<Arc<RevocationWatcher>>,

@@ -4,7 +4,7 @@
 
 use serde_json::json;
 
-use crate::helpers::{TestApp, redis_configured};
+use crate::helpers::{TestApp, redis_configured, redis_view};
 
 const BULK_PRICES: &str =
     "mutation Bulk($updates: [PriceUpdateInput!]!) { bulkUpdatePrices(updates: $updates) { id } }";
@@ -27,23 +27,18 @@ async fn thousands_of_aliased_lookups_are_refused_before_they_run() {
     app.gql(&aliased_products(100), json!({})).await.assert_ok();
 }
 
-/// The tags of every response entry under this test's prefix, read from Redis.
+/// The tags of every response entry under this test's prefix, read from Redis (every
+/// primary of a cluster).
 async fn stored_entry_tags(app: &TestApp) -> Vec<usize> {
-    let Some(url) = &app.config.redis_url else {
+    let Some(redis) = redis_view(app) else {
         return Vec::new();
     };
-    let client = redis::Client::open(url.as_str()).expect("redis url");
-    let mut connection = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("redis");
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{}resp:*", app.config.cache_prefix))
-        .query_async(&mut connection)
-        .await
-        .expect("keys");
+    let mut connection = redis.command_connection().await.expect("redis");
     let mut counts = Vec::new();
-    for key in keys {
+    for key in redis.keys().await.expect("keys") {
+        if !redis.name_of(&key).starts_with("resp:") {
+            continue;
+        }
         let value: Vec<u8> = redis::cmd("GET")
             .arg(&key)
             .query_async(&mut connection)

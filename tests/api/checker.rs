@@ -21,6 +21,7 @@ use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter};
 use serde_json::{Value, json};
 
 use crate::helpers::{GqlResponse, PRODUCT_BY_ID, TestApp, test_config};
+use crate::redis_cluster::RedisCluster;
 use crate::redis_process::RedisProcess;
 
 /// With the first tier on, another instance hears of an invalidation through pub/sub: its
@@ -31,6 +32,10 @@ const COMMAND_TIMEOUT_MS: u64 = 100;
 const STALL: Duration = Duration::from_millis(400);
 const OUTAGE: Duration = Duration::from_millis(300);
 const FAULT_INTERVAL: Duration = Duration::from_millis(1_200);
+/// On a cluster a killed primary's slots move in about 3 s (1 s node timeout, the election, the
+/// node's return as a replica): faults come farther apart, so that each one is a failover the
+/// cluster finishes, not a cluster that never settles.
+const CLUSTER_FAULT_INTERVAL: Duration = Duration::from_millis(4_000);
 const DEFAULT_SECONDS: u64 = 15;
 const CLIENTS: usize = 4;
 const CATEGORIES: u32 = 5;
@@ -74,6 +79,56 @@ async fn a_seeded_random_workload_with_redis_faults_never_breaks_a_cache_promise
     assert!(
         violations.is_empty(),
         "checker seed {seed}: {} violation(s) (replay: CATALOG_CHECK_SEED={seed}); first ones:\n{}",
+        violations.len(),
+        violations
+            .iter()
+            .take(12)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
+/// The same workload on a Redis Cluster (3 primaries, 3 replicas), whose faults are a primary
+/// killed with `kill -9` (its replica takes over, it comes back as a replica) and
+/// `CLUSTER FAILOVER`, besides `cache clear` and closed subscriptions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seeded_random_workload_on_a_redis_cluster_with_failovers_never_breaks_a_cache_promise() {
+    let seed = std::env::var("CATALOG_CHECK_SEED")
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or_else(rand::random::<u64>);
+    let seconds = std::env::var("CATALOG_CHECK_SECONDS")
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(DEFAULT_SECONDS);
+    eprintln!(
+        "checker seed: {seed} on a Redis Cluster (replay: CATALOG_CHECK_SEED={seed} CATALOG_CHECK_SECONDS={seconds} cargo test --test api checker -- --nocapture)"
+    );
+    let mut violations = Vec::new();
+    for local_tier in [false, true] {
+        let Some(mut cluster) = RedisCluster::start().await else {
+            return;
+        };
+        let run = Arc::new(Run::start_on(seed, local_tier, &cluster.url(), true).await);
+        run.warm_up().await;
+        let deadline = Instant::now() + Duration::from_secs(seconds);
+        let clients: Vec<_> = (0..CLIENTS)
+            .map(|client| tokio::spawn(client_loop(Arc::clone(&run), client, deadline)))
+            .collect();
+        inject_cluster_faults(&run, &mut cluster, deadline).await;
+        for (client, finished) in join_all(clients).await.into_iter().enumerate() {
+            if let Err(error) = finished {
+                run.violation(format!("client {client} panicked: {error}"));
+            }
+        }
+        run.final_sweep().await;
+        run.tally.print(&run.label());
+        violations.extend(run.tally.violations.lock().clone());
+    }
+    assert!(
+        violations.is_empty(),
+        "checker seed {seed} on a cluster: {} violation(s); first ones:\n{}",
         violations.len(),
         violations
             .iter()
@@ -679,10 +734,21 @@ struct Run {
 
 impl Run {
     async fn start(seed: u64, local_tier: bool, redis: &RedisProcess) -> Run {
+        Self::start_on(seed, local_tier, &redis.url(), false).await
+    }
+
+    async fn start_on(seed: u64, local_tier: bool, url: &str, cluster: bool) -> Run {
         let (mut config, files) = test_config().await;
-        config.redis_url = Some(redis.url());
+        config.redis_url = Some(url.to_owned());
         config.redis_command_timeout_ms = COMMAND_TIMEOUT_MS;
         config.redis_connect_timeout_ms = 200;
+        if cluster {
+            // A mutation made while a primary is down waits for the promoted replica; it waits
+            // for every partition's primary and one replica round trip per node.
+            config.invalidation_deadline_ms = 8_000;
+            config.redis_connect_timeout_ms = 1_000;
+            config.redis_command_timeout_ms = 250;
+        }
         config.cache_local_tier = local_tier;
         let plan = catalog_api::db::seed::SeedPlan {
             categories: CATEGORIES,
@@ -1581,6 +1647,50 @@ impl Fault {
     }
 }
 
+/// The cluster's fault schedule: a primary killed, a failover, `cache clear`, closed
+/// subscriptions, at the same jittered pace.
+async fn inject_cluster_faults(run: &Run, cluster: &mut RedisCluster, deadline: Instant) {
+    let mut rng = SmallRng::seed_from_u64(run.seed.rotate_left(17));
+    let mut schedule: Vec<&'static str> = Vec::new();
+    loop {
+        if schedule.is_empty() {
+            schedule = vec![
+                "kill a primary",
+                "cluster failover",
+                "cache clear",
+                "kill subscriptions",
+            ];
+            schedule.shuffle(&mut rng);
+        }
+        let pause = CLUSTER_FAULT_INTERVAL.mul_f64(rng.random_range(0.6..1.4));
+        if Instant::now() + pause >= deadline {
+            tokio::time::sleep_until(deadline.into()).await;
+            return;
+        }
+        tokio::time::sleep(pause).await;
+        let Some(fault) = schedule.pop() else {
+            continue;
+        };
+        if fault != "cache clear" {
+            eprintln!(
+                "checker: {} fault {fault}",
+                chrono::Utc::now().format("%H:%M:%S%.3f")
+            );
+        }
+        match fault {
+            "kill a primary" => {
+                cluster.kill_primary(rng.random_range(0..3)).await;
+            }
+            "cluster failover" => {
+                cluster.failover(rng.random_range(0..3)).await;
+            }
+            "cache clear" => inject(run, None, Fault::Clear, &mut rng).await,
+            _ => cluster.kill_subscriptions().await,
+        }
+        *run.tally.faults.lock().entry(fault).or_default() += 1;
+    }
+}
+
 async fn inject_faults(run: &Run, redis: &mut RedisProcess, deadline: Instant) {
     let mut rng = SmallRng::seed_from_u64(run.seed.rotate_left(17));
     let mut schedule = Vec::new();
@@ -1604,18 +1714,29 @@ async fn inject_faults(run: &Run, redis: &mut RedisProcess, deadline: Instant) {
         }
         tokio::time::sleep(pause).await;
         if let Some(fault) = schedule.pop() {
-            inject(run, redis, fault, &mut rng).await;
+            inject(run, Some(&mut *redis), fault, &mut rng).await;
             *run.tally.faults.lock().entry(fault.name()).or_default() += 1;
         }
     }
 }
 
-async fn inject(run: &Run, redis: &mut RedisProcess, fault: Fault, rng: &mut SmallRng) {
+/// Injects a fault; `redis` is `None` on a cluster, where only `Clear` comes through here.
+async fn inject(run: &Run, redis: Option<&mut RedisProcess>, fault: Fault, rng: &mut SmallRng) {
     eprintln!(
         "checker: {} fault {}",
         chrono::Utc::now().format("%H:%M:%S%.3f"),
         fault.name()
     );
+    if let Fault::Clear = fault {
+        let app = &run.apps[rng.random_range(0..INSTANCES)];
+        if let Some(cache) = &app.state.cache
+            && let Err(error) = cache.storage().clear().await
+        {
+            eprintln!("checker: cache clear failed: {error}");
+        }
+        return;
+    }
+    let Some(redis) = redis else { return };
     match fault {
         Fault::Restart => {
             redis.kill().await;
@@ -1628,14 +1749,7 @@ async fn inject(run: &Run, redis: &mut RedisProcess, fault: Fault, rng: &mut Sma
             tokio::time::sleep(STALL).await;
             redis.resume();
         }
-        Fault::Clear => {
-            let app = &run.apps[rng.random_range(0..INSTANCES)];
-            if let Some(cache) = &app.state.cache
-                && let Err(error) = cache.storage().clear().await
-            {
-                eprintln!("checker: cache clear failed: {error}");
-            }
-        }
+        Fault::Clear => {}
         Fault::KillSubscriptions => {
             if let Err(error) = redis.kill_subscriptions().await {
                 eprintln!("checker: CLIENT KILL failed: {error}");

@@ -368,3 +368,21 @@ pub fn page_ids(connection: &Value) -> Vec<u32> {
         })
         .collect()
 }
+
+/// The test's own view of the Redis it was given (one Redis or a cluster), with its prefix:
+/// for tests that look at what the cache stored. `None` without Redis.
+pub fn redis_view(app: &TestApp) -> Option<catalog_api::cache::storage::redis::RedisStorage> {
+    let url = app.config.redis_url.as_ref()?;
+    catalog_api::cache::storage::redis::RedisStorage::new(
+        url,
+        &app.config.cache_prefix,
+        app.config.cache_partitions,
+        2,
+        std::time::Duration::from_secs(2),
+        std::time::Duration::from_secs(2),
+        catalog_api::cache::TAG_TTL,
+        app.config.cache_compress_above,
+        std::sync::Arc::new(catalog_api::telemetry::Metrics::new()),
+    )
+    .ok()
+}

@@ -8,7 +8,7 @@ use catalog_api::cache::monitor::{OPERATION_MAX_BYTES, RANKING_KEY, SAMPLES_KEPT
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::helpers::{PRODUCT_BY_ID, TestApp, redis_configured};
+use crate::helpers::{PRODUCT_BY_ID, TestApp, redis_configured, redis_view};
 
 const MAX_DOCUMENTS: usize = 40;
 const MAX_DOCUMENT_BYTES: usize = 2048;
@@ -21,51 +21,32 @@ fn sha256(text: &str) -> String {
 }
 
 /// Keys and bytes (`MEMORY USAGE`) under this test's prefix, by kind (the key up to its
-/// first `:` after the prefix, `apq:documents` and `ops:*` apart).
+/// first `:` after the prefix, `apq:documents` and `ops:*` apart), on every primary of a
+/// cluster.
 async fn redis_usage(app: &TestApp) -> BTreeMap<String, (u64, u64)> {
     let mut usage = BTreeMap::new();
-    let Some(url) = &app.config.redis_url else {
+    let Some(redis) = redis_view(app) else {
         return usage;
     };
-    let client = redis::Client::open(url.as_str()).expect("client");
-    let mut connection = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect");
-    let prefix = &app.config.cache_prefix;
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(format!("{prefix}*"))
-            .arg("COUNT")
-            .arg(1000)
+    let mut connection = redis.command_connection().await.expect("connect");
+    for key in redis.keys().await.expect("keys") {
+        let bytes: Option<u64> = redis::cmd("MEMORY")
+            .arg("USAGE")
+            .arg(&key)
             .query_async(&mut connection)
             .await
-            .expect("scan");
-        for key in keys {
-            let bytes: Option<u64> = redis::cmd("MEMORY")
-                .arg("USAGE")
-                .arg(&key)
-                .query_async(&mut connection)
-                .await
-                .expect("memory usage");
-            let name = key.strip_prefix(prefix.as_str()).unwrap_or(&key);
-            let kind = match name {
-                "apq:documents" | "ops:docs" | "ops:rank" => name.to_owned(),
-                _ if name.starts_with("ops:doc:") => "ops:doc".to_owned(),
-                _ => name.split(':').next().unwrap_or(name).to_owned(),
-            };
-            let slot = usage.entry(kind).or_insert((0, 0));
-            slot.0 += 1;
-            slot.1 += bytes.unwrap_or(0);
-        }
-        if next == 0 {
-            return usage;
-        }
-        cursor = next;
+            .expect("memory usage");
+        let name = redis.name_of(&key);
+        let kind = match name {
+            "apq:documents" | "ops:docs" | "ops:rank" => name.to_owned(),
+            _ if name.starts_with("ops:doc:") => "ops:doc".to_owned(),
+            _ => name.split(':').next().unwrap_or(name).to_owned(),
+        };
+        let slot = usage.entry(kind).or_insert((0, 0));
+        slot.0 += 1;
+        slot.1 += bytes.unwrap_or(0);
     }
+    usage
 }
 
 fn total(usage: &BTreeMap<String, (u64, u64)>, kinds: &[&str]) -> (u64, u64) {
@@ -189,14 +170,10 @@ async fn a_flood_of_distinct_anonymous_operations_stays_within_the_stated_bounds
         index_bytes <= (MAX_DOCUMENTS + 2 * RANKED) as u64 * KEY_OVERHEAD,
         "{after:?}"
     );
-    let client =
-        redis::Client::open(app.config.redis_url.as_deref().expect("url")).expect("client");
-    let mut connection = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect");
+    let redis = redis_view(&app).expect("redis");
+    let mut connection = redis.command_connection().await.expect("connect");
     let ttl: i64 = redis::cmd("TTL")
-        .arg(format!("{}{RANKING_KEY}", app.config.cache_prefix))
+        .arg(redis.value_key(RANKING_KEY))
         .query_async(&mut connection)
         .await
         .expect("ttl");
@@ -204,4 +181,10 @@ async fn a_flood_of_distinct_anonymous_operations_stays_within_the_stated_bounds
     // Everything but response entries and tag stamps (bounded by their TTLs) is constant.
     let (bookkeeping_keys, _) = total(&after, &["seq", "floor", "runid", "stats", "perf"]);
     assert!(bookkeeping_keys <= 3 + 3 + 2, "{after:?}");
+    // On a cluster, each partition's bookkeeping is one hash and one sorted set.
+    let (partition_keys, _) = total(&after, &["book", "stamped"]);
+    assert!(
+        partition_keys <= 2 * app.config.cache_partitions as u64,
+        "{after:?}"
+    );
 }

@@ -18,7 +18,7 @@ pub struct RedisProcess {
 
 const SNAPSHOT_FILE: &str = "dump.rdb";
 
-fn installed() -> bool {
+pub fn installed() -> bool {
     Command::new("redis-server")
         .arg("--version")
         .stdout(Stdio::null())
@@ -26,7 +26,7 @@ fn installed() -> bool {
         .is_ok()
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .map(|address| address.port())

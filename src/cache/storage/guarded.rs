@@ -168,8 +168,8 @@ impl GuardedStorage {
         self.guard(self.responses.lookup(key)).await
     }
 
-    pub async fn sequence(&self) -> Result<Watermark, StorageError> {
-        self.guard(self.responses.sequence()).await
+    pub async fn sequence(&self, key: &str) -> Result<Watermark, StorageError> {
+        self.guard(self.responses.sequence(key)).await
     }
 
     pub async fn store(
@@ -181,7 +181,11 @@ impl GuardedStorage {
         self.guard(self.responses.store(key, entry, ttl)).await
     }
 
-    pub async fn invalidate(&self, tags: &[String], lsn: Option<u64>) -> Result<u64, StorageError> {
+    pub async fn invalidate(
+        &self,
+        tags: &[String],
+        lsn: Option<u64>,
+    ) -> Result<Vec<u64>, StorageError> {
         self.guard(self.responses.invalidate(tags, lsn)).await
     }
 
@@ -190,7 +194,7 @@ impl GuardedStorage {
         &self,
         tags: &[String],
         lsn: Option<u64>,
-    ) -> Result<u64, StorageError> {
+    ) -> Result<Vec<u64>, StorageError> {
         self.attempt(self.responses.invalidate(tags, lsn)).await
     }
 

@@ -142,7 +142,7 @@ impl ResponseStore for MemoryStorage {
             }
         }
     }
-    async fn sequence(&self) -> Result<Watermark, StorageError> {
+    async fn sequence(&self, _key: &str) -> Result<Watermark, StorageError> {
         Ok(self.watermark())
     }
     async fn store(&self, key: &str, entry: Arc<Entry>, ttl: Duration) -> Result<(), StorageError> {
@@ -151,7 +151,11 @@ impl ResponseStore for MemoryStorage {
             .await;
         Ok(())
     }
-    async fn invalidate(&self, tags: &[String], lsn: Option<u64>) -> Result<u64, StorageError> {
+    async fn invalidate(
+        &self,
+        tags: &[String],
+        lsn: Option<u64>,
+    ) -> Result<Vec<u64>, StorageError> {
         // Raised before the sequence: whoever reads the new sequence also reads this position.
         if let Some(lsn) = lsn {
             self.lsn.fetch_max(lsn, Ordering::SeqCst);
@@ -160,7 +164,7 @@ impl ResponseStore for MemoryStorage {
         for tag in tags {
             self.tag_versions.raise(tag, seq);
         }
-        Ok(seq)
+        Ok(vec![seq])
     }
     async fn clear(&self) -> Result<u64, StorageError> {
         let count = self.values.entry_count();

@@ -3,6 +3,7 @@
 //! applies command timeouts, records latency and errors, logs an outage once per burst,
 //! and stops calling a backend that is down until a probe finds it back.
 
+pub mod cluster;
 pub mod guarded;
 pub mod memory;
 pub mod redis;
@@ -72,12 +73,16 @@ pub trait ResponseStore: Send + Sync + 'static {
 
     /// Returns the entry at `key` if none of its tags was invalidated after it was filled.
     async fn lookup(&self, key: &str) -> Result<Lookup, StorageError>;
-    /// The current invalidation sequence and WAL position (taken before a fill executes).
-    async fn sequence(&self) -> Result<Watermark, StorageError>;
+    /// The current invalidation sequence and WAL position (taken before a fill executes) of
+    /// the partition `key` is placed in (see `cluster::placement`; one partition unless the
+    /// backend is a Redis Cluster): a fill of any key with the same placement may record it.
+    async fn sequence(&self, key: &str) -> Result<Watermark, StorageError>;
     async fn store(&self, key: &str, entry: Arc<Entry>, ttl: Duration) -> Result<(), StorageError>;
     /// Advances the invalidation sequence and stamps every tag with it, and raises the
-    /// recorded WAL position to `lsn` (atomically with the sequence); returns the sequence.
-    async fn invalidate(&self, tags: &[String], lsn: Option<u64>) -> Result<u64, StorageError>;
+    /// recorded WAL position to `lsn` (atomically with the sequence), in every partition;
+    /// returns each partition's new sequence, by partition.
+    async fn invalidate(&self, tags: &[String], lsn: Option<u64>)
+    -> Result<Vec<u64>, StorageError>;
 
     /// Sets the recorded WAL position when the backend lost it (`Watermark::lsn` is `None`);
     /// `lsn` must have been read from the primary after that watermark was.

@@ -1,20 +1,125 @@
-//! The Redis backend (deadpool-redis). A lookup is one round trip: a Lua script reads the
-//! entry, compares its tags' versions with the sequence it was filled at, and returns it or
-//! the current sequence. An invalidation is one round trip too: it advances the sequence,
-//! stamps each tag and publishes the change for other instances' first tiers.
-//! No request path uses KEYS or SCAN; only `clear` and `stats` (management commands) scan,
-//! and only this server's prefix.
+//! The Redis backend (deadpool-redis), on one Redis or a Redis Cluster. A lookup is one round
+//! trip: a Lua script reads the entry, compares its tags' versions with the sequence it was
+//! filled at, and returns it or the current sequence. An invalidation is one round trip too
+//! (per node on a cluster): it advances the sequence, stamps each tag and publishes the change
+//! for other instances' first tiers. On a cluster the bookkeeping is partitioned so that every
+//! script stays in one hash slot (`cluster.rs` explains the layout), and an invalidation is
+//! acknowledged only once a replica of each partition's primary has it (`WAIT`), so a
+//! failover cannot lose it. No request path uses KEYS or SCAN; only `clear` and `stats`
+//! (management commands) scan, on every primary, and only this server's prefix.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use deadpool_redis::{Pool, PoolConfig, Runtime, Timeouts};
+use redis::aio::ConnectionLike;
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{AsyncCommands, Script};
 
+use super::cluster::{self, Partitions};
 use super::{BackendStats, Lookup, ResponseStore, StorageError, ValueStore, Watermark};
 use crate::cache::entry::Entry;
 use crate::telemetry::Metrics;
+
+/// `REDIS_URL` naming a cluster: `redis+cluster://host:port,host:port,...` (any reachable
+/// nodes; the client learns the rest and follows MOVED/ASK redirections).
+pub const CLUSTER_SCHEME: &str = "redis+cluster://";
+
+/// How long an invalidation waits, at most, for a replica of each partition's primary to
+/// acknowledge it (`WAIT 1`), as a share of the command timeout (the scripts take the rest). A primary with no replica in sync has nothing a
+/// failover could promote with the invalidation, so it is not waited for.
+const REPLICA_WAIT_SHARE: u32 = 2;
+
+/// Where the cache's Redis is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Topology {
+    Single(String),
+    /// The nodes' `redis://` URLs.
+    Cluster(Vec<String>),
+}
+
+impl Topology {
+    pub fn parse(url: &str) -> Topology {
+        match url.strip_prefix(CLUSTER_SCHEME) {
+            Some(nodes) => Topology::Cluster(
+                nodes
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|node| !node.is_empty())
+                    .map(|node| format!("redis://{node}"))
+                    .collect(),
+            ),
+            None => Topology::Single(url.to_owned()),
+        }
+    }
+}
+
+/// The connection pool, for `/metrics`.
+#[derive(Clone)]
+pub enum RedisPool {
+    Single(Pool),
+    Cluster(deadpool_redis::cluster::Pool),
+}
+
+impl RedisPool {
+    pub fn status(&self) -> deadpool_redis::Status {
+        match self {
+            RedisPool::Single(pool) => pool.status(),
+            RedisPool::Cluster(pool) => pool.status(),
+        }
+    }
+}
+
+/// One multiplexed connection: to the one Redis, or to every node of the cluster.
+#[derive(Clone)]
+pub enum Connection {
+    Single(redis::aio::MultiplexedConnection),
+    Cluster(ClusterConnection),
+    /// Records what would be sent, answering nil (the slot test below).
+    #[cfg(test)]
+    Recording(tests::Recorder),
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        match self {
+            Connection::Single(connection) => connection.req_packed_command(cmd),
+            Connection::Cluster(connection) => connection.req_packed_command(cmd),
+            #[cfg(test)]
+            Connection::Recording(recorder) => recorder.command(cmd),
+        }
+    }
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            Connection::Single(connection) => {
+                connection.req_packed_commands(pipeline, offset, count)
+            }
+            Connection::Cluster(connection) => {
+                connection.req_packed_commands(pipeline, offset, count)
+            }
+            #[cfg(test)]
+            Connection::Recording(recorder) => recorder.pipeline(pipeline, count),
+        }
+    }
+    fn get_db(&self) -> i64 {
+        match self {
+            Connection::Single(connection) => connection.get_db(),
+            Connection::Cluster(connection) => connection.get_db(),
+            #[cfg(test)]
+            Connection::Recording(_) => 0,
+        }
+    }
+}
 
 // KEYS[1] = the collection (a sorted set of its members' keys, scored by when each was set),
 // KEYS[2] = the key; ARGV[1] = value, ARGV[2] = TTL (s), ARGV[3] = capacity, ARGV[4] = clock
@@ -165,25 +270,77 @@ return text(start)
 /// round trip, not a pool checkout (deadpool's recycle check costs a PING per checkout).
 const SHARED_CONNECTIONS: usize = 4;
 
+/// A shared connection and the pool object it came from (kept, so the pool counts it in use).
+struct Shared {
+    connection: Connection,
+    _pooled: Pooled,
+}
+
+#[expect(
+    dead_code,
+    reason = "held, never read: the pool counts the connection in use"
+)]
+enum Pooled {
+    Single(deadpool_redis::Connection),
+    Cluster(deadpool_redis::cluster::Connection),
+    #[cfg(test)]
+    Nothing,
+}
+
 pub struct RedisStorage {
     compress_above: usize,
-    pool: Pool,
-    shared: Vec<parking_lot::Mutex<Option<deadpool_redis::Connection>>>,
+    pool: RedisPool,
+    shared: Vec<parking_lot::Mutex<Option<Shared>>>,
+    /// On a cluster, invalidations use a connection of their own: the `WAIT` after them blocks
+    /// the connection it is sent on, and must not hold up lookups.
+    invalidations: parking_lot::Mutex<Option<Shared>>,
+    making: tokio::sync::Mutex<()>,
     next: std::sync::atomic::AtomicUsize,
     prefix: String,
+    topology: Topology,
     tag_ttl: Duration,
+    /// How long an invalidation waits for replicas (see `REPLICA_WAIT_SHARE`).
+    replica_wait: Duration,
+    layout: Layout,
+    set_bounded: Script,
+    metrics: Arc<Metrics>,
+    warned_about_eviction: std::sync::atomic::AtomicBool,
+}
+
+/// Where the bookkeeping lives, and the scripts that keep it.
+enum Layout {
+    /// One Redis: one sequence, stamps in keys of their own (the scripts above).
+    Single {
+        /// Key names every script call passes, built once (a hit allocates none of them).
+        keys: BookkeepingKeys,
+        scripts: SingleScripts,
+    },
+    /// A cluster: partitions, each in one hash slot (`cluster.rs`).
+    Cluster {
+        partitions: Partitions,
+        scripts: ClusterScripts,
+        /// The hash tag plain values live under.
+        values: String,
+    },
+}
+
+struct SingleScripts {
     lookup: Script,
     sequence: Script,
     store: Script,
     invalidate: Script,
     establish_position: Script,
     handshake: Script,
-    set_bounded: Script,
     new_epoch: Script,
-    metrics: Arc<Metrics>,
-    /// Key names every script call passes, built once (a hit allocates none of them).
-    bookkeeping: BookkeepingKeys,
-    warned_about_eviction: std::sync::atomic::AtomicBool,
+}
+
+struct ClusterScripts {
+    lookup: Script,
+    sequence: Script,
+    store: Script,
+    establish_position: Script,
+    new_epoch: Script,
+    invalidate: Script,
 }
 
 /// The names of the keys that hold the cache's bookkeeping, under this server's prefix.
@@ -207,22 +364,32 @@ fn script(body: &str) -> Script {
     Script::new(&format!("{EPOCH}{body}"))
 }
 
+fn cluster_script(body: &str) -> Script {
+    Script::new(&format!("{}{body}", cluster::EPOCH))
+}
+
 fn unavailable(error: impl std::fmt::Display) -> StorageError {
     StorageError::Unavailable(error.to_string())
 }
 
 impl RedisStorage {
+    /// `partitions` applies to a cluster only; one Redis keeps its single-partition layout.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the backend's settings, each used once"
+    )]
     pub fn new(
         url: &str,
         prefix: &str,
+        partitions: usize,
         pool_size: usize,
         connect_timeout: Duration,
+        command_timeout: Duration,
         tag_ttl: Duration,
         compress_above: usize,
         metrics: Arc<Metrics>,
     ) -> Result<Self, StorageError> {
-        let mut config = deadpool_redis::Config::from_url(url);
-        config.pool = Some(PoolConfig {
+        let pool_config = PoolConfig {
             max_size: pool_size,
             timeouts: Timeouts {
                 wait: Some(connect_timeout),
@@ -230,83 +397,248 @@ impl RedisStorage {
                 recycle: Some(connect_timeout),
             },
             ..PoolConfig::default()
-        });
-        let pool = config
-            .create_pool(Some(Runtime::Tokio1))
-            .map_err(unavailable)?;
+        };
+        let topology = Topology::parse(url);
+        let (pool, layout) = match &topology {
+            Topology::Single(url) => {
+                let mut config = deadpool_redis::Config::from_url(url);
+                config.pool = Some(pool_config);
+                let pool = config
+                    .create_pool(Some(Runtime::Tokio1))
+                    .map_err(unavailable)?;
+                let layout = Layout::Single {
+                    keys: BookkeepingKeys {
+                        sequence: format!("{prefix}seq"),
+                        floor: format!("{prefix}floor"),
+                        position: format!("{prefix}lsn"),
+                        tag_prefix: format!("{prefix}tag:"),
+                        channel: format!("{prefix}invalidations"),
+                    },
+                    scripts: SingleScripts {
+                        lookup: Script::new(&format!("{LOOKUP}{EPOCH}{LOOKUP_MISS}")),
+                        sequence: script(SEQUENCE),
+                        store: script(STORE),
+                        invalidate: script(INVALIDATE),
+                        establish_position: script(ESTABLISH_POSITION),
+                        handshake: script(HANDSHAKE),
+                        new_epoch: script(NEW_EPOCH),
+                    },
+                };
+                (RedisPool::Single(pool), layout)
+            }
+            Topology::Cluster(nodes) => {
+                let mut config = deadpool_redis::cluster::Config::from_urls(nodes.clone());
+                config.pool = Some(pool_config);
+                let pool = config
+                    .create_pool(Some(Runtime::Tokio1))
+                    .map_err(unavailable)?;
+                let layout = Layout::Cluster {
+                    partitions: Partitions::new(prefix, partitions),
+                    scripts: ClusterScripts {
+                        lookup: Script::new(&format!(
+                            "{}{}{}",
+                            cluster::LOOKUP,
+                            cluster::EPOCH,
+                            cluster::LOOKUP_MISS
+                        )),
+                        sequence: cluster_script(cluster::SEQUENCE),
+                        store: cluster_script(cluster::STORE),
+                        establish_position: cluster_script(cluster::ESTABLISH_POSITION),
+                        new_epoch: cluster_script(cluster::NEW_EPOCH),
+                        invalidate: cluster_script(cluster::INVALIDATE),
+                    },
+                    values: cluster::values_tag(prefix),
+                };
+                (RedisPool::Cluster(pool), layout)
+            }
+        };
         Ok(RedisStorage {
             compress_above,
             shared: (0..SHARED_CONNECTIONS.min(pool_size.max(1)))
                 .map(|_| parking_lot::Mutex::new(None))
                 .collect(),
+            invalidations: parking_lot::Mutex::new(None),
+            making: tokio::sync::Mutex::new(()),
             next: std::sync::atomic::AtomicUsize::new(0),
             pool,
             prefix: prefix.to_owned(),
+            topology,
             tag_ttl,
-            lookup: Script::new(&format!("{LOOKUP}{EPOCH}{LOOKUP_MISS}")),
-            sequence: script(SEQUENCE),
-            store: script(STORE),
-            invalidate: script(INVALIDATE),
-            establish_position: script(ESTABLISH_POSITION),
-            handshake: script(HANDSHAKE),
+            replica_wait: command_timeout / REPLICA_WAIT_SHARE,
+            layout,
             set_bounded: Script::new(SET_BOUNDED),
-            new_epoch: script(NEW_EPOCH),
-            bookkeeping: BookkeepingKeys {
-                sequence: format!("{prefix}seq"),
-                floor: format!("{prefix}floor"),
-                position: format!("{prefix}lsn"),
-                tag_prefix: format!("{prefix}tag:"),
-                channel: format!("{prefix}invalidations"),
-            },
             metrics,
             warned_about_eviction: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
-    pub fn pool(&self) -> &Pool {
+    pub fn pool(&self) -> &RedisPool {
         &self.pool
     }
 
-    /// The pub/sub channel on which invalidations are announced.
-    pub fn channel(&self) -> String {
-        format!("{}invalidations", self.prefix)
+    pub fn topology(&self) -> &Topology {
+        &self.topology
     }
 
-    /// The key holding the invalidation sequence (first tiers read it when they subscribe).
-    pub fn sequence_key(&self) -> String {
-        self.key("seq")
+    /// How many partitions (each with its own sequence and channel) the bookkeeping has.
+    pub fn partitions(&self) -> usize {
+        match &self.layout {
+            Layout::Single { .. } => 1,
+            Layout::Cluster { partitions, .. } => partitions.count(),
+        }
     }
 
+    /// The partition a response key's sequence and stamps live in.
+    pub fn partition_of(&self, key: &str) -> usize {
+        match &self.layout {
+            Layout::Single { .. } => 0,
+            Layout::Cluster { partitions, .. } => partitions.of(key),
+        }
+    }
+
+    /// The pub/sub channel on which a partition's invalidations are announced (sharded pub/sub
+    /// on a cluster).
+    pub fn channel(&self, partition: usize) -> String {
+        match &self.layout {
+            Layout::Single { keys, .. } => keys.channel.clone(),
+            Layout::Cluster { partitions, .. } => partitions.channel(partition).to_owned(),
+        }
+    }
+
+    /// Reads a partition's invalidation sequence as it stands (first tiers read it when they
+    /// subscribe): `None` when the bookkeeping is missing.
+    pub async fn current_sequence(
+        &self,
+        connection: &mut impl ConnectionLike,
+        partition: usize,
+    ) -> redis::RedisResult<Option<u64>> {
+        match &self.layout {
+            Layout::Single { keys, .. } => {
+                redis::cmd("GET")
+                    .arg(&keys.sequence)
+                    .query_async(connection)
+                    .await
+            }
+            Layout::Cluster { partitions, .. } => {
+                redis::cmd("HGET")
+                    .arg(partitions.book(partition))
+                    .arg("#seq")
+                    .query_async(connection)
+                    .await
+            }
+        }
+    }
+
+    /// Every key under this server's prefix, on every primary (management and tests only).
+    pub async fn keys(&self) -> Result<Vec<String>, StorageError> {
+        let mut connection = self.connection().await?;
+        let mut keys = Vec::new();
+        for node in self.primaries(&mut connection).await? {
+            for batch in self.prefix_keys(&mut connection, &node).await? {
+                keys.extend(batch);
+            }
+        }
+        Ok(keys)
+    }
+
+    /// A key's name as the cache knows it: without the prefix, or on a cluster without the
+    /// partition's or the values' hash tag (`book` and `stamped` name a partition's
+    /// bookkeeping).
+    pub fn name_of<'a>(&self, key: &'a str) -> &'a str {
+        match &self.layout {
+            Layout::Single { .. } => key.strip_prefix(self.prefix.as_str()).unwrap_or(key),
+            Layout::Cluster { .. } => key.split_once('}').map_or(key, |(_, name)| name),
+        }
+    }
+
+    /// A connection for commands of one's own (tests, management).
+    pub async fn command_connection(&self) -> Result<Connection, StorageError> {
+        self.connection().await
+    }
+
+    /// The full key of a plain value (tests, management).
+    pub fn value_key(&self, key: &str) -> String {
+        self.key(key)
+    }
+
+    /// The full key of a response entry or token validation (tests, management).
+    pub fn entry_key(&self, key: &str) -> String {
+        match &self.layout {
+            Layout::Single { .. } => format!("{}{key}", self.prefix),
+            Layout::Cluster { partitions, .. } => partitions.entry(partitions.of(key), key),
+        }
+    }
+
+    /// A plain value's key.
     fn key(&self, key: &str) -> String {
-        format!("{}{key}", self.prefix)
+        match &self.layout {
+            Layout::Single { .. } => format!("{}{key}", self.prefix),
+            Layout::Cluster { values, .. } => format!("{values}{key}"),
+        }
     }
 
-    async fn connection(&self) -> Result<redis::aio::MultiplexedConnection, StorageError> {
+    async fn connection(&self) -> Result<Connection, StorageError> {
         let slot = &self.shared
             [self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.shared.len()];
-        if let Some(connection) = slot.lock().as_ref() {
-            return Ok((**connection).clone());
+        self.connection_in(slot).await
+    }
+
+    async fn connection_in(
+        &self,
+        slot: &parking_lot::Mutex<Option<Shared>>,
+    ) -> Result<Connection, StorageError> {
+        if let Some(shared) = slot.lock().as_ref() {
+            return Ok(shared.connection.clone());
         }
-        let pooled = self.pool.get().await.map_err(unavailable)?;
-        let mut connection = (*pooled).clone();
+        // One connection is made at a time: a burst of requests on a cold (or reset) slot
+        // waits for it instead of each dialling every node of a cluster.
+        let _making = self.making.lock().await;
+        if let Some(shared) = slot.lock().as_ref() {
+            return Ok(shared.connection.clone());
+        }
+        let (mut connection, pooled) = match &self.pool {
+            RedisPool::Single(pool) => {
+                let pooled = pool.get().await.map_err(unavailable)?;
+                (
+                    Connection::Single((*pooled).clone()),
+                    Pooled::Single(pooled),
+                )
+            }
+            RedisPool::Cluster(pool) => {
+                let pooled = pool.get().await.map_err(unavailable)?;
+                (
+                    Connection::Cluster((*pooled).clone()),
+                    Pooled::Cluster(pooled),
+                )
+            }
+        };
         self.check_identity(&mut connection).await?;
-        *slot.lock() = Some(pooled);
+        *slot.lock() = Some(Shared {
+            connection: connection.clone(),
+            _pooled: pooled,
+        });
         Ok(connection)
     }
 
     /// Starts a new epoch when this Redis is not the process that holds our bookkeeping
     /// (restarted, restored from a snapshot, or a promoted replica). Runs before a new
     /// connection serves anything, so no entry is read from such a Redis before the epoch moves.
-    async fn check_identity(
-        &self,
-        connection: &mut redis::aio::MultiplexedConnection,
-    ) -> Result<(), StorageError> {
-        let info: String = redis::cmd("INFO")
-            .arg("server")
-            .arg("memory")
-            .query_async(connection)
-            .await
-            .map_err(|error| self.failed(error))?;
+    /// On a cluster the scripts check the node themselves (see `cluster::EPOCH`): a failover
+    /// moves a partition to another node without a new connection.
+    async fn check_identity(&self, connection: &mut Connection) -> Result<(), StorageError> {
+        let mut info = redis::cmd("INFO");
+        info.arg("server").arg("memory");
+        let info: String = match &mut *connection {
+            Connection::Cluster(cluster) => cluster
+                .route_command(
+                    info,
+                    RoutingInfo::SingleNode(SingleNodeRoutingInfo::RandomPrimary),
+                )
+                .await
+                .and_then(|value| redis::from_redis_value(value).map_err(redis::RedisError::from)),
+            other => info.query_async(other).await,
+        }
+        .map_err(|error| self.failed(error))?;
         let run_id = info
             .lines()
             .find_map(|line| line.strip_prefix("run_id:"))
@@ -328,9 +660,11 @@ impl RedisStorage {
                 "Redis may evict keys (maxmemory-policy is not noeviction): an evicted tag stamp would let a stale entry look fresh. Set `maxmemory-policy noeviction` (entries still expire by TTL; fills fail when memory is full, which costs hits, not correctness)"
             );
         }
-        let started: Option<String> = self
-            .epoch_call(&self.handshake)
-            .key(self.key("runid"))
+        let Layout::Single { keys, scripts } = &self.layout else {
+            return Ok(());
+        };
+        let started: Option<String> = single_call(keys, &scripts.handshake)
+            .key(format!("{}runid", self.prefix))
             .arg(run_id)
             .invoke_async(connection)
             .await
@@ -344,44 +678,90 @@ impl RedisStorage {
         Ok(())
     }
 
-    /// An invocation with the epoch prelude's keys and arguments filled in.
-    fn epoch_call<'a>(&self, script: &'a Script) -> redis::ScriptInvocation<'a> {
-        let names = &self.bookkeeping;
-        let mut invocation = script.key(names.sequence.as_str());
-        invocation
-            .key(names.floor.as_str())
-            .key(names.position.as_str())
-            .arg(clock_micros())
-            .arg(names.channel.as_str());
-        invocation
-    }
-
     /// Drops the shared connections after an error; the next request takes fresh ones from
     /// the pool, which checks them before handing them out.
     fn reset(&self) {
         for slot in &self.shared {
             slot.lock().take();
         }
+        self.invalidations.lock().take();
     }
 
-    /// Every key under this server's prefix, in SCAN batches (management commands only).
+    /// An error: on one Redis the shared connections are dropped (a multiplexed connection
+    /// does not come back by itself). A cluster connection reconnects to each node and follows
+    /// slot moves by itself, so it is kept: making a new one dials every node, which under
+    /// load can take longer than a command may, and would then never finish.
+    fn failed(&self, error: impl std::fmt::Display) -> StorageError {
+        if let Layout::Single { .. } = self.layout {
+            self.reset();
+        }
+        unavailable(error)
+    }
+
+    /// The glob every key under this server's prefix matches.
+    fn pattern(&self) -> String {
+        match &self.layout {
+            Layout::Single { .. } => format!("{}*", escape_glob(&self.prefix)),
+            Layout::Cluster { .. } => format!("{{{}*", escape_glob(&self.prefix)),
+        }
+    }
+
+    /// The nodes that hold data: the one Redis, or every primary of the cluster.
+    async fn primaries(&self, connection: &mut Connection) -> Result<Vec<Node>, StorageError> {
+        let Connection::Cluster(cluster) = connection else {
+            return Ok(vec![Node::Only]);
+        };
+        let slots: Vec<Vec<redis::Value>> = cluster
+            .route_command(
+                redis::cmd("CLUSTER").arg("SLOTS").to_owned(),
+                RoutingInfo::SingleNode(SingleNodeRoutingInfo::Random),
+            )
+            .await
+            .and_then(|value| redis::from_redis_value(value).map_err(redis::RedisError::from))
+            .map_err(|error| self.failed(error))?;
+        Ok(slot_owners(slots))
+    }
+
+    /// Sends a command to one node.
+    async fn on_node<T: redis::FromRedisValue>(
+        &self,
+        connection: &mut Connection,
+        node: &Node,
+        command: redis::Cmd,
+    ) -> Result<T, StorageError> {
+        match (connection, node) {
+            (Connection::Cluster(cluster), Node::Address { host, port }) => cluster
+                .route_command(
+                    command,
+                    RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                        host: host.clone(),
+                        port: *port,
+                    }),
+                )
+                .await
+                .and_then(|value| redis::from_redis_value(value).map_err(redis::RedisError::from)),
+            (connection, _) => command.query_async(connection).await,
+        }
+        .map_err(|error| self.failed(error))
+    }
+
+    /// Every key under this server's prefix on one node, in SCAN batches (management only).
     async fn prefix_keys(
         &self,
-        connection: &mut redis::aio::MultiplexedConnection,
+        connection: &mut Connection,
+        node: &Node,
     ) -> Result<Vec<Vec<String>>, StorageError> {
-        let pattern = format!("{}*", escape_glob(&self.prefix));
+        let pattern = self.pattern();
         let mut cursor: u64 = 0;
         let mut batches = Vec::new();
         loop {
-            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(cursor)
                 .arg("MATCH")
                 .arg(&pattern)
                 .arg("COUNT")
-                .arg(1000)
-                .query_async(connection)
-                .await
-                .map_err(|error| self.failed(error))?;
+                .arg(1000);
+            let (next, keys): (u64, Vec<String>) = self.on_node(connection, node, scan).await?;
             if !keys.is_empty() {
                 batches.push(keys);
             }
@@ -392,10 +772,156 @@ impl RedisStorage {
         }
     }
 
-    fn failed(&self, error: impl std::fmt::Display) -> StorageError {
-        self.reset();
-        unavailable(error)
+    /// Whether a key is bookkeeping that `clear` keeps: deleting a stamp written after the
+    /// clear began could make a newer entry look fresh.
+    fn is_bookkeeping(&self, key: &str) -> bool {
+        match &self.layout {
+            Layout::Single { .. } => {
+                let rest = key.strip_prefix(&self.prefix).unwrap_or_default();
+                rest.starts_with("tag:") || ["seq", "floor", "lsn", "runid"].contains(&rest)
+            }
+            Layout::Cluster { partitions, .. } => partitions.is_bookkeeping(key),
+        }
     }
+
+    /// Every partition's invalidation on a cluster, in two waves sent at once: the stamp
+    /// scripts (the cluster connection pipelines them per node), then `WAIT 1` routed to each
+    /// partition's primary on the same connection, after its script. The waits of one node
+    /// resolve together on the first replica acknowledgement, so a mutation pays about one
+    /// replica round trip per node, not one per partition.
+    async fn invalidate_cluster(
+        &self,
+        connection: &Connection,
+        partitions: &Partitions,
+        script: &Script,
+        tags: &[String],
+        lsn: &str,
+    ) -> Result<Vec<u64>, StorageError> {
+        let stamped = futures::future::join_all((0..partitions.count()).map(|partition| {
+            let mut connection = connection.clone();
+            let mut invocation = cluster_call(partitions, script, partition);
+            invocation
+                .key(partitions.stamped(partition))
+                .arg(self.tag_ttl.as_secs().max(1));
+            for tag in tags {
+                invocation.arg(tag);
+            }
+            invocation.arg(lsn);
+            async move {
+                invocation
+                    .invoke_async::<(Vec<u8>, i64)>(&mut connection)
+                    .await
+            }
+        }))
+        .await;
+        let stamped: Vec<(Vec<u8>, i64)> = stamped
+            .into_iter()
+            .collect::<Result<_, _>>()
+            .map_err(|error| self.failed(error))?;
+        let acknowledged = futures::future::join_all((0..partitions.count()).map(|partition| {
+            let mut connection = connection.clone();
+            let slot = cluster::slot(partitions.tag(partition).as_bytes());
+            let mut wait = redis::cmd("WAIT");
+            wait.arg(1).arg(self.replica_wait.as_millis().max(1) as u64);
+            async move {
+                match &mut connection {
+                    Connection::Cluster(cluster) => cluster
+                        .route_command(
+                            wait,
+                            RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
+                                redis::cluster_routing::Route::new(
+                                    slot,
+                                    redis::cluster_routing::SlotAddr::Master,
+                                ),
+                            )),
+                        )
+                        .await
+                        .and_then(|value| {
+                            redis::from_redis_value::<i64>(value).map_err(redis::RedisError::from)
+                        }),
+                    other => wait.query_async::<i64>(other).await,
+                }
+            }
+        }))
+        .await;
+        let mut sequences = Vec::with_capacity(stamped.len());
+        for (partition, ((seq, replicas), acknowledged)) in
+            stamped.into_iter().zip(acknowledged).enumerate()
+        {
+            let acknowledged = acknowledged.map_err(|error| self.failed(error))?;
+            if acknowledged < replicas.min(1) {
+                return Err(StorageError::Unavailable(format!(
+                    "no replica acknowledged the invalidation of partition {partition} within {:?}",
+                    self.replica_wait
+                )));
+            }
+            sequences.push(parse_sequence(&seq)?);
+        }
+        Ok(sequences)
+    }
+}
+
+/// Empties a connection slot when dropped (forgotten once the work it guards succeeded).
+struct ResetOnDrop<'a>(&'a parking_lot::Mutex<Option<Shared>>);
+
+impl Drop for ResetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.lock().take();
+    }
+}
+
+/// A node to send a management command to.
+enum Node {
+    /// The one Redis.
+    Only,
+    Address {
+        host: String,
+        port: u16,
+    },
+}
+
+/// The primaries that serve slots, from `CLUSTER SLOTS` (`[start, end, [host, port, id],
+/// replicas...]` per range), each once.
+fn slot_owners(ranges: Vec<Vec<redis::Value>>) -> Vec<Node> {
+    let mut owners: Vec<(String, u16)> = ranges
+        .into_iter()
+        .filter_map(|range| {
+            let primary: Vec<redis::Value> = redis::from_redis_value(range.get(2)?.clone()).ok()?;
+            let host: String = redis::from_redis_value(primary.first()?.clone()).ok()?;
+            let port: u16 = redis::from_redis_value(primary.get(1)?.clone()).ok()?;
+            Some((host, port))
+        })
+        .collect();
+    owners.sort();
+    owners.dedup();
+    owners
+        .into_iter()
+        .map(|(host, port)| Node::Address { host, port })
+        .collect()
+}
+
+/// An invocation with the single-Redis epoch prelude's keys and arguments filled in.
+fn single_call<'a>(keys: &BookkeepingKeys, script: &'a Script) -> redis::ScriptInvocation<'a> {
+    let mut invocation = script.key(keys.sequence.as_str());
+    invocation
+        .key(keys.floor.as_str())
+        .key(keys.position.as_str())
+        .arg(clock_micros())
+        .arg(keys.channel.as_str());
+    invocation
+}
+
+/// An invocation with a partition's epoch prelude keys and arguments filled in.
+fn cluster_call<'a>(
+    partitions: &Partitions,
+    script: &'a Script,
+    partition: usize,
+) -> redis::ScriptInvocation<'a> {
+    let mut invocation = script.key(partitions.book(partition));
+    invocation
+        .arg(clock_micros())
+        .arg(partitions.channel(partition));
+    invocation
 }
 
 #[async_trait]
@@ -405,13 +931,27 @@ impl ResponseStore for RedisStorage {
     }
     async fn lookup(&self, key: &str) -> Result<Lookup, StorageError> {
         let mut connection = self.connection().await?;
-        let (found, value, lsn): (i64, Vec<u8>, Vec<u8>) = self
-            .epoch_call(&self.lookup)
-            .key(self.key(key))
-            .arg(self.bookkeeping.tag_prefix.as_str())
-            .invoke_async(&mut connection)
-            .await
-            .map_err(|error| self.failed(error))?;
+        let found: redis::RedisResult<(i64, Vec<u8>, Vec<u8>)> = match &self.layout {
+            Layout::Single { keys, scripts } => {
+                single_call(keys, &scripts.lookup)
+                    .key(format!("{}{key}", self.prefix))
+                    .arg(keys.tag_prefix.as_str())
+                    .invoke_async(&mut connection)
+                    .await
+            }
+            Layout::Cluster {
+                partitions,
+                scripts,
+                ..
+            } => {
+                let partition = partitions.of(key);
+                cluster_call(partitions, &scripts.lookup, partition)
+                    .key(partitions.entry(partition, key))
+                    .invoke_async(&mut connection)
+                    .await
+            }
+        };
+        let (found, value, lsn) = found.map_err(|error| self.failed(error))?;
         if found == 1 {
             let entry = Entry::decode(bytes::Bytes::from(value))
                 .map_err(|error| StorageError::Unavailable(error.to_string()))?;
@@ -427,13 +967,25 @@ impl ResponseStore for RedisStorage {
             Lookup::Miss(mark)
         })
     }
-    async fn sequence(&self) -> Result<Watermark, StorageError> {
+    async fn sequence(&self, key: &str) -> Result<Watermark, StorageError> {
         let mut connection = self.connection().await?;
-        let (seq, lsn): (Vec<u8>, Vec<u8>) = self
-            .epoch_call(&self.sequence)
-            .invoke_async(&mut connection)
-            .await
-            .map_err(|error| self.failed(error))?;
+        let read: redis::RedisResult<(Vec<u8>, Vec<u8>)> = match &self.layout {
+            Layout::Single { keys, scripts } => {
+                single_call(keys, &scripts.sequence)
+                    .invoke_async(&mut connection)
+                    .await
+            }
+            Layout::Cluster {
+                partitions,
+                scripts,
+                ..
+            } => {
+                cluster_call(partitions, &scripts.sequence, partitions.of(key))
+                    .invoke_async(&mut connection)
+                    .await
+            }
+        };
+        let (seq, lsn) = read.map_err(|error| self.failed(error))?;
         Ok(Watermark {
             seq: parse_sequence(&seq)?,
             lsn: parse_position(&lsn)?,
@@ -441,111 +993,198 @@ impl ResponseStore for RedisStorage {
     }
     async fn establish_position(&self, lsn: u64) -> Result<(), StorageError> {
         let mut connection = self.connection().await?;
-        self.epoch_call(&self.establish_position)
-            .arg(lsn)
-            .invoke_async::<i64>(&mut connection)
-            .await
-            .map_err(|error| self.failed(error))?;
+        match &self.layout {
+            Layout::Single { keys, scripts } => {
+                single_call(keys, &scripts.establish_position)
+                    .arg(lsn)
+                    .invoke_async::<i64>(&mut connection)
+                    .await
+                    .map_err(|error| self.failed(error))?;
+            }
+            Layout::Cluster {
+                partitions,
+                scripts,
+                ..
+            } => {
+                // Only where it is unknown; any commit recorded before now is at or before it.
+                for partition in 0..partitions.count() {
+                    cluster_call(partitions, &scripts.establish_position, partition)
+                        .arg(lsn)
+                        .invoke_async::<i64>(&mut connection)
+                        .await
+                        .map_err(|error| self.failed(error))?;
+                }
+            }
+        }
         Ok(())
     }
     async fn store(&self, key: &str, entry: Arc<Entry>, ttl: Duration) -> Result<(), StorageError> {
         let mut connection = self.connection().await?;
-        self.epoch_call(&self.store)
-            .key(self.key(key))
-            .arg(entry.seq)
-            .arg(entry.encode(self.compress_above))
-            .arg(ttl.as_secs().max(1))
-            .invoke_async::<i64>(&mut connection)
-            .await
-            .map_err(|error| self.failed(error))?;
+        let stored: redis::RedisResult<i64> = match &self.layout {
+            Layout::Single { keys, scripts } => {
+                single_call(keys, &scripts.store)
+                    .key(format!("{}{key}", self.prefix))
+                    .arg(entry.seq)
+                    .arg(entry.encode(self.compress_above))
+                    .arg(ttl.as_secs().max(1))
+                    .invoke_async(&mut connection)
+                    .await
+            }
+            Layout::Cluster {
+                partitions,
+                scripts,
+                ..
+            } => {
+                let partition = partitions.of(key);
+                cluster_call(partitions, &scripts.store, partition)
+                    .key(partitions.entry(partition, key))
+                    .arg(entry.seq)
+                    .arg(entry.encode(self.compress_above))
+                    .arg(ttl.as_secs().max(1))
+                    .invoke_async(&mut connection)
+                    .await
+            }
+        };
+        stored.map_err(|error| self.failed(error))?;
         Ok(())
     }
-    async fn invalidate(&self, tags: &[String], lsn: Option<u64>) -> Result<u64, StorageError> {
-        let mut connection = self.connection().await?;
-        let mut invocation = self.epoch_call(&self.invalidate);
-        invocation
-            .arg(self.bookkeeping.tag_prefix.as_str())
-            .arg(self.tag_ttl.as_secs().max(1));
-        for tag in tags {
-            invocation.arg(tag);
+    async fn invalidate(
+        &self,
+        tags: &[String],
+        lsn: Option<u64>,
+    ) -> Result<Vec<u64>, StorageError> {
+        let lsn = lsn.map(|lsn| lsn.to_string()).unwrap_or_default();
+        match &self.layout {
+            Layout::Single { keys, scripts } => {
+                let mut connection = self.connection().await?;
+                let mut invocation = single_call(keys, &scripts.invalidate);
+                invocation
+                    .arg(keys.tag_prefix.as_str())
+                    .arg(self.tag_ttl.as_secs().max(1));
+                for tag in tags {
+                    invocation.arg(tag);
+                }
+                invocation.arg(lsn);
+                let seq: Vec<u8> = invocation
+                    .invoke_async(&mut connection)
+                    .await
+                    .map_err(|error| self.failed(error))?;
+                Ok(vec![parse_sequence(&seq)?])
+            }
+            Layout::Cluster {
+                partitions,
+                scripts,
+                ..
+            } => {
+                // An invalidation that fails or is cut off by its timeout leaves its connection
+                // behind: the retry starts from a fresh slot map and fresh node connections
+                // (the lookups' connections stay; they only ever need one partition).
+                let unfinished = ResetOnDrop(&self.invalidations);
+                let connection = self.connection_in(&self.invalidations).await?;
+                let sequences = self
+                    .invalidate_cluster(&connection, partitions, &scripts.invalidate, tags, &lsn)
+                    .await?;
+                std::mem::forget(unfinished);
+                Ok(sequences)
+            }
         }
-        invocation.arg(lsn.map(|lsn| lsn.to_string()).unwrap_or_default());
-        let seq: Vec<u8> = invocation
-            .invoke_async(&mut connection)
-            .await
-            .map_err(|error| self.failed(error))?;
-        parse_sequence(&seq)
     }
     /// Starts a new epoch first, so every entry is unprovable at once, then deletes the
     /// entries. The bookkeeping (sequence, floor, tag stamps) stays: deleting a stamp written
     /// after the clear began could make a newer entry look fresh. Stamps expire by themselves.
     async fn clear(&self) -> Result<u64, StorageError> {
         let mut connection = self.connection().await?;
-        self.epoch_call(&self.new_epoch)
-            .invoke_async::<String>(&mut connection)
-            .await
-            .map_err(|error| self.failed(error))?;
-        let bookkeeping = [
-            self.key("seq"),
-            self.key("floor"),
-            self.key("lsn"),
-            self.key("runid"),
-        ];
-        let stamps = self.key("tag:");
-        let mut deleted = 0;
-        for keys in self.prefix_keys(&mut connection).await? {
-            let keys: Vec<String> = keys
-                .into_iter()
-                .filter(|key| !key.starts_with(&stamps) && !bookkeeping.contains(key))
-                .collect();
-            if keys.is_empty() {
-                continue;
+        match &self.layout {
+            Layout::Single { keys, scripts } => {
+                single_call(keys, &scripts.new_epoch)
+                    .invoke_async::<String>(&mut connection)
+                    .await
+                    .map_err(|error| self.failed(error))?;
             }
-            deleted += keys.len() as u64;
-            redis::cmd("UNLINK")
-                .arg(&keys)
-                .query_async::<()>(&mut connection)
-                .await
-                .map_err(|error| self.failed(error))?;
+            Layout::Cluster {
+                partitions,
+                scripts,
+                ..
+            } => {
+                for partition in 0..partitions.count() {
+                    cluster_call(partitions, &scripts.new_epoch, partition)
+                        .invoke_async::<String>(&mut connection)
+                        .await
+                        .map_err(|error| self.failed(error))?;
+                }
+            }
+        }
+        let mut deleted = 0;
+        for node in self.primaries(&mut connection).await? {
+            for keys in self.prefix_keys(&mut connection, &node).await? {
+                let keys: Vec<String> = keys
+                    .into_iter()
+                    .filter(|key| !self.is_bookkeeping(key))
+                    .collect();
+                // One UNLINK per hash slot: a command's keys must share one on a cluster.
+                let mut by_slot: std::collections::BTreeMap<u16, Vec<String>> =
+                    std::collections::BTreeMap::new();
+                for key in keys {
+                    by_slot
+                        .entry(cluster::slot(key.as_bytes()))
+                        .or_default()
+                        .push(key);
+                }
+                for keys in by_slot.values() {
+                    deleted += keys.len() as u64;
+                    redis::cmd("UNLINK")
+                        .arg(keys)
+                        .query_async::<()>(&mut connection)
+                        .await
+                        .map_err(|error| self.failed(error))?;
+                }
+            }
         }
         Ok(deleted)
     }
+    /// Sums over every primary on a cluster; the version is the first node's.
     async fn stats(&self) -> Result<BackendStats, StorageError> {
         let mut connection = self.connection().await?;
-        let info: String = redis::cmd("INFO")
-            .query_async(&mut connection)
-            .await
-            .map_err(|error| self.failed(error))?;
-        let field = |name: &str| {
-            info.lines().find_map(|line| {
-                line.strip_prefix(name)
-                    .and_then(|rest| rest.strip_prefix(':'))
-                    .map(str::trim)
-            })
-        };
-        let number = |name: &str| field(name).and_then(|value| value.parse::<u64>().ok());
-        let (mut keys_seen, mut bytes) = (0u64, 0u64);
-        for keys in self.prefix_keys(&mut connection).await? {
-            for key in &keys {
-                let usage: Option<u64> = redis::cmd("MEMORY")
-                    .arg("USAGE")
-                    .arg(key)
-                    .query_async(&mut connection)
-                    .await
-                    .map_err(|error| self.failed(error))?;
-                bytes += usage.unwrap_or(0);
-            }
-            keys_seen += keys.len() as u64;
-        }
-        Ok(BackendStats {
+        let mut stats = BackendStats {
             backend: "redis".into(),
-            version: field("redis_version").map(str::to_owned),
-            used_memory_bytes: number("used_memory"),
-            connected_clients: number("connected_clients"),
-            commands_processed: number("total_commands_processed"),
-            prefix_keys: keys_seen,
-            prefix_bytes: bytes,
-        })
+            ..BackendStats::default()
+        };
+        for node in self.primaries(&mut connection).await? {
+            let info: String = self
+                .on_node(&mut connection, &node, redis::cmd("INFO"))
+                .await?;
+            let field = |name: &str| {
+                info.lines().find_map(|line| {
+                    line.strip_prefix(name)
+                        .and_then(|rest| rest.strip_prefix(':'))
+                        .map(str::trim)
+                })
+            };
+            let number = |name: &str| field(name).and_then(|value| value.parse::<u64>().ok());
+            let add = |total: Option<u64>, name: &str| match (total, number(name)) {
+                (Some(total), Some(more)) => Some(total + more),
+                (total, more) => total.or(more),
+            };
+            stats.version = stats
+                .version
+                .or_else(|| field("redis_version").map(str::to_owned));
+            stats.used_memory_bytes = add(stats.used_memory_bytes, "used_memory");
+            stats.connected_clients = add(stats.connected_clients, "connected_clients");
+            stats.commands_processed = add(stats.commands_processed, "total_commands_processed");
+            for keys in self.prefix_keys(&mut connection, &node).await? {
+                for key in &keys {
+                    let usage: Option<u64> = redis::cmd("MEMORY")
+                        .arg("USAGE")
+                        .arg(key)
+                        .query_async(&mut connection)
+                        .await
+                        .map_err(|error| self.failed(error))?;
+                    stats.prefix_bytes += usage.unwrap_or(0);
+                }
+                stats.prefix_keys += keys.len() as u64;
+            }
+        }
+        Ok(stats)
     }
 }
 
@@ -567,6 +1206,14 @@ impl ValueStore for RedisStorage {
     }
     async fn delete(&self, key: &str) -> Result<(), StorageError> {
         let mut connection = self.connection().await?;
+        // A cached token validation is deleted through here too; on a cluster it lives in
+        // its partition, not under the values' tag.
+        if let Layout::Cluster { partitions, .. } = &self.layout {
+            connection
+                .del::<_, ()>(partitions.entry(partitions.of(key), key))
+                .await
+                .map_err(|error| self.failed(error))?;
+        }
         connection
             .del::<_, ()>(self.key(key))
             .await
@@ -719,4 +1366,173 @@ fn escape_glob(prefix: &str) -> String {
         escaped.push(character);
     }
     escaped
+}
+
+#[cfg(test)]
+mod tests {
+    //! Every script and pipeline the cluster layout sends keeps its keys in one hash slot: the
+    //! real methods run against a connection that records each command (or pipeline) and
+    //! answers nil, and the keys of each are put through Redis Cluster's slot function.
+
+    use super::*;
+
+    /// A command's arguments, its name first.
+    type Command = Vec<Vec<u8>>;
+
+    #[derive(Clone, Default)]
+    pub struct Recorder {
+        /// One entry per command or pipeline: the commands in it.
+        pub sent: Arc<parking_lot::Mutex<Vec<Vec<Command>>>>,
+    }
+
+    fn arguments(command: &redis::Cmd) -> Command {
+        command
+            .args_iter()
+            .map(|argument| match argument {
+                redis::Arg::Simple(bytes) => bytes.to_vec(),
+                _ => b"0".to_vec(),
+            })
+            .collect()
+    }
+
+    impl Recorder {
+        pub fn command<'a>(&self, command: &redis::Cmd) -> redis::RedisFuture<'a, redis::Value> {
+            self.sent.lock().push(vec![arguments(command)]);
+            Box::pin(async { Ok(redis::Value::Nil) })
+        }
+        pub fn pipeline<'a>(
+            &self,
+            pipeline: &redis::Pipeline,
+            count: usize,
+        ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+            self.sent
+                .lock()
+                .push(pipeline.cmd_iter().map(arguments).collect());
+            Box::pin(async move { Ok(vec![redis::Value::Nil; count]) })
+        }
+    }
+
+    /// The keys a command names: those declared to a script, else the ones its name says.
+    fn keys(command: &[Vec<u8>]) -> Vec<Vec<u8>> {
+        let name = String::from_utf8_lossy(&command[0]).to_uppercase();
+        match name.as_str() {
+            "EVAL" | "EVALSHA" => {
+                let count: usize = String::from_utf8_lossy(&command[2]).parse().unwrap_or(0);
+                command[3..3 + count].to_vec()
+            }
+            "MGET" | "DEL" | "UNLINK" => command[1..].to_vec(),
+            "WAIT" | "INFO" | "PING" | "SCAN" | "CLUSTER" => Vec::new(),
+            _ => command[1..2].to_vec(),
+        }
+    }
+
+    #[tokio::test]
+    async fn every_script_and_pipeline_keeps_its_keys_in_one_slot() {
+        let storage = RedisStorage::new(
+            "redis+cluster://127.0.0.1:1",
+            "catalog:",
+            16,
+            2,
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+            Duration::from_secs(3660),
+            1024,
+            Arc::new(Metrics::new()),
+        )
+        .expect("a cluster storage needs no connection to be built");
+        let recorder = Recorder::default();
+        let install = || {
+            for slot in storage.shared.iter().chain([&storage.invalidations]) {
+                *slot.lock() = Some(Shared {
+                    connection: Connection::Recording(recorder.clone()),
+                    _pooled: Pooled::Nothing,
+                });
+            }
+        };
+        let entry = Arc::new(Entry {
+            seq: 5,
+            tags: vec!["Product:1".into(), "Products".into()],
+            etag: "e".into(),
+            max_age: 60,
+            body: bytes::Bytes::from_static(b"{}"),
+        });
+        let tags = vec!["Product:1".to_owned(), "Categories".to_owned()];
+        // Results are nil answers parsed as errors: only what was sent matters here.
+        for id in 0..40 {
+            let key = format!("resp:{id:016x}/{id}");
+            install();
+            let _ = storage.lookup(&key).await;
+            install();
+            let _ = storage.sequence(&key).await;
+            install();
+            let _ = storage
+                .store(&key, Arc::clone(&entry), Duration::from_secs(60))
+                .await;
+            install();
+            let _ = storage.lookup(&format!("token:{id}")).await;
+        }
+        install();
+        let _ = storage.invalidate(&tags, Some(42)).await;
+        install();
+        let _ = storage.establish_position(42).await;
+        install();
+        let _ = storage.get("apq:abc").await;
+        install();
+        let _ = storage
+            .set_bounded(
+                "apq:documents",
+                "apq:abc",
+                b"q".to_vec(),
+                Duration::from_secs(60),
+                10,
+            )
+            .await;
+        install();
+        let _ = storage
+            .add_counters(
+                &[("stats:1:hit".into(), 1), ("stats:1:miss".into(), 2)],
+                Duration::from_secs(60),
+            )
+            .await;
+        install();
+        let _ = storage
+            .counters(&["stats:1:hit".into(), "stats:1:miss".into()])
+            .await;
+        install();
+        let _ = storage
+            .push_samples(
+                &[("perf:a".into(), vec![1.0]), ("perf:b".into(), vec![2.0])],
+                10,
+            )
+            .await;
+        install();
+        let _ = storage
+            .rank_add("ops:rank", &[("a".into(), 1.0), ("b".into(), 2.0)])
+            .await;
+        install();
+        let _ = storage
+            .rank_trim("ops:rank", 10, Duration::from_secs(60))
+            .await;
+        install();
+        let _ = storage.delete("token:abc").await;
+
+        let sent = recorder.sent.lock().clone();
+        let stamps = sent
+            .iter()
+            .flat_map(|group| group.iter().map(|command| keys(command)))
+            .filter(|keys| keys.len() == 2 && keys[1].ends_with(b"stamped"))
+            .count();
+        assert_eq!(stamps, 16, "an invalidation stamps every partition");
+        let mut slots_used = std::collections::BTreeSet::new();
+        for group in &sent {
+            let slots: std::collections::BTreeSet<u16> = group
+                .iter()
+                .flat_map(|command| keys(command))
+                .map(|key| cluster::slot(&key))
+                .collect();
+            assert!(slots.len() <= 1, "keys in several slots: {group:?}");
+            slots_used.extend(slots);
+        }
+        assert!(slots_used.len() > 16, "entries spread over the partitions");
+    }
 }

@@ -6,6 +6,9 @@
 //! hide a message (a reconnect, a gap in sequence numbers, a new epoch, a ping that goes
 //! unanswered on a half-open connection) starts a new generation: nothing filled before it
 //! is served locally again. Local entries live at most the configured TTL (60 s at most).
+//! On a Redis Cluster each partition has its own sequence and sharded channel (SSUBSCRIBE on
+//! the partition's primary): versions and gaps are tracked per partition, and a lost node,
+//! a resubscription or a moved slot starts a new generation for all.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -13,8 +16,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
+use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
 
-use super::redis::RedisStorage;
+use super::redis::{RedisStorage, Topology};
 use super::versions::{TagVersions, Verdict};
 use super::{BackendStats, Lookup, ResponseStore, StorageError, Watermark};
 use crate::cache::entry::Entry;
@@ -32,7 +36,8 @@ struct LocalEntry {
 
 /// What the listener and the lookups share.
 struct Coherence {
-    versions: TagVersions,
+    /// By partition: sequences of different partitions are not comparable.
+    versions: Vec<TagVersions>,
     /// True while the subscription is known to be live.
     subscribed: AtomicBool,
     /// Advanced whenever a message may have been missed.
@@ -51,6 +56,29 @@ impl Coherence {
         self.generation.fetch_add(1, Ordering::SeqCst);
         self.metrics.cache_first_tier_gaps.inc();
     }
+
+    /// One announcement `<seq> <tags...>` (`<seq> *` for a new epoch) of a partition whose
+    /// last heard sequence is `last`.
+    fn hear(&self, partition: usize, payload: &str, last: &mut u64) {
+        let mut words = payload.split(' ');
+        let Some(seq) = words.next().and_then(|word| word.parse::<u64>().ok()) else {
+            return;
+        };
+        let Some(versions) = self.versions.get(partition) else {
+            return;
+        };
+        let tags: Vec<&str> = words.filter(|word| !word.is_empty()).collect();
+        for tag in &tags {
+            versions.raise(tag, seq);
+        }
+        let new_epoch = tags.first() == Some(&"*");
+        if new_epoch || seq > last.saturating_add(1) {
+            // A missed message or lost bookkeeping: nothing older may be served.
+            versions.raise_floor(seq);
+            self.gap();
+        }
+        *last = (*last).max(seq);
+    }
 }
 
 pub struct TieredStorage {
@@ -62,7 +90,6 @@ pub struct TieredStorage {
 impl TieredStorage {
     pub fn new(
         remote: Arc<RedisStorage>,
-        redis_url: &str,
         capacity_bytes: u64,
         ttl: Duration,
         tag_ttl: Duration,
@@ -81,20 +108,16 @@ impl TieredStorage {
             })
             .time_to_live(ttl)
             .build();
+        let partitions = remote.partitions();
         let coherence = Arc::new(Coherence {
-            versions: TagVersions::new(1_000_000, tag_ttl),
+            versions: (0..partitions)
+                .map(|_| TagVersions::new(1_000_000 / partitions as u64, tag_ttl))
+                .collect(),
             subscribed: AtomicBool::new(false),
             generation: AtomicU64::new(0),
             metrics,
         });
-        let client = redis::Client::open(redis_url)
-            .map_err(|error| StorageError::Unavailable(error.to_string()))?;
-        tokio::spawn(listen(
-            client,
-            remote.channel(),
-            remote.sequence_key(),
-            Arc::downgrade(&coherence),
-        ));
+        tokio::spawn(listen(Arc::clone(&remote), Arc::downgrade(&coherence)));
         Ok(TieredStorage {
             remote,
             local,
@@ -103,17 +126,15 @@ impl TieredStorage {
     }
 }
 
-/// Keeps a subscription to the invalidation channel, reconnecting with backoff, until the
+/// Keeps a subscription to the invalidation channels, reconnecting with backoff, until the
 /// storage is dropped.
-async fn listen(
-    client: redis::Client,
-    channel: String,
-    sequence_key: String,
-    coherence: std::sync::Weak<Coherence>,
-) {
+async fn listen(remote: Arc<RedisStorage>, coherence: std::sync::Weak<Coherence>) {
     let mut backoff = Duration::from_millis(100);
     loop {
-        let was_live = follow(&client, &channel, &sequence_key, &coherence).await;
+        let was_live = match remote.topology() {
+            Topology::Single(url) => follow(&remote, url, &coherence).await,
+            Topology::Cluster(nodes) => follow_cluster(&remote, nodes, &coherence).await,
+        };
         let Some(strong) = coherence.upgrade() else {
             return;
         };
@@ -128,18 +149,27 @@ async fn listen(
     }
 }
 
-/// Follows the channel until the subscription ends or the storage is dropped; true if the
-/// subscription was live.
-async fn follow(
-    client: &redis::Client,
-    channel: &str,
-    sequence_key: &str,
-    coherence: &std::sync::Weak<Coherence>,
-) -> bool {
+/// Marks the subscription live once every partition's sequence is known: whatever was cached
+/// before this moment may have missed a message.
+fn go_live(coherence: &std::sync::Weak<Coherence>) -> bool {
+    let Some(coherence) = coherence.upgrade() else {
+        return false;
+    };
+    coherence.gap();
+    coherence.subscribed.store(true, Ordering::SeqCst);
+    true
+}
+
+/// Follows the channel of a single Redis until the subscription ends or the storage is
+/// dropped; true if the subscription was live.
+async fn follow(remote: &RedisStorage, url: &str, coherence: &std::sync::Weak<Coherence>) -> bool {
+    let Ok(client) = redis::Client::open(url) else {
+        return false;
+    };
     let Ok(mut pubsub) = client.get_async_pubsub().await else {
         return false;
     };
-    if pubsub.subscribe(channel).await.is_err() {
+    if pubsub.subscribe(remote.channel(0)).await.is_err() {
         return false;
     }
     // The sequence after subscribing: every later invalidation arrives as a message, so a
@@ -147,22 +177,13 @@ async fn follow(
     let Ok(mut connection) = client.get_multiplexed_async_connection().await else {
         return false;
     };
-    let Ok(current) = redis::cmd("GET")
-        .arg(sequence_key)
-        .query_async::<Option<u64>>(&mut connection)
-        .await
-    else {
+    let Ok(current) = remote.current_sequence(&mut connection, 0).await else {
         return false;
     };
     drop(connection);
     let mut last = current.unwrap_or(0);
-    {
-        let Some(coherence) = coherence.upgrade() else {
-            return false;
-        };
-        // Whatever was cached before this moment may have missed a message.
-        coherence.gap();
-        coherence.subscribed.store(true, Ordering::SeqCst);
+    if !go_live(coherence) {
+        return false;
     }
     let (mut sink, mut messages) = pubsub.split();
     let mut keepalive = tokio::time::interval(KEEPALIVE);
@@ -172,22 +193,8 @@ async fn follow(
             message = messages.next() => {
                 let Some(message) = message else { break };
                 let Ok(payload) = message.get_payload::<String>() else { continue };
-                let mut words = payload.split(' ');
-                let Some(seq) = words.next().and_then(|word| word.parse::<u64>().ok()) else {
-                    continue;
-                };
-                let tags: Vec<&str> = words.filter(|word| !word.is_empty()).collect();
                 let Some(coherence) = coherence.upgrade() else { return true };
-                for tag in &tags {
-                    coherence.versions.raise(tag, seq);
-                }
-                let new_epoch = tags.first() == Some(&"*");
-                if new_epoch || seq > last.saturating_add(1) {
-                    // A missed message or lost bookkeeping: nothing older may be served.
-                    coherence.versions.raise_floor(seq);
-                    coherence.gap();
-                }
-                last = last.max(seq);
+                coherence.hear(0, &payload, &mut last);
             }
             _ = keepalive.tick() => {
                 if coherence.strong_count() == 0 {
@@ -206,6 +213,95 @@ async fn follow(
     true
 }
 
+/// Follows every partition's sharded channel on a cluster (RESP3: messages arrive as pushes
+/// on the cluster connection, which subscribes on each channel's primary). The client would
+/// resubscribe by itself after a disconnection or a moved slot, silently skipping what was
+/// published meanwhile, so any such event ends the subscription (a new generation) instead.
+async fn follow_cluster(
+    remote: &RedisStorage,
+    nodes: &[String],
+    coherence: &std::sync::Weak<Coherence>,
+) -> bool {
+    let (sender, mut pushes) = tokio::sync::mpsc::unbounded_channel();
+    let Ok(client) = redis::cluster::ClusterClientBuilder::new(nodes.to_vec())
+        .use_protocol(redis::ProtocolVersion::RESP3)
+        .push_sender(sender)
+        .build()
+    else {
+        return false;
+    };
+    let Ok(mut connection) = client.get_async_connection().await else {
+        return false;
+    };
+    let channels: Vec<String> = (0..remote.partitions())
+        .map(|partition| remote.channel(partition))
+        .collect();
+    for channel in &channels {
+        if connection.ssubscribe(channel).await.is_err() {
+            return false;
+        }
+    }
+    let mut last = Vec::with_capacity(channels.len());
+    for partition in 0..channels.len() {
+        let Ok(current) = remote.current_sequence(&mut connection, partition).await else {
+            return false;
+        };
+        last.push(current.unwrap_or(0));
+    }
+    if !go_live(coherence) {
+        return false;
+    }
+    let mut confirmed = vec![false; channels.len()];
+    let partition_of = |value: Option<&redis::Value>| {
+        let channel: String = redis::from_redis_value_ref(value?).ok()?;
+        channels.iter().position(|known| *known == channel)
+    };
+    let mut keepalive = tokio::time::interval(KEEPALIVE);
+    keepalive.tick().await;
+    loop {
+        tokio::select! {
+            push = pushes.recv() => {
+                let Some(push) = push else { break };
+                match push.kind {
+                    redis::PushKind::SMessage => {
+                        let Some(partition) = partition_of(push.data.first()) else { continue };
+                        let Some(payload) = push.data.get(1)
+                            .and_then(|value| redis::from_redis_value_ref::<String>(value).ok())
+                        else {
+                            continue;
+                        };
+                        let Some(coherence) = coherence.upgrade() else { return true };
+                        coherence.hear(partition, &payload, &mut last[partition]);
+                    }
+                    // The first confirmation of each channel answers our SSUBSCRIBE; another
+                    // one is the client resubscribing after something we may have missed.
+                    redis::PushKind::SSubscribe => match partition_of(push.data.first()) {
+                        Some(partition) if !confirmed[partition] => confirmed[partition] = true,
+                        _ => break,
+                    },
+                    _ => break,
+                }
+            }
+            _ = keepalive.tick() => {
+                if coherence.strong_count() == 0 {
+                    return true;
+                }
+                let ping = connection.route_command(
+                    redis::cmd("PING"),
+                    RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None)),
+                );
+                if !matches!(tokio::time::timeout(KEEPALIVE, ping).await, Ok(Ok(_))) {
+                    break;
+                }
+            }
+        }
+    }
+    tracing::warn!(
+        "lost a cache invalidation subscription on the cluster; the first tier is off until it returns"
+    );
+    true
+}
+
 #[async_trait]
 impl ResponseStore for TieredStorage {
     fn name(&self) -> &'static str {
@@ -217,7 +313,8 @@ impl ResponseStore for TieredStorage {
             && let Some(local) = self.local.get(key).await
         {
             if local.generation == generation
-                && self.coherence.versions.verdict(&local.entry) == Verdict::Fresh
+                && self.coherence.versions[self.remote.partition_of(key)].verdict(&local.entry)
+                    == Verdict::Fresh
             {
                 return Ok(Lookup::Hit(local.entry));
             }
@@ -233,8 +330,8 @@ impl ResponseStore for TieredStorage {
         }
         Ok(found)
     }
-    async fn sequence(&self) -> Result<Watermark, StorageError> {
-        self.remote.sequence().await
+    async fn sequence(&self, key: &str) -> Result<Watermark, StorageError> {
+        self.remote.sequence(key).await
     }
     async fn store(&self, key: &str, entry: Arc<Entry>, ttl: Duration) -> Result<(), StorageError> {
         // The generation before the store: a gap during it leaves the local copy unusable.
@@ -247,13 +344,19 @@ impl ResponseStore for TieredStorage {
         }
         Ok(())
     }
-    async fn invalidate(&self, tags: &[String], lsn: Option<u64>) -> Result<u64, StorageError> {
-        let seq = self.remote.invalidate(tags, lsn).await?;
-        // Our own first tier learns at once, without waiting for the message to come back.
-        for tag in tags {
-            self.coherence.versions.raise(tag, seq);
+    async fn invalidate(
+        &self,
+        tags: &[String],
+        lsn: Option<u64>,
+    ) -> Result<Vec<u64>, StorageError> {
+        let sequences = self.remote.invalidate(tags, lsn).await?;
+        // Our own first tier learns at once, without waiting for the messages to come back.
+        for (versions, seq) in self.coherence.versions.iter().zip(&sequences) {
+            for tag in tags {
+                versions.raise(tag, *seq);
+            }
         }
-        Ok(seq)
+        Ok(sequences)
     }
     async fn establish_position(&self, lsn: u64) -> Result<(), StorageError> {
         self.remote.establish_position(lsn).await
