@@ -32,7 +32,7 @@ async fn cached(app: &TestApp, query: &str, variables: Value) -> GqlResponse {
 
 #[tokio::test]
 async fn a_repeated_query_is_answered_from_the_cache_without_sql() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::spawn_on_primary(|_| {}).await;
     let (first, statements) = app
         .count_statements(app.gql(PRODUCT_BY_ID, json!({ "id": "42" })))
         .await;
@@ -399,7 +399,7 @@ async fn a_fill_that_started_before_a_mutation_never_outlives_it() {
 
 #[tokio::test]
 async fn a_hundred_concurrent_identical_misses_execute_once() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::spawn_on_primary(|_| {}).await;
     let before = app.statements();
     let requests = (0..100).map(|_| app.gql(PRODUCT_BY_ID, json!({ "id": "77" })));
     let responses = futures::future::join_all(requests).await;

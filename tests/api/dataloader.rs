@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use crate::helpers::{CATEGORIES, GqlResponse, PRODUCTS, TestApp};
 
 async fn spawn_without_cache() -> TestApp {
-    TestApp::spawn_with(|config| config.allow_cache_bypass = true).await
+    TestApp::spawn_on_primary(|config| config.allow_cache_bypass = true).await
 }
 
 /// Runs `query` past the response cache and returns the response and its statement count.

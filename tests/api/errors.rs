@@ -156,7 +156,7 @@ async fn a_syntax_error_is_graphql_parse_failed() {
 
 #[tokio::test]
 async fn an_unknown_field_is_graphql_validation_failed() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::spawn_on_primary(|_| {}).await;
     let (response, statements) = app
         .count_statements(app.gql("{ products { edges { node { sku } } } }", json!({})))
         .await;
@@ -177,7 +177,7 @@ async fn an_unknown_field_is_graphql_validation_failed() {
 
 #[tokio::test]
 async fn a_variable_of_the_wrong_type_is_a_coded_input_error() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::spawn_on_primary(|_| {}).await;
     let query = "query Page($first: Int) { products(first: $first) { totalCount } }";
     let (response, statements) = app
         .count_statements(app.gql(query, json!({ "first": "abc" })))
@@ -200,7 +200,7 @@ async fn an_unparsable_decimal_is_bad_user_input() {
 
 #[tokio::test]
 async fn a_query_nested_deeper_than_twelve_levels_is_refused_before_execution() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::spawn_on_primary(|_| {}).await;
     assert_eq!(
         app.config.max_depth, 12,
         "the default this test is written against"
@@ -221,7 +221,7 @@ async fn a_query_nested_deeper_than_twelve_levels_is_refused_before_execution() 
 
 #[tokio::test]
 async fn nested_pages_of_a_hundred_are_too_complex_and_refused_before_execution() {
-    let app = TestApp::spawn().await;
+    let app = TestApp::spawn_on_primary(|_| {}).await;
     let query = "{ products(first: 100) { edges { node { category { products(first: 100) { edges { node { name } } } } } } } }";
     let (response, statements) = app.count_statements(app.gql(query, json!({}))).await;
     response.assert_error("GRAPHQL_VALIDATION_FAILED");

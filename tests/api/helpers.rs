@@ -157,6 +157,16 @@ impl TestApp {
         Self::spawn_with(|_| {}).await
     }
 
+    /// A server whose reads all go to the primary, for tests that count SQL statements: with a
+    /// read replica (`CATALOG_TEST_DATABASE_REPLICA_URL`) a read also runs WAL position probes.
+    pub async fn spawn_on_primary(adjust: impl FnOnce(&mut Config)) -> TestApp {
+        Self::spawn_with(|config| {
+            config.database_replica_urls.clear();
+            adjust(config);
+        })
+        .await
+    }
+
     pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
         let (mut config, files) = test_config().await;
         adjust(&mut config);
