@@ -28,7 +28,7 @@ use parking_lot::Mutex;
 
 use self::entry::Entry;
 use self::monitor::{Monitor, Outcome};
-use self::storage::{GuardedStorage, Lookup, StorageError, Watermark};
+use self::storage::{GuardedStorage, Lookup, StorageError, StorageResult, Watermark};
 use self::tags::{Changes, Tag};
 use crate::telemetry::Metrics;
 
@@ -366,7 +366,7 @@ impl ResponseCache {
         self.inner.monitor.record_operation(id, operation);
     }
 
-    pub async fn flush_monitor(&self) -> Result<(), StorageError> {
+    pub async fn flush_monitor(&self) -> StorageResult<()> {
         self.inner.monitor.flush(&self.inner.storage).await
     }
 
@@ -404,13 +404,13 @@ impl ResponseCache {
         let _ = self
             .inner
             .storage
-            .set_bounded(
-                PERSISTED_QUERIES,
-                &format!("apq:{hash}"),
-                query.as_bytes().to_vec(),
-                PERSISTED_QUERY_TTL,
-                self.inner.limits.persisted_documents,
-            )
+            .set_bounded(storage::BoundedMember {
+                collection: PERSISTED_QUERIES,
+                key: &format!("apq:{hash}"),
+                value: query.as_bytes().to_vec(),
+                ttl: PERSISTED_QUERY_TTL,
+                capacity: self.inner.limits.persisted_documents,
+            })
             .await;
     }
 
@@ -472,7 +472,7 @@ impl ResponseCache {
     }
 
     /// Makes every cached validation of a token stale, in Redis and in every first tier.
-    pub async fn forget_token(&self, token_hash: &str) -> Result<(), StorageError> {
+    pub async fn forget_token(&self, token_hash: &str) -> StorageResult<()> {
         self.inner
             .storage
             .invalidate(&[token_tag(token_hash)], None)
@@ -498,7 +498,7 @@ pub enum TokenLookup {
 pub fn from_config(
     config: &crate::config::Config,
     metrics: Arc<Metrics>,
-) -> Result<Option<(ResponseCache, Option<storage::redis::RedisPool>)>, StorageError> {
+) -> StorageResult<Option<(ResponseCache, Option<storage::redis::RedisPool>)>> {
     if !config.cache_enabled {
         return Ok(None);
     }

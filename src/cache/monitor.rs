@@ -14,7 +14,7 @@ use chrono::{NaiveDate, Utc};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
-use super::storage::{GuardedStorage, StorageError};
+use super::storage::{BoundedMember, GuardedStorage, StorageError, StorageResult};
 
 pub const SAMPLES_KEPT: usize = 100;
 const DAY_COUNTER_TTL: Duration = Duration::from_secs(40 * 24 * 3600);
@@ -140,7 +140,7 @@ impl Monitor {
     }
 
     /// Writes buffered numbers to the backend; on failure they are kept for the next flush.
-    pub async fn flush(&self, storage: &GuardedStorage) -> Result<(), StorageError> {
+    pub async fn flush(&self, storage: &GuardedStorage) -> StorageResult<()> {
         let buffer = std::mem::take(&mut *self.buffer.lock());
         let counters: Vec<(String, i64)> = buffer
             .outcomes
@@ -177,13 +177,13 @@ impl Monitor {
             for (id, json) in &buffer.documents {
                 if kept.contains(id) {
                     storage
-                        .set_bounded(
-                            OPERATION_DOCUMENTS,
-                            &format!("ops:doc:{id}"),
-                            json.clone(),
-                            OPERATION_DOC_TTL,
-                            self.ranked,
-                        )
+                        .set_bounded(BoundedMember {
+                            collection: OPERATION_DOCUMENTS,
+                            key: &format!("ops:doc:{id}"),
+                            value: json.clone(),
+                            ttl: OPERATION_DOC_TTL,
+                            capacity: self.ranked,
+                        })
                         .await?;
                 }
             }
@@ -203,7 +203,7 @@ impl Monitor {
         &self,
         storage: &GuardedStorage,
         date: NaiveDate,
-    ) -> Result<(i64, i64, i64), StorageError> {
+    ) -> StorageResult<(i64, i64, i64)> {
         let keys: Vec<String> = ["hits", "misses", "errors"]
             .iter()
             .map(|name| outcome_key(date, name))
@@ -220,7 +220,7 @@ impl Monitor {
         &self,
         storage: &GuardedStorage,
         operation: &str,
-    ) -> Result<Vec<f64>, StorageError> {
+    ) -> StorageResult<Vec<f64>> {
         storage.samples(&format!("perf:{operation}")).await
     }
 
@@ -228,7 +228,7 @@ impl Monitor {
         &self,
         storage: &GuardedStorage,
         count: usize,
-    ) -> Result<Vec<RecordedOperation>, StorageError> {
+    ) -> StorageResult<Vec<RecordedOperation>> {
         let ids = storage.rank_top(RANKING_KEY, count).await?;
         let mut operations = Vec::with_capacity(ids.len());
         for id in ids {

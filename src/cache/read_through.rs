@@ -19,6 +19,7 @@
 //!    partition, `storage::cluster`): a flight's key and every key its fill may store share
 //!    the placement of the response key the sequence was read for.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -156,6 +157,10 @@ pub type RequiredPosition = Option<u64>;
 /// What no cache backend vouches for: only this instance's own commits bind the execution.
 pub const NO_REQUIRED_POSITION: RequiredPosition = Some(0);
 
+/// An execution waiting for the WAL position it must read at: boxed once a request misses.
+type BoxedExecution =
+    Box<dyn FnOnce(RequiredPosition) -> Pin<Box<dyn Future<Output = Executed> + Send>> + Send>;
+
 /// Where a fill's sequence comes from, decided before the execution is shared.
 enum Ticket {
     /// Nothing proves freshness: execute alone and store nothing.
@@ -216,6 +221,7 @@ impl ResponseCache {
         // Boxed: the execution's future is large (async-graphql's executor lives inside it),
         // and kept inline it would make every request's future, hits included, that large
         // and copied that much each time a layer moves it.
+        let execute: BoxedExecution = Box::new(move |required| Box::pin(execute(required)));
         let work = Box::pin(async move {
             cache
                 .execute_and_fill(identity, requester, ticket, execute)
@@ -234,17 +240,13 @@ impl ResponseCache {
         }
     }
 
-    async fn execute_and_fill<Execute, Running>(
+    async fn execute_and_fill(
         &self,
         identity: Arc<Identity>,
         requester: Requester,
         ticket: Ticket,
-        execute: Execute,
-    ) -> Outcome
-    where
-        Execute: FnOnce(RequiredPosition) -> Running + Send + 'static,
-        Running: Future<Output = Executed> + Send + 'static,
-    {
+        execute: BoxedExecution,
+    ) -> Outcome {
         let fill_started = Instant::now();
         let mark = match ticket {
             Ticket::Unproven => None,

@@ -169,7 +169,8 @@ end
 // KEYS[2] = entry. The hit path: the entry, then one HMGET of the floor and its tags' stamps
 // (tags never start with '#', so they cannot collide with the bookkeeping fields). Returns as
 // `redis::LOOKUP` does.
-pub const LOOKUP: &str = r#"
+pub const LOOKUP: &str = concat!(
+    r#"
 local entry = redis.call('GET', KEYS[2])
 local unprovable = false
 if entry then
@@ -181,19 +182,9 @@ if entry then
       if seq == nil then seq = tonumber(word) else fields[#fields + 1] = word end
     end
     local values = redis.call('HMGET', KEYS[1], unpack(fields))
-    local lowest = values[1] and tonumber(values[1])
-    if seq == nil or lowest == nil or seq < lowest then
-      unprovable = true
-    else
-      local fresh = true
-      for i = 2, #values do
-        if values[i] and tonumber(values[i]) > seq then fresh = false break end
-      end
-      if fresh then return {1, entry, ''} end
-    end
-  end
-end
-"#;
+"#,
+    lookup_verdict!()
+);
 
 pub const LOOKUP_MISS: &str = r#"
 local lowest = floor()

@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
-use super::{BackendStats, Lookup, ResponseStore, StorageError, ValueStore, Watermark};
+use super::{
+    BackendStats, BoundedMember, Lookup, ResponseStore, StorageError, StorageResult, ValueStore,
+    Watermark,
+};
 use crate::cache::entry::Entry;
 use crate::telemetry::Metrics;
 
@@ -84,16 +87,16 @@ impl GuardedStorage {
 
     async fn guard<T>(
         &self,
-        operation: impl Future<Output = Result<T, StorageError>>,
-    ) -> Result<T, StorageError> {
+        operation: impl Future<Output = StorageResult<T>>,
+    ) -> StorageResult<T> {
         self.guard_in(Lane::Requests, operation).await
     }
 
     async fn guard_in<T>(
         &self,
         lane: Lane,
-        operation: impl Future<Output = Result<T, StorageError>>,
-    ) -> Result<T, StorageError> {
+        operation: impl Future<Output = StorageResult<T>>,
+    ) -> StorageResult<T> {
         let probe = {
             let mut health = self.health(lane).lock();
             match health.retry_at {
@@ -117,16 +120,16 @@ impl GuardedStorage {
     /// the wait), with the same timeout, metrics and health bookkeeping.
     async fn attempt<T>(
         &self,
-        operation: impl Future<Output = Result<T, StorageError>>,
-    ) -> Result<T, StorageError> {
+        operation: impl Future<Output = StorageResult<T>>,
+    ) -> StorageResult<T> {
         self.attempt_in(Lane::Requests, operation).await
     }
 
     async fn attempt_in<T>(
         &self,
         lane: Lane,
-        operation: impl Future<Output = Result<T, StorageError>>,
-    ) -> Result<T, StorageError> {
+        operation: impl Future<Output = StorageResult<T>>,
+    ) -> StorageResult<T> {
         let started = Instant::now();
         let outcome = match tokio::time::timeout(self.timeout, operation).await {
             Ok(result) => result,
@@ -164,28 +167,19 @@ impl GuardedStorage {
         outcome
     }
 
-    pub async fn lookup(&self, key: &str) -> Result<Lookup, StorageError> {
+    pub async fn lookup(&self, key: &str) -> StorageResult<Lookup> {
         self.guard(self.responses.lookup(key)).await
     }
 
-    pub async fn sequence(&self, key: &str) -> Result<Watermark, StorageError> {
+    pub async fn sequence(&self, key: &str) -> StorageResult<Watermark> {
         self.guard(self.responses.sequence(key)).await
     }
 
-    pub async fn store(
-        &self,
-        key: &str,
-        entry: Arc<Entry>,
-        ttl: Duration,
-    ) -> Result<(), StorageError> {
+    pub async fn store(&self, key: &str, entry: Arc<Entry>, ttl: Duration) -> StorageResult<()> {
         self.guard(self.responses.store(key, entry, ttl)).await
     }
 
-    pub async fn invalidate(
-        &self,
-        tags: &[String],
-        lsn: Option<u64>,
-    ) -> Result<Vec<u64>, StorageError> {
+    pub async fn invalidate(&self, tags: &[String], lsn: Option<u64>) -> StorageResult<Vec<u64>> {
         self.guard(self.responses.invalidate(tags, lsn)).await
     }
 
@@ -194,51 +188,40 @@ impl GuardedStorage {
         &self,
         tags: &[String],
         lsn: Option<u64>,
-    ) -> Result<Vec<u64>, StorageError> {
+    ) -> StorageResult<Vec<u64>> {
         self.attempt(self.responses.invalidate(tags, lsn)).await
     }
 
-    pub async fn establish_position(&self, lsn: u64) -> Result<(), StorageError> {
+    pub async fn establish_position(&self, lsn: u64) -> StorageResult<()> {
         self.guard(self.responses.establish_position(lsn)).await
     }
 
-    pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+    pub async fn get(&self, key: &str) -> StorageResult<Option<Vec<u8>>> {
         self.guard(self.values.get(key)).await
     }
 
-    pub async fn set(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), StorageError> {
+    pub async fn set(&self, key: &str, value: Vec<u8>, ttl: Duration) -> StorageResult<()> {
         self.guard(self.values.set(key, value, ttl)).await
     }
 
-    pub async fn delete(&self, key: &str) -> Result<(), StorageError> {
+    pub async fn delete(&self, key: &str) -> StorageResult<()> {
         self.guard(self.values.delete(key)).await
     }
 
-    pub async fn set_bounded(
-        &self,
-        collection: &str,
-        key: &str,
-        value: Vec<u8>,
-        ttl: Duration,
-        capacity: usize,
-    ) -> Result<(), StorageError> {
-        self.guard(
-            self.values
-                .set_bounded(collection, key, value, ttl, capacity),
-        )
-        .await
+    pub async fn set_bounded(&self, member: BoundedMember<'_>) -> StorageResult<()> {
+        self.guard(self.values.set_bounded(member)).await
     }
 
     pub async fn add_counters(
         &self,
         counters: &[(String, i64)],
         ttl: Duration,
-    ) -> Result<(), StorageError> {
+    ) -> StorageResult<()> {
         self.guard_in(Lane::Background, self.values.add_counters(counters, ttl))
             .await
     }
 
-    pub async fn counters(&self, keys: &[String]) -> Result<Vec<i64>, StorageError> {
+    pub async fn counters(&self, keys: &[String]) -> StorageResult<Vec<i64>> {
         self.guard(self.values.counters(keys)).await
     }
 
@@ -246,39 +229,34 @@ impl GuardedStorage {
         &self,
         samples: &[(String, Vec<f64>)],
         keep: usize,
-    ) -> Result<(), StorageError> {
+    ) -> StorageResult<()> {
         self.guard_in(Lane::Background, self.values.push_samples(samples, keep))
             .await
     }
 
-    pub async fn samples(&self, key: &str) -> Result<Vec<f64>, StorageError> {
+    pub async fn samples(&self, key: &str) -> StorageResult<Vec<f64>> {
         self.guard(self.values.samples(key)).await
     }
 
-    pub async fn rank_add(&self, key: &str, scores: &[(String, f64)]) -> Result<(), StorageError> {
+    pub async fn rank_add(&self, key: &str, scores: &[(String, f64)]) -> StorageResult<()> {
         self.guard_in(Lane::Background, self.values.rank_add(key, scores))
             .await
     }
 
-    pub async fn rank_top(&self, key: &str, count: usize) -> Result<Vec<String>, StorageError> {
+    pub async fn rank_top(&self, key: &str, count: usize) -> StorageResult<Vec<String>> {
         self.guard(self.values.rank_top(key, count)).await
     }
 
-    pub async fn rank_trim(
-        &self,
-        key: &str,
-        keep: usize,
-        ttl: Duration,
-    ) -> Result<(), StorageError> {
+    pub async fn rank_trim(&self, key: &str, keep: usize, ttl: Duration) -> StorageResult<()> {
         self.guard(self.values.rank_trim(key, keep, ttl)).await
     }
 
     /// Management commands run without the request timeout: they may scan a large prefix.
-    pub async fn clear(&self) -> Result<u64, StorageError> {
+    pub async fn clear(&self) -> StorageResult<u64> {
         self.responses.clear().await
     }
 
-    pub async fn stats(&self) -> Result<BackendStats, StorageError> {
+    pub async fn stats(&self) -> StorageResult<BackendStats> {
         self.responses.stats().await
     }
 }

@@ -15,7 +15,10 @@ use moka::notification::RemovalCause;
 use parking_lot::Mutex;
 
 use super::versions::{TagVersions, Verdict};
-use super::{BackendStats, Lookup, ResponseStore, StorageError, ValueStore, Watermark};
+use super::{
+    BackendStats, BoundedMember, Lookup, ResponseStore, StorageError, StorageResult, ValueStore,
+    Watermark,
+};
 use crate::cache::entry::Entry;
 use crate::telemetry::Metrics;
 
@@ -125,7 +128,7 @@ impl ResponseStore for MemoryStorage {
     fn name(&self) -> &'static str {
         "memory"
     }
-    async fn lookup(&self, key: &str) -> Result<Lookup, StorageError> {
+    async fn lookup(&self, key: &str) -> StorageResult<Lookup> {
         let mark = self.watermark();
         let Some(Stored::Entry(entry, _)) = self.values.get(key).await else {
             return Ok(Lookup::Miss(mark));
@@ -142,20 +145,16 @@ impl ResponseStore for MemoryStorage {
             }
         }
     }
-    async fn sequence(&self, _key: &str) -> Result<Watermark, StorageError> {
+    async fn sequence(&self, _key: &str) -> StorageResult<Watermark> {
         Ok(self.watermark())
     }
-    async fn store(&self, key: &str, entry: Arc<Entry>, ttl: Duration) -> Result<(), StorageError> {
+    async fn store(&self, key: &str, entry: Arc<Entry>, ttl: Duration) -> StorageResult<()> {
         self.values
             .insert(key.to_owned(), Stored::Entry(entry, ttl))
             .await;
         Ok(())
     }
-    async fn invalidate(
-        &self,
-        tags: &[String],
-        lsn: Option<u64>,
-    ) -> Result<Vec<u64>, StorageError> {
+    async fn invalidate(&self, tags: &[String], lsn: Option<u64>) -> StorageResult<Vec<u64>> {
         // Raised before the sequence: whoever reads the new sequence also reads this position.
         if let Some(lsn) = lsn {
             self.lsn.fetch_max(lsn, Ordering::SeqCst);
@@ -166,7 +165,7 @@ impl ResponseStore for MemoryStorage {
         }
         Ok(vec![seq])
     }
-    async fn clear(&self) -> Result<u64, StorageError> {
+    async fn clear(&self) -> StorageResult<u64> {
         let count = self.values.entry_count();
         self.values.invalidate_all();
         self.counters.lock().clear();
@@ -175,7 +174,7 @@ impl ResponseStore for MemoryStorage {
         self.collections.lock().clear();
         Ok(count)
     }
-    async fn stats(&self) -> Result<BackendStats, StorageError> {
+    async fn stats(&self) -> StorageResult<BackendStats> {
         self.values.run_pending_tasks().await;
         Ok(BackendStats {
             backend: "memory".into(),
@@ -188,45 +187,37 @@ impl ResponseStore for MemoryStorage {
 
 #[async_trait]
 impl ValueStore for MemoryStorage {
-    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+    async fn get(&self, key: &str) -> StorageResult<Option<Vec<u8>>> {
         Ok(match self.values.get(key).await {
             Some(Stored::Bytes(bytes, _)) => Some(bytes.as_ref().clone()),
             _ => None,
         })
     }
-    async fn set(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), StorageError> {
+    async fn set(&self, key: &str, value: Vec<u8>, ttl: Duration) -> StorageResult<()> {
         self.values
             .insert(key.to_owned(), Stored::Bytes(Arc::new(value), ttl))
             .await;
         Ok(())
     }
-    async fn delete(&self, key: &str) -> Result<(), StorageError> {
+    async fn delete(&self, key: &str) -> StorageResult<()> {
         self.values.invalidate(key).await;
         Ok(())
     }
-    async fn add_counters(
-        &self,
-        counters: &[(String, i64)],
-        _ttl: Duration,
-    ) -> Result<(), StorageError> {
+    async fn add_counters(&self, counters: &[(String, i64)], _ttl: Duration) -> StorageResult<()> {
         let mut stored = self.counters.lock();
         for (key, delta) in counters {
             *stored.entry(key.clone()).or_default() += delta;
         }
         Ok(())
     }
-    async fn counters(&self, keys: &[String]) -> Result<Vec<i64>, StorageError> {
+    async fn counters(&self, keys: &[String]) -> StorageResult<Vec<i64>> {
         let stored = self.counters.lock();
         Ok(keys
             .iter()
             .map(|key| stored.get(key).copied().unwrap_or(0))
             .collect())
     }
-    async fn push_samples(
-        &self,
-        samples: &[(String, Vec<f64>)],
-        keep: usize,
-    ) -> Result<(), StorageError> {
+    async fn push_samples(&self, samples: &[(String, Vec<f64>)], keep: usize) -> StorageResult<()> {
         let mut stored = self.samples.lock();
         for (key, values) in samples {
             let list = stored.entry(key.clone()).or_default();
@@ -237,7 +228,7 @@ impl ValueStore for MemoryStorage {
         }
         Ok(())
     }
-    async fn samples(&self, key: &str) -> Result<Vec<f64>, StorageError> {
+    async fn samples(&self, key: &str) -> StorageResult<Vec<f64>> {
         Ok(self
             .samples
             .lock()
@@ -245,7 +236,7 @@ impl ValueStore for MemoryStorage {
             .map(|list| list.iter().copied().collect())
             .unwrap_or_default())
     }
-    async fn rank_add(&self, key: &str, scores: &[(String, f64)]) -> Result<(), StorageError> {
+    async fn rank_add(&self, key: &str, scores: &[(String, f64)]) -> StorageResult<()> {
         let mut rankings = self.rankings.lock();
         let ranking = rankings.entry(key.to_owned()).or_default();
         for (member, score) in scores {
@@ -253,7 +244,7 @@ impl ValueStore for MemoryStorage {
         }
         Ok(())
     }
-    async fn rank_top(&self, key: &str, count: usize) -> Result<Vec<String>, StorageError> {
+    async fn rank_top(&self, key: &str, count: usize) -> StorageResult<Vec<String>> {
         let rankings = self.rankings.lock();
         let mut members: Vec<(&String, &f64)> = rankings
             .get(key)
@@ -267,14 +258,14 @@ impl ValueStore for MemoryStorage {
             .collect())
     }
 
-    async fn set_bounded(
-        &self,
-        collection: &str,
-        key: &str,
-        value: Vec<u8>,
-        ttl: Duration,
-        capacity: usize,
-    ) -> Result<(), StorageError> {
+    async fn set_bounded(&self, member: BoundedMember<'_>) -> StorageResult<()> {
+        let BoundedMember {
+            collection,
+            key,
+            value,
+            ttl,
+            capacity,
+        } = member;
         let evicted: Vec<String> = {
             let mut collections = self.collections.lock();
             let members = collections.entry(collection.to_owned()).or_default();
@@ -290,7 +281,7 @@ impl ValueStore for MemoryStorage {
         Ok(())
     }
 
-    async fn rank_trim(&self, key: &str, keep: usize, _ttl: Duration) -> Result<(), StorageError> {
+    async fn rank_trim(&self, key: &str, keep: usize, _ttl: Duration) -> StorageResult<()> {
         let mut rankings = self.rankings.lock();
         let Some(ranking) = rankings.get_mut(key) else {
             return Ok(());

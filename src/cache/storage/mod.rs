@@ -19,6 +19,9 @@ use super::entry::Entry;
 
 pub use guarded::GuardedStorage;
 
+/// What every backend call returns.
+pub type StorageResult<T> = Result<T, StorageError>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     #[error("cache backend timed out after {0:?}")]
@@ -72,66 +75,63 @@ pub trait ResponseStore: Send + Sync + 'static {
     fn name(&self) -> &'static str;
 
     /// Returns the entry at `key` if none of its tags was invalidated after it was filled.
-    async fn lookup(&self, key: &str) -> Result<Lookup, StorageError>;
+    async fn lookup(&self, key: &str) -> StorageResult<Lookup>;
     /// The current invalidation sequence and WAL position (taken before a fill executes) of
     /// the partition `key` is placed in (see `cluster::placement`; one partition unless the
     /// backend is a Redis Cluster): a fill of any key with the same placement may record it.
-    async fn sequence(&self, key: &str) -> Result<Watermark, StorageError>;
-    async fn store(&self, key: &str, entry: Arc<Entry>, ttl: Duration) -> Result<(), StorageError>;
+    async fn sequence(&self, key: &str) -> StorageResult<Watermark>;
+    async fn store(&self, key: &str, entry: Arc<Entry>, ttl: Duration) -> StorageResult<()>;
     /// Advances the invalidation sequence and stamps every tag with it, and raises the
     /// recorded WAL position to `lsn` (atomically with the sequence), in every partition;
     /// returns each partition's new sequence, by partition.
-    async fn invalidate(&self, tags: &[String], lsn: Option<u64>)
-    -> Result<Vec<u64>, StorageError>;
+    async fn invalidate(&self, tags: &[String], lsn: Option<u64>) -> StorageResult<Vec<u64>>;
 
     /// Sets the recorded WAL position when the backend lost it (`Watermark::lsn` is `None`);
     /// `lsn` must have been read from the primary after that watermark was.
-    async fn establish_position(&self, _lsn: u64) -> Result<(), StorageError> {
+    async fn establish_position(&self, _lsn: u64) -> StorageResult<()> {
         Ok(())
     }
 
     /// Deletes every key under this server's prefix (management only; never on a request path).
-    async fn clear(&self) -> Result<u64, StorageError>;
-    async fn stats(&self) -> Result<BackendStats, StorageError>;
+    async fn clear(&self) -> StorageResult<u64>;
+    async fn stats(&self) -> StorageResult<BackendStats>;
 }
 
 /// Plain values beside the responses: persisted documents, counters, samples and rankings
 /// (the monitor). A first tier does not cache these; it shares its backend's.
+/// One member of a bounded collection (persisted documents, recorded operations).
+#[derive(Debug, Clone)]
+pub struct BoundedMember<'a> {
+    /// The collection's name.
+    pub collection: &'a str,
+    pub key: &'a str,
+    pub value: Vec<u8>,
+    /// How long the member lives.
+    pub ttl: Duration,
+    /// The most live members the collection keeps.
+    pub capacity: usize,
+}
+
 #[async_trait]
 pub trait ValueStore: Send + Sync + 'static {
-    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError>;
-    async fn set(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), StorageError>;
-    async fn delete(&self, key: &str) -> Result<(), StorageError>;
-    /// Sets `key` (expiring after `ttl`) as a member of the bounded collection `collection`:
-    /// once it holds more than `capacity` members, the least recently set are deleted, so
-    /// the collection never holds more than `capacity` live keys.
-    async fn set_bounded(
-        &self,
-        collection: &str,
-        key: &str,
-        value: Vec<u8>,
-        ttl: Duration,
-        capacity: usize,
-    ) -> Result<(), StorageError>;
+    async fn get(&self, key: &str) -> StorageResult<Option<Vec<u8>>>;
+    async fn set(&self, key: &str, value: Vec<u8>, ttl: Duration) -> StorageResult<()>;
+    async fn delete(&self, key: &str) -> StorageResult<()>;
+    /// Sets a member of a bounded collection: once the collection holds more than its
+    /// capacity, the least recently set members are deleted, so it never holds more than
+    /// `capacity` live keys.
+    async fn set_bounded(&self, member: BoundedMember<'_>) -> StorageResult<()>;
 
     /// Adds to counters (creating them), each expiring after `ttl`.
-    async fn add_counters(
-        &self,
-        counters: &[(String, i64)],
-        ttl: Duration,
-    ) -> Result<(), StorageError>;
-    async fn counters(&self, keys: &[String]) -> Result<Vec<i64>, StorageError>;
+    async fn add_counters(&self, counters: &[(String, i64)], ttl: Duration) -> StorageResult<()>;
+    async fn counters(&self, keys: &[String]) -> StorageResult<Vec<i64>>;
     /// Appends samples to bounded lists that keep the newest `keep`.
-    async fn push_samples(
-        &self,
-        samples: &[(String, Vec<f64>)],
-        keep: usize,
-    ) -> Result<(), StorageError>;
-    async fn samples(&self, key: &str) -> Result<Vec<f64>, StorageError>;
+    async fn push_samples(&self, samples: &[(String, Vec<f64>)], keep: usize) -> StorageResult<()>;
+    async fn samples(&self, key: &str) -> StorageResult<Vec<f64>>;
     /// Adds scores to members of a ranking, and reads its top members.
-    async fn rank_add(&self, key: &str, scores: &[(String, f64)]) -> Result<(), StorageError>;
-    async fn rank_top(&self, key: &str, count: usize) -> Result<Vec<String>, StorageError>;
+    async fn rank_add(&self, key: &str, scores: &[(String, f64)]) -> StorageResult<()>;
+    async fn rank_top(&self, key: &str, count: usize) -> StorageResult<Vec<String>>;
     /// Keeps only the `keep` highest members of a ranking, which expires after `ttl` unless
     /// trimmed again.
-    async fn rank_trim(&self, key: &str, keep: usize, ttl: Duration) -> Result<(), StorageError>;
+    async fn rank_trim(&self, key: &str, keep: usize, ttl: Duration) -> StorageResult<()>;
 }

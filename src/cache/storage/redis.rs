@@ -19,7 +19,10 @@ use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{AsyncCommands, Script};
 
 use super::cluster::{self, Partitions};
-use super::{BackendStats, Lookup, ResponseStore, StorageError, ValueStore, Watermark};
+use super::{
+    BackendStats, BoundedMember, Lookup, ResponseStore, StorageError, StorageResult, ValueStore,
+    Watermark,
+};
 use crate::cache::entry::Entry;
 use crate::telemetry::Metrics;
 
@@ -168,22 +171,11 @@ local function floor()
 end
 "#;
 
-// KEYS[4] = entry; ARGV[3] = tag key prefix. Returns {1, entry} when fresh, {0, seq, lsn} when
-// absent or stale, {2, seq, lsn} when present but unprovable (filled before the epoch floor,
-// or the floor is gone); lsn is '' when unknown. A hit costs two calls, as before epochs: the
-// entry, then one MGET of the floor and the entry's tag stamps.
-const LOOKUP: &str = r#"
-local entry = redis.call('GET', KEYS[4])
-local unprovable = false
-if entry then
-  local newline = string.find(entry, '\n', 1, true)
-  if newline then
-    local seq = nil
-    local names = {KEYS[2]}
-    for word in string.gmatch(string.sub(entry, 1, newline - 1), '%S+') do
-      if seq == nil then seq = tonumber(word) else names[#names + 1] = ARGV[3] .. word end
-    end
-    local values = redis.call('MGET', unpack(names))
+// How both layouts' lookups end: `values[1]` is the epoch floor, the rest are the entry's tag
+// stamps; a fresh entry is returned, anything else falls through to the miss path.
+macro_rules! lookup_verdict {
+    () => {
+        r#"
     local lowest = values[1] and tonumber(values[1])
     if seq == nil or lowest == nil or seq < lowest then
       unprovable = true
@@ -196,7 +188,31 @@ if entry then
     end
   end
 end
-"#;
+"#
+    };
+}
+pub(super) use lookup_verdict;
+
+// KEYS[4] = entry; ARGV[3] = tag key prefix. Returns {1, entry} when fresh, {0, seq, lsn} when
+// absent or stale, {2, seq, lsn} when present but unprovable (filled before the epoch floor,
+// or the floor is gone); lsn is '' when unknown. A hit costs two calls, as before epochs: the
+// entry, then one MGET of the floor and the entry's tag stamps.
+const LOOKUP: &str = concat!(
+    r#"
+local entry = redis.call('GET', KEYS[4])
+local unprovable = false
+if entry then
+  local newline = string.find(entry, '\n', 1, true)
+  if newline then
+    local seq = nil
+    local names = {KEYS[2]}
+    for word in string.gmatch(string.sub(entry, 1, newline - 1), '%S+') do
+      if seq == nil then seq = tonumber(word) else names[#names + 1] = ARGV[3] .. word end
+    end
+    local values = redis.call('MGET', unpack(names))
+"#,
+    lookup_verdict!()
+);
 
 // The miss path of LOOKUP, after the epoch helpers: a hit never defines them.
 const LOOKUP_MISS: &str = r#"
@@ -324,6 +340,27 @@ enum Layout {
     },
 }
 
+impl Layout {
+    /// A call of the chosen script for every place that keeps bookkeeping: the one Redis, or
+    /// each partition of a cluster.
+    fn everywhere<'a>(
+        &'a self,
+        single: impl Fn(&'a SingleScripts) -> &'a Script,
+        cluster: impl Fn(&'a ClusterScripts) -> &'a Script,
+    ) -> Vec<redis::ScriptInvocation<'a>> {
+        match self {
+            Layout::Single { keys, scripts } => vec![single_call(keys, single(scripts))],
+            Layout::Cluster {
+                partitions,
+                scripts,
+                ..
+            } => (0..partitions.count())
+                .map(|partition| cluster_call(partitions, cluster(scripts), partition))
+                .collect(),
+        }
+    }
+}
+
 struct SingleScripts {
     lookup: Script,
     sequence: Script,
@@ -388,7 +425,7 @@ impl RedisStorage {
         tag_ttl: Duration,
         compress_above: usize,
         metrics: Arc<Metrics>,
-    ) -> Result<Self, StorageError> {
+    ) -> StorageResult<Self> {
         let pool_config = PoolConfig {
             max_size: pool_size,
             timeouts: Timeouts {
@@ -530,7 +567,7 @@ impl RedisStorage {
     }
 
     /// Every key under this server's prefix, on every primary (management and tests only).
-    pub async fn keys(&self) -> Result<Vec<String>, StorageError> {
+    pub async fn keys(&self) -> StorageResult<Vec<String>> {
         let mut connection = self.connection().await?;
         let mut keys = Vec::new();
         for node in self.primaries(&mut connection).await? {
@@ -552,7 +589,7 @@ impl RedisStorage {
     }
 
     /// A connection for commands of one's own (tests, management).
-    pub async fn command_connection(&self) -> Result<Connection, StorageError> {
+    pub async fn command_connection(&self) -> StorageResult<Connection> {
         self.connection().await
     }
 
@@ -577,7 +614,7 @@ impl RedisStorage {
         }
     }
 
-    async fn connection(&self) -> Result<Connection, StorageError> {
+    async fn connection(&self) -> StorageResult<Connection> {
         let slot = &self.shared
             [self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.shared.len()];
         self.connection_in(slot).await
@@ -586,7 +623,7 @@ impl RedisStorage {
     async fn connection_in(
         &self,
         slot: &parking_lot::Mutex<Option<Shared>>,
-    ) -> Result<Connection, StorageError> {
+    ) -> StorageResult<Connection> {
         if let Some(shared) = slot.lock().as_ref() {
             return Ok(shared.connection.clone());
         }
@@ -625,7 +662,7 @@ impl RedisStorage {
     /// connection serves anything, so no entry is read from such a Redis before the epoch moves.
     /// On a cluster the scripts check the node themselves (see `cluster::EPOCH`): a failover
     /// moves a partition to another node without a new connection.
-    async fn check_identity(&self, connection: &mut Connection) -> Result<(), StorageError> {
+    async fn check_identity(&self, connection: &mut Connection) -> StorageResult<()> {
         let mut info = redis::cmd("INFO");
         info.arg("server").arg("memory");
         let info: String = match &mut *connection {
@@ -707,7 +744,7 @@ impl RedisStorage {
     }
 
     /// The nodes that hold data: the one Redis, or every primary of the cluster.
-    async fn primaries(&self, connection: &mut Connection) -> Result<Vec<Node>, StorageError> {
+    async fn primaries(&self, connection: &mut Connection) -> StorageResult<Vec<Node>> {
         let Connection::Cluster(cluster) = connection else {
             return Ok(vec![Node::Only]);
         };
@@ -728,7 +765,7 @@ impl RedisStorage {
         connection: &mut Connection,
         node: &Node,
         command: redis::Cmd,
-    ) -> Result<T, StorageError> {
+    ) -> StorageResult<T> {
         match (connection, node) {
             (Connection::Cluster(cluster), Node::Address { host, port }) => cluster
                 .route_command(
@@ -750,7 +787,7 @@ impl RedisStorage {
         &self,
         connection: &mut Connection,
         node: &Node,
-    ) -> Result<Vec<Vec<String>>, StorageError> {
+    ) -> StorageResult<Vec<Vec<String>>> {
         let pattern = self.pattern();
         let mut cursor: u64 = 0;
         let mut batches = Vec::new();
@@ -796,7 +833,7 @@ impl RedisStorage {
         script: &Script,
         tags: &[String],
         lsn: &str,
-    ) -> Result<Vec<u64>, StorageError> {
+    ) -> StorageResult<Vec<u64>> {
         let stamped = futures::future::join_all((0..partitions.count()).map(|partition| {
             let mut connection = connection.clone();
             let mut invocation = cluster_call(partitions, script, partition);
@@ -929,7 +966,7 @@ impl ResponseStore for RedisStorage {
     fn name(&self) -> &'static str {
         "redis"
     }
-    async fn lookup(&self, key: &str) -> Result<Lookup, StorageError> {
+    async fn lookup(&self, key: &str) -> StorageResult<Lookup> {
         let mut connection = self.connection().await?;
         let found: redis::RedisResult<(i64, Vec<u8>, Vec<u8>)> = match &self.layout {
             Layout::Single { keys, scripts } => {
@@ -967,7 +1004,7 @@ impl ResponseStore for RedisStorage {
             Lookup::Miss(mark)
         })
     }
-    async fn sequence(&self, key: &str) -> Result<Watermark, StorageError> {
+    async fn sequence(&self, key: &str) -> StorageResult<Watermark> {
         let mut connection = self.connection().await?;
         let read: redis::RedisResult<(Vec<u8>, Vec<u8>)> = match &self.layout {
             Layout::Single { keys, scripts } => {
@@ -991,34 +1028,23 @@ impl ResponseStore for RedisStorage {
             lsn: parse_position(&lsn)?,
         })
     }
-    async fn establish_position(&self, lsn: u64) -> Result<(), StorageError> {
+    async fn establish_position(&self, lsn: u64) -> StorageResult<()> {
         let mut connection = self.connection().await?;
-        match &self.layout {
-            Layout::Single { keys, scripts } => {
-                single_call(keys, &scripts.establish_position)
-                    .arg(lsn)
-                    .invoke_async::<i64>(&mut connection)
-                    .await
-                    .map_err(|error| self.failed(error))?;
-            }
-            Layout::Cluster {
-                partitions,
-                scripts,
-                ..
-            } => {
-                // Only where it is unknown; any commit recorded before now is at or before it.
-                for partition in 0..partitions.count() {
-                    cluster_call(partitions, &scripts.establish_position, partition)
-                        .arg(lsn)
-                        .invoke_async::<i64>(&mut connection)
-                        .await
-                        .map_err(|error| self.failed(error))?;
-                }
-            }
+        // On a cluster in every partition, only where it is unknown: any commit recorded
+        // before now is at or before it.
+        let calls = self.layout.everywhere(
+            |single| &single.establish_position,
+            |cluster| &cluster.establish_position,
+        );
+        for mut call in calls {
+            call.arg(lsn)
+                .invoke_async::<i64>(&mut connection)
+                .await
+                .map_err(|error| self.failed(error))?;
         }
         Ok(())
     }
-    async fn store(&self, key: &str, entry: Arc<Entry>, ttl: Duration) -> Result<(), StorageError> {
+    async fn store(&self, key: &str, entry: Arc<Entry>, ttl: Duration) -> StorageResult<()> {
         let mut connection = self.connection().await?;
         let stored: redis::RedisResult<i64> = match &self.layout {
             Layout::Single { keys, scripts } => {
@@ -1048,11 +1074,7 @@ impl ResponseStore for RedisStorage {
         stored.map_err(|error| self.failed(error))?;
         Ok(())
     }
-    async fn invalidate(
-        &self,
-        tags: &[String],
-        lsn: Option<u64>,
-    ) -> Result<Vec<u64>, StorageError> {
+    async fn invalidate(&self, tags: &[String], lsn: Option<u64>) -> StorageResult<Vec<u64>> {
         let lsn = lsn.map(|lsn| lsn.to_string()).unwrap_or_default();
         match &self.layout {
             Layout::Single { keys, scripts } => {
@@ -1092,27 +1114,15 @@ impl ResponseStore for RedisStorage {
     /// Starts a new epoch first, so every entry is unprovable at once, then deletes the
     /// entries. The bookkeeping (sequence, floor, tag stamps) stays: deleting a stamp written
     /// after the clear began could make a newer entry look fresh. Stamps expire by themselves.
-    async fn clear(&self) -> Result<u64, StorageError> {
+    async fn clear(&self) -> StorageResult<u64> {
         let mut connection = self.connection().await?;
-        match &self.layout {
-            Layout::Single { keys, scripts } => {
-                single_call(keys, &scripts.new_epoch)
-                    .invoke_async::<String>(&mut connection)
-                    .await
-                    .map_err(|error| self.failed(error))?;
-            }
-            Layout::Cluster {
-                partitions,
-                scripts,
-                ..
-            } => {
-                for partition in 0..partitions.count() {
-                    cluster_call(partitions, &scripts.new_epoch, partition)
-                        .invoke_async::<String>(&mut connection)
-                        .await
-                        .map_err(|error| self.failed(error))?;
-                }
-            }
+        let calls = self
+            .layout
+            .everywhere(|single| &single.new_epoch, |cluster| &cluster.new_epoch);
+        for call in calls {
+            call.invoke_async::<String>(&mut connection)
+                .await
+                .map_err(|error| self.failed(error))?;
         }
         let mut deleted = 0;
         for node in self.primaries(&mut connection).await? {
@@ -1143,7 +1153,7 @@ impl ResponseStore for RedisStorage {
         Ok(deleted)
     }
     /// Sums over every primary on a cluster; the version is the first node's.
-    async fn stats(&self) -> Result<BackendStats, StorageError> {
+    async fn stats(&self) -> StorageResult<BackendStats> {
         let mut connection = self.connection().await?;
         let mut stats = BackendStats {
             backend: "redis".into(),
@@ -1190,21 +1200,21 @@ impl ResponseStore for RedisStorage {
 
 #[async_trait]
 impl ValueStore for RedisStorage {
-    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, StorageError> {
+    async fn get(&self, key: &str) -> StorageResult<Option<Vec<u8>>> {
         let mut connection = self.connection().await?;
         connection
             .get(self.key(key))
             .await
             .map_err(|error| self.failed(error))
     }
-    async fn set(&self, key: &str, value: Vec<u8>, ttl: Duration) -> Result<(), StorageError> {
+    async fn set(&self, key: &str, value: Vec<u8>, ttl: Duration) -> StorageResult<()> {
         let mut connection = self.connection().await?;
         connection
             .set_ex::<_, _, ()>(self.key(key), value, ttl.as_secs().max(1))
             .await
             .map_err(|error| self.failed(error))
     }
-    async fn delete(&self, key: &str) -> Result<(), StorageError> {
+    async fn delete(&self, key: &str) -> StorageResult<()> {
         let mut connection = self.connection().await?;
         // A cached token validation is deleted through here too; on a cluster it lives in
         // its partition, not under the values' tag.
@@ -1219,11 +1229,7 @@ impl ValueStore for RedisStorage {
             .await
             .map_err(|error| self.failed(error))
     }
-    async fn add_counters(
-        &self,
-        counters: &[(String, i64)],
-        ttl: Duration,
-    ) -> Result<(), StorageError> {
+    async fn add_counters(&self, counters: &[(String, i64)], ttl: Duration) -> StorageResult<()> {
         if counters.is_empty() {
             return Ok(());
         }
@@ -1240,7 +1246,7 @@ impl ValueStore for RedisStorage {
             .await
             .map_err(|error| self.failed(error))
     }
-    async fn counters(&self, keys: &[String]) -> Result<Vec<i64>, StorageError> {
+    async fn counters(&self, keys: &[String]) -> StorageResult<Vec<i64>> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
@@ -1253,11 +1259,7 @@ impl ValueStore for RedisStorage {
             .map_err(|error| self.failed(error))?;
         Ok(values.into_iter().map(Option::unwrap_or_default).collect())
     }
-    async fn push_samples(
-        &self,
-        samples: &[(String, Vec<f64>)],
-        keep: usize,
-    ) -> Result<(), StorageError> {
+    async fn push_samples(&self, samples: &[(String, Vec<f64>)], keep: usize) -> StorageResult<()> {
         if samples.is_empty() {
             return Ok(());
         }
@@ -1274,14 +1276,14 @@ impl ValueStore for RedisStorage {
             .await
             .map_err(|error| self.failed(error))
     }
-    async fn samples(&self, key: &str) -> Result<Vec<f64>, StorageError> {
+    async fn samples(&self, key: &str) -> StorageResult<Vec<f64>> {
         let mut connection = self.connection().await?;
         connection
             .lrange(self.key(key), 0, -1)
             .await
             .map_err(|error| self.failed(error))
     }
-    async fn rank_add(&self, key: &str, scores: &[(String, f64)]) -> Result<(), StorageError> {
+    async fn rank_add(&self, key: &str, scores: &[(String, f64)]) -> StorageResult<()> {
         if scores.is_empty() {
             return Ok(());
         }
@@ -1295,7 +1297,7 @@ impl ValueStore for RedisStorage {
             .await
             .map_err(|error| self.failed(error))
     }
-    async fn rank_top(&self, key: &str, count: usize) -> Result<Vec<String>, StorageError> {
+    async fn rank_top(&self, key: &str, count: usize) -> StorageResult<Vec<String>> {
         let mut connection = self.connection().await?;
         connection
             .zrevrange(self.key(key), 0, count as isize - 1)
@@ -1303,21 +1305,14 @@ impl ValueStore for RedisStorage {
             .map_err(|error| self.failed(error))
     }
 
-    async fn set_bounded(
-        &self,
-        collection: &str,
-        key: &str,
-        value: Vec<u8>,
-        ttl: Duration,
-        capacity: usize,
-    ) -> Result<(), StorageError> {
+    async fn set_bounded(&self, member: BoundedMember<'_>) -> StorageResult<()> {
         let mut connection = self.connection().await?;
         self.set_bounded
-            .key(self.key(collection))
-            .key(self.key(key))
-            .arg(value)
-            .arg(ttl.as_secs().max(1))
-            .arg(capacity.max(1))
+            .key(self.key(member.collection))
+            .key(self.key(member.key))
+            .arg(member.value)
+            .arg(member.ttl.as_secs().max(1))
+            .arg(member.capacity.max(1))
             .arg(clock_micros() / 1000)
             .invoke_async::<i64>(&mut connection)
             .await
@@ -1325,7 +1320,7 @@ impl ValueStore for RedisStorage {
         Ok(())
     }
 
-    async fn rank_trim(&self, key: &str, keep: usize, ttl: Duration) -> Result<(), StorageError> {
+    async fn rank_trim(&self, key: &str, keep: usize, ttl: Duration) -> StorageResult<()> {
         let mut connection = self.connection().await?;
         let key = self.key(key);
         redis::pipe()
@@ -1339,7 +1334,7 @@ impl ValueStore for RedisStorage {
     }
 }
 
-fn parse_sequence(value: &[u8]) -> Result<u64, StorageError> {
+fn parse_sequence(value: &[u8]) -> StorageResult<u64> {
     std::str::from_utf8(value)
         .ok()
         .and_then(|text| text.parse().ok())
@@ -1347,7 +1342,7 @@ fn parse_sequence(value: &[u8]) -> Result<u64, StorageError> {
 }
 
 /// A WAL position as the scripts return it: '' when unknown.
-fn parse_position(value: &[u8]) -> Result<Option<u64>, StorageError> {
+fn parse_position(value: &[u8]) -> StorageResult<Option<u64>> {
     if value.is_empty() {
         return Ok(None);
     }
@@ -1479,13 +1474,13 @@ mod tests {
         let _ = storage.get("apq:abc").await;
         install();
         let _ = storage
-            .set_bounded(
-                "apq:documents",
-                "apq:abc",
-                b"q".to_vec(),
-                Duration::from_secs(60),
-                10,
-            )
+            .set_bounded(BoundedMember {
+                collection: "apq:documents",
+                key: "apq:abc",
+                value: b"q".to_vec(),
+                ttl: Duration::from_secs(60),
+                capacity: 10,
+            })
             .await;
         install();
         let _ = storage

@@ -20,7 +20,7 @@ use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
 
 use super::redis::{RedisStorage, Topology};
 use super::versions::{TagVersions, Verdict};
-use super::{BackendStats, Lookup, ResponseStore, StorageError, Watermark};
+use super::{BackendStats, Lookup, ResponseStore, StorageError, StorageResult, Watermark};
 use crate::cache::entry::Entry;
 use crate::telemetry::Metrics;
 
@@ -94,7 +94,7 @@ impl TieredStorage {
         ttl: Duration,
         tag_ttl: Duration,
         metrics: Arc<Metrics>,
-    ) -> Result<Self, StorageError> {
+    ) -> StorageResult<Self> {
         let evictions = Arc::clone(&metrics);
         let local = moka::future::Cache::builder()
             .max_capacity(capacity_bytes)
@@ -307,7 +307,7 @@ impl ResponseStore for TieredStorage {
     fn name(&self) -> &'static str {
         "redis+local"
     }
-    async fn lookup(&self, key: &str) -> Result<Lookup, StorageError> {
+    async fn lookup(&self, key: &str) -> StorageResult<Lookup> {
         let generation = self.coherence.current();
         if let Some(generation) = generation
             && let Some(local) = self.local.get(key).await
@@ -330,10 +330,10 @@ impl ResponseStore for TieredStorage {
         }
         Ok(found)
     }
-    async fn sequence(&self, key: &str) -> Result<Watermark, StorageError> {
+    async fn sequence(&self, key: &str) -> StorageResult<Watermark> {
         self.remote.sequence(key).await
     }
-    async fn store(&self, key: &str, entry: Arc<Entry>, ttl: Duration) -> Result<(), StorageError> {
+    async fn store(&self, key: &str, entry: Arc<Entry>, ttl: Duration) -> StorageResult<()> {
         // The generation before the store: a gap during it leaves the local copy unusable.
         let generation = self.coherence.current();
         self.remote.store(key, Arc::clone(&entry), ttl).await?;
@@ -344,11 +344,7 @@ impl ResponseStore for TieredStorage {
         }
         Ok(())
     }
-    async fn invalidate(
-        &self,
-        tags: &[String],
-        lsn: Option<u64>,
-    ) -> Result<Vec<u64>, StorageError> {
+    async fn invalidate(&self, tags: &[String], lsn: Option<u64>) -> StorageResult<Vec<u64>> {
         let sequences = self.remote.invalidate(tags, lsn).await?;
         // Our own first tier learns at once, without waiting for the messages to come back.
         for (versions, seq) in self.coherence.versions.iter().zip(&sequences) {
@@ -358,15 +354,15 @@ impl ResponseStore for TieredStorage {
         }
         Ok(sequences)
     }
-    async fn establish_position(&self, lsn: u64) -> Result<(), StorageError> {
+    async fn establish_position(&self, lsn: u64) -> StorageResult<()> {
         self.remote.establish_position(lsn).await
     }
-    async fn clear(&self) -> Result<u64, StorageError> {
+    async fn clear(&self) -> StorageResult<u64> {
         self.coherence.gap();
         self.local.invalidate_all();
         self.remote.clear().await
     }
-    async fn stats(&self) -> Result<BackendStats, StorageError> {
+    async fn stats(&self) -> StorageResult<BackendStats> {
         let mut stats = self.remote.stats().await?;
         stats.backend = "redis+local".into();
         Ok(stats)
