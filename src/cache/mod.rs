@@ -28,7 +28,7 @@ use parking_lot::Mutex;
 
 use self::entry::Entry;
 use self::monitor::{Monitor, Outcome};
-use self::storage::{GuardedStorage, Lookup, StorageError, StorageResult, Watermark};
+use self::storage::{GuardedStorage, Lookup, StorageResult, Watermark};
 use self::tags::{Changes, Tag};
 use crate::telemetry::Metrics;
 

@@ -14,7 +14,7 @@ use chrono::{NaiveDate, Utc};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
-use super::storage::{BoundedMember, GuardedStorage, StorageError, StorageResult};
+use super::storage::{BoundedMember, GuardedStorage, StorageResult};
 
 pub const SAMPLES_KEPT: usize = 100;
 const DAY_COUNTER_TTL: Duration = Duration::from_secs(40 * 24 * 3600);

@@ -20,6 +20,8 @@
 //! and private entries of one operation, and the sequence read on its first sight, share a
 //! partition (sequences of different partitions are never compared).
 
+use super::redis::lookup_verdict;
+
 /// Hash slots in a Redis Cluster.
 pub const SLOTS: u16 = 16384;
 

@@ -16,8 +16,7 @@ use parking_lot::Mutex;
 
 use super::versions::{TagVersions, Verdict};
 use super::{
-    BackendStats, BoundedMember, Lookup, ResponseStore, StorageError, StorageResult, ValueStore,
-    Watermark,
+    BackendStats, BoundedMember, Lookup, ResponseStore, StorageResult, ValueStore, Watermark,
 };
 use crate::cache::entry::Entry;
 use crate::telemetry::Metrics;

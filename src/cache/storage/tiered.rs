@@ -20,7 +20,7 @@ use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
 
 use super::redis::{RedisStorage, Topology};
 use super::versions::{TagVersions, Verdict};
-use super::{BackendStats, Lookup, ResponseStore, StorageError, StorageResult, Watermark};
+use super::{BackendStats, Lookup, ResponseStore, StorageResult, Watermark};
 use crate::cache::entry::Entry;
 use crate::telemetry::Metrics;
 
