@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Server instructions per request, counted by callgrind: unlike req/s, the count does not move
+# when other work shares the cores, so two builds compare exactly even on a busy machine.
+# Serves BINARY on DATABASE_URL (an already seeded PostgreSQL database) and REDIS_URL under
+# valgrind, sends wrk's Lua script for 5 s to warm up, then counts 10 s of requests.
+#   scripts/instructions-per-request.sh BINARY DATABASE_URL SCRIPT.lua [PATH]
+# Prints: requests=<n> instructions/request=<n>. Needs valgrind and wrk (Debian packages).
+set -euo pipefail
+BINARY="$1"; DATABASE="$2"; SCRIPT="$3"; URL_PATH="${4:-/graphql}"
+PORT=$((19300 + RANDOM % 500))
+OUT="$(mktemp -d)"
+trap 'kill "$PID" 2>/dev/null || true; rm -rf "$OUT"' EXIT
+DATABASE_URL="$DATABASE" REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}" CATALOG_BIND="127.0.0.1:$PORT" \
+  CATALOG_ALLOW_CACHE_BYPASS=true CATALOG_DEMO_DATA=false RUST_LOG=warn CATALOG_DB_POOL_SIZE=4 \
+  CATALOG_CACHE_PREFIX="instructions:$PORT:" CATALOG_REQUEST_TIMEOUT_MS=60000 \
+  valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.%p" "$BINARY" serve >"$OUT/server.log" 2>&1 &
+PID=$!
+for _ in $(seq 1 120); do curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null && break; sleep 1; done
+wrk -t1 -c4 -d5s -s "$SCRIPT" "http://127.0.0.1:$PORT$URL_PATH" >/dev/null
+callgrind_control -z "$PID" >/dev/null
+REPORT="$(wrk -t1 -c4 -d10s -s "$SCRIPT" "http://127.0.0.1:$PORT$URL_PATH")"
+callgrind_control -d "$PID" >/dev/null
+sleep 1
+REQUESTS="$(echo "$REPORT" | sed -n 's/^ *\([0-9]*\) requests in.*/\1/p')"
+DUMP="$(ls -t "$OUT"/callgrind.*.* | head -n1)"
+TOTAL="$(callgrind_annotate "$DUMP" | grep -m1 'PROGRAM TOTALS' | awk '{gsub(",", "", $1); print $1}')"
+echo "requests=$REQUESTS instructions/request=$((TOTAL / REQUESTS))"
