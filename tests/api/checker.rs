@@ -936,7 +936,16 @@ async fn revoked_token(apps: &[TestApp]) -> String {
         .expect("revoke");
     for app in apps {
         if let Some(cache) = &app.state.cache {
-            cache.forget_token(&hash).await.expect("forget the token");
+            // Set-up, not a judged step: a cluster still settling after the previous
+            // configuration's failover may time out a command for a few seconds.
+            let deadline = std::time::Instant::now() + Duration::from_secs(15);
+            while let Err(error) = cache.forget_token(&hash).await {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "forget the token: {error:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
         }
     }
     token
