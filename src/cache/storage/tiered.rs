@@ -27,6 +27,12 @@ use crate::telemetry::Metrics;
 /// How often the subscription is pinged; an unanswered ping ends it (a half-open connection).
 const KEEPALIVE: Duration = Duration::from_secs(1);
 
+/// Ticks every `KEEPALIVE`, first one `KEEPALIVE` after it is made (a plain interval ticks at
+/// once): a subscription that has just gone live needs no ping yet.
+fn keepalive_timer() -> tokio::time::Interval {
+    tokio::time::interval_at(tokio::time::Instant::now() + KEEPALIVE, KEEPALIVE)
+}
+
 /// A local entry and the generation it was fetched in.
 #[derive(Clone)]
 struct LocalEntry {
@@ -186,8 +192,7 @@ async fn follow(remote: &RedisStorage, url: &str, coherence: &std::sync::Weak<Co
         return false;
     }
     let (mut sink, mut messages) = pubsub.split();
-    let mut keepalive = tokio::time::interval(KEEPALIVE);
-    keepalive.tick().await;
+    let mut keepalive = keepalive_timer();
     loop {
         tokio::select! {
             message = messages.next() => {
@@ -256,8 +261,7 @@ async fn follow_cluster(
         let channel: String = redis::from_redis_value_ref(value?).ok()?;
         channels.iter().position(|known| *known == channel)
     };
-    let mut keepalive = tokio::time::interval(KEEPALIVE);
-    keepalive.tick().await;
+    let mut keepalive = keepalive_timer();
     loop {
         tokio::select! {
             push = pushes.recv() => {
