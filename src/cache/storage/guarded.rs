@@ -113,19 +113,13 @@ impl GuardedStorage {
         // A probe whose caller goes away (a client disconnects) must not leave the breaker
         // waiting for its report forever.
         let _reset = probe.then(|| ProbeReset(self.health(lane)));
-        self.attempt_in(lane, operation).await
+        self.attempt(lane, operation).await
     }
 
     /// Calls the backend even while the breaker is open (a mutation's invalidation is worth
-    /// the wait), with the same timeout, metrics and health bookkeeping.
+    /// the wait; `guard_in` calls it once the breaker lets a call through), with the timeout,
+    /// metrics and health bookkeeping every call gets.
     async fn attempt<T>(
-        &self,
-        operation: impl Future<Output = StorageResult<T>>,
-    ) -> StorageResult<T> {
-        self.attempt_in(Lane::Requests, operation).await
-    }
-
-    async fn attempt_in<T>(
         &self,
         lane: Lane,
         operation: impl Future<Output = StorageResult<T>>,
@@ -189,7 +183,8 @@ impl GuardedStorage {
         tags: &[String],
         lsn: Option<u64>,
     ) -> StorageResult<Vec<u64>> {
-        self.attempt(self.responses.invalidate(tags, lsn)).await
+        self.attempt(Lane::Requests, self.responses.invalidate(tags, lsn))
+            .await
     }
 
     pub async fn establish_position(&self, lsn: u64) -> StorageResult<()> {
