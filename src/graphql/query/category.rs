@@ -5,7 +5,7 @@ use async_graphql::{Context, ID, Object};
 
 use crate::cache::tags::Tag;
 use crate::catalog::{EntityId, categories};
-use crate::graphql::context::{RequestContext, load_one};
+use crate::graphql::context::RequestContext;
 use crate::graphql::loaders::prefetch_product_counts;
 use crate::graphql::types::Category;
 
@@ -16,10 +16,7 @@ pub struct CategoryQuery;
 impl CategoryQuery {
     /// One category by id, or null when there is none.
     async fn category(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Category>> {
-        let id = EntityId::parse(&id)?;
-        ctx.record_tag(Tag::Category(id.0));
-        let category = load_one(ctx, |loaders| &loaders.categories, id.0).await?;
-        Ok(category.map(Category))
+        Category::load(ctx, EntityId::parse(&id)?.0).await
     }
 
     /// All categories, by id.

@@ -14,6 +14,16 @@ use crate::graphql::loaders::CategoryPageKey;
 
 pub struct Category(pub category::Model);
 
+impl Category {
+    /// The category `id` (None when there is none), through the request's DataLoader, so the
+    /// categories a request names are read in one statement; the answer depends on its tag.
+    pub(crate) async fn load(ctx: &Context<'_>, id: i32) -> async_graphql::Result<Option<Self>> {
+        ctx.record_tag(Tag::Category(id));
+        let category = load_one(ctx, |loaders| &loaders.categories, id).await?;
+        Ok(category.map(Category))
+    }
+}
+
 #[Object(cache_control(max_age = 600))]
 impl Category {
     async fn id(&self) -> ID {

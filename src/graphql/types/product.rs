@@ -6,10 +6,8 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 
 use super::Category;
-use crate::cache::tags::Tag;
 use crate::catalog::Price;
 use crate::entities::product;
-use crate::graphql::context::{RequestContext, load_one};
 
 pub struct Product(pub product::Model);
 
@@ -30,9 +28,7 @@ impl Product {
 
     /// The product's category, loaded for all products of a request in one statement.
     async fn category(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Category>> {
-        ctx.record_tag(Tag::Category(self.0.category_id));
-        let category = load_one(ctx, |loaders| &loaders.categories, self.0.category_id).await?;
-        Ok(category.map(Category))
+        Category::load(ctx, self.0.category_id).await
     }
 
     async fn created_at(&self) -> DateTime<Utc> {
