@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, ValueEnum};
+use clap::{ArgAction, Args, ValueEnum};
 
 /// The longest a validated token may be cached: the cache's longest TTL, so a cached
 /// validation never outlives the tag stamp a revocation leaves (stamps live a little longer).
@@ -20,341 +20,173 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Clone, Args)]
-pub struct Config {
+/// Declares `Config`, one entry a setting: `field: Type = "ENV_VAR" [further clap arguments]`.
+/// Every setting is a `--field-name` flag and an environment variable, global so that it may
+/// follow any subcommand; the entry's doc comment is its `--help` text.
+macro_rules! settings {
+    ($(
+        $(#[doc = $doc:tt])*
+        $field:ident: $type:ty = $env:tt $([$($argument:tt)*])?,
+    )*) => {
+        #[derive(Debug, Clone, Args)]
+        pub struct Config {
+            $(
+                $(#[doc = $doc])*
+                #[arg(long, env = $env, global = true $(, $($argument)*)?)]
+                pub $field: $type,
+            )*
+        }
+    };
+}
+
+settings! {
     /// Database to serve: SQLite (the embedded default) or PostgreSQL.
-    #[arg(
-        long,
-        env = "DATABASE_URL",
-        default_value = "sqlite://catalog.db?mode=rwc",
-        global = true
-    )]
-    pub database_url: String,
+    database_url: String = "DATABASE_URL" [default_value = "sqlite://catalog.db?mode=rwc"],
 
     /// PostgreSQL read replicas (streaming standbys of `DATABASE_URL`), comma separated:
     /// queries read from one that has replayed every change they must see, else from the
     /// primary. Empty: every statement goes to `DATABASE_URL`.
-    #[arg(
-        long,
-        env = "DATABASE_REPLICA_URLS",
-        value_delimiter = ',',
-        global = true
-    )]
-    pub database_replica_urls: Vec<String>,
+    database_replica_urls: Vec<String> = "DATABASE_REPLICA_URLS" [value_delimiter = ','],
 
     /// Milliseconds a replica may lag behind the primary before it is taken out of rotation.
-    #[arg(
-        long,
-        env = "CATALOG_REPLICA_MAX_LAG_MS",
-        default_value_t = 1_000,
-        global = true
-    )]
-    pub replica_max_lag_ms: u64,
+    replica_max_lag_ms: u64 = "CATALOG_REPLICA_MAX_LAG_MS" [default_value_t = 1_000],
 
     /// Milliseconds between two health checks of each replica (its replay position and the
     /// primary's WAL position).
-    #[arg(
-        long,
-        env = "CATALOG_REPLICA_CHECK_INTERVAL_MS",
-        default_value_t = 200,
-        global = true
-    )]
-    pub replica_check_interval_ms: u64,
+    replica_check_interval_ms: u64 = "CATALOG_REPLICA_CHECK_INTERVAL_MS" [default_value_t = 200],
 
     /// Maximum database connections in the pool.
-    #[arg(
-        long,
-        env = "CATALOG_DB_POOL_SIZE",
-        default_value_t = 16,
-        global = true
-    )]
-    pub db_pool_size: u32,
+    db_pool_size: u32 = "CATALOG_DB_POOL_SIZE" [default_value_t = 16],
 
     /// Milliseconds a request waits for a database connection before it fails as unavailable.
-    #[arg(
-        long,
-        env = "CATALOG_DB_ACQUIRE_TIMEOUT_MS",
-        default_value_t = 1_000,
-        global = true
-    )]
-    pub db_acquire_timeout_ms: u64,
+    db_acquire_timeout_ms: u64 = "CATALOG_DB_ACQUIRE_TIMEOUT_MS" [default_value_t = 1_000],
 
     /// Address the HTTP server listens on (port 0 picks a free port).
-    #[arg(
-        long,
-        env = "CATALOG_BIND",
-        default_value = "127.0.0.1:8000",
-        global = true
-    )]
-    pub bind: SocketAddr,
+    bind: SocketAddr = "CATALOG_BIND" [default_value = "127.0.0.1:8000"],
 
     /// Address that serves `/metrics` alone; unset, `/metrics` stays on the API address.
-    #[arg(long, env = "CATALOG_METRICS_BIND", global = true)]
-    pub metrics_bind: Option<SocketAddr>,
+    metrics_bind: Option<SocketAddr> = "CATALOG_METRICS_BIND",
 
     /// Milliseconds a client has to send a request's headers before its connection is closed.
-    #[arg(
-        long,
-        env = "CATALOG_HEADER_READ_TIMEOUT_MS",
-        default_value_t = 10_000,
-        global = true
-    )]
-    pub header_read_timeout_ms: u64,
+    header_read_timeout_ms: u64 = "CATALOG_HEADER_READ_TIMEOUT_MS" [default_value_t = 10_000],
 
     /// Milliseconds a client has to send a whole request body; past it the answer is a 408.
-    #[arg(
-        long,
-        env = "CATALOG_BODY_READ_TIMEOUT_MS",
-        default_value_t = 30_000,
-        global = true
-    )]
-    pub body_read_timeout_ms: u64,
+    body_read_timeout_ms: u64 = "CATALOG_BODY_READ_TIMEOUT_MS" [default_value_t = 30_000],
 
     /// Milliseconds a GraphQL request may take once read; past it the client gets a
     /// `TIMEOUT` error (504) while the work finishes in the background (a mutation still
     /// commits and invalidates).
-    #[arg(
-        long,
-        env = "CATALOG_REQUEST_TIMEOUT_MS",
-        default_value_t = 10_000,
-        global = true
-    )]
-    pub request_timeout_ms: u64,
+    request_timeout_ms: u64 = "CATALOG_REQUEST_TIMEOUT_MS" [default_value_t = 10_000],
 
     /// Most connections open at once; further clients wait in the listen backlog.
     /// 0 picks three quarters of the open-file limit (10,000 where it cannot be read).
-    #[arg(
-        long,
-        env = "CATALOG_MAX_CONNECTIONS",
-        default_value_t = 0,
-        global = true
-    )]
-    pub max_connections: usize,
+    max_connections: usize = "CATALOG_MAX_CONNECTIONS" [default_value_t = 0],
 
     /// Milliseconds a graceful shutdown waits for open connections before closing them.
-    #[arg(
-        long,
-        env = "CATALOG_SHUTDOWN_GRACE_MS",
-        default_value_t = 10_000,
-        global = true
-    )]
-    pub shutdown_grace_ms: u64,
+    shutdown_grace_ms: u64 = "CATALOG_SHUTDOWN_GRACE_MS" [default_value_t = 10_000],
 
     /// Log format: human-readable or one JSON object per line.
-    #[arg(long, env = "CATALOG_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty, global = true)]
-    pub log_format: LogFormat,
+    log_format: LogFormat = "CATALOG_LOG_FORMAT" [value_enum, default_value_t = LogFormat::Pretty],
 
     /// Origins allowed by CORS, comma separated; `*` allows any origin.
-    #[arg(
-        long,
-        env = "CATALOG_CORS_ORIGINS",
-        value_delimiter = ',',
-        global = true
-    )]
-    pub cors_origins: Vec<String>,
+    cors_origins: Vec<String> = "CATALOG_CORS_ORIGINS" [value_delimiter = ','],
 
     /// Serve schema introspection (GraphiQL and codegen need it).
-    #[arg(long, env = "CATALOG_INTROSPECTION", default_value_t = true, action = clap::ArgAction::Set, global = true)]
-    pub introspection: bool,
+    introspection: bool = "CATALOG_INTROSPECTION" [default_value_t = true, action = ArgAction::Set],
 
     /// Load the demo data set when the database is empty at start.
-    #[arg(long, env = "CATALOG_DEMO_DATA", default_value_t = true, action = clap::ArgAction::Set, global = true)]
-    pub demo_data: bool,
+    demo_data: bool = "CATALOG_DEMO_DATA" [default_value_t = true, action = ArgAction::Set],
 
     /// Deepest selection nesting a query may have.
-    #[arg(long, env = "CATALOG_MAX_DEPTH", default_value_t = 12, global = true)]
-    pub max_depth: usize,
+    max_depth: usize = "CATALOG_MAX_DEPTH" [default_value_t = 12],
 
     /// Highest complexity score a query may have.
-    #[arg(
-        long,
-        env = "CATALOG_MAX_COMPLEXITY",
-        default_value_t = 5_000,
-        global = true
-    )]
-    pub max_complexity: usize,
+    max_complexity: usize = "CATALOG_MAX_COMPLEXITY" [default_value_t = 5_000],
 
     /// Most operations in one batched (JSON array) request.
-    #[arg(long, env = "CATALOG_MAX_BATCH", default_value_t = 10, global = true)]
-    pub max_batch: usize,
+    max_batch: usize = "CATALOG_MAX_BATCH" [default_value_t = 10],
 
     /// Largest request body in bytes.
-    #[arg(long, env = "CATALOG_MAX_BODY_BYTES", default_value_t = 1024 * 1024, global = true)]
-    pub max_body_bytes: usize,
+    max_body_bytes: usize = "CATALOG_MAX_BODY_BYTES" [default_value_t = 1024 * 1024],
 
     /// Redis for the response cache; without it an in-process cache is used.
-    #[arg(long, env = "REDIS_URL", global = true)]
-    pub redis_url: Option<String>,
+    redis_url: Option<String> = "REDIS_URL",
 
     /// Maximum Redis connections in the pool (management commands and reconnects; requests
     /// share 4 multiplexed connections taken from it).
-    #[arg(
-        long,
-        env = "CATALOG_REDIS_POOL_SIZE",
-        default_value_t = 32,
-        global = true
-    )]
-    pub redis_pool_size: usize,
+    redis_pool_size: usize = "CATALOG_REDIS_POOL_SIZE" [default_value_t = 32],
 
     /// Redis connect timeout in milliseconds.
-    #[arg(
-        long,
-        env = "CATALOG_REDIS_CONNECT_TIMEOUT_MS",
-        default_value_t = 500,
-        global = true
-    )]
-    pub redis_connect_timeout_ms: u64,
+    redis_connect_timeout_ms: u64 = "CATALOG_REDIS_CONNECT_TIMEOUT_MS" [default_value_t = 500],
 
     /// Redis command timeout in milliseconds; a slower Redis is treated as down.
-    #[arg(
-        long,
-        env = "CATALOG_REDIS_COMMAND_TIMEOUT_MS",
-        default_value_t = 250,
-        global = true
-    )]
-    pub redis_command_timeout_ms: u64,
+    redis_command_timeout_ms: u64 = "CATALOG_REDIS_COMMAND_TIMEOUT_MS" [default_value_t = 250],
 
     /// Prefix of every cache key, so the cache can share a Redis with other applications.
-    #[arg(
-        long,
-        env = "CATALOG_CACHE_PREFIX",
-        default_value = "catalog:",
-        global = true
-    )]
-    pub cache_prefix: String,
+    cache_prefix: String = "CATALOG_CACHE_PREFIX" [default_value = "catalog:"],
 
     /// On a Redis Cluster (`REDIS_URL=redis+cluster://...`), how many partitions the cache's
     /// bookkeeping is split into (each in one hash slot, spread over the primaries). Ignored
     /// on a single Redis, which keeps one.
-    #[arg(
-        long,
-        env = "CATALOG_CACHE_PARTITIONS",
-        default_value_t = 16,
-        global = true
-    )]
-    pub cache_partitions: usize,
+    cache_partitions: usize = "CATALOG_CACHE_PARTITIONS" [default_value_t = 16],
 
     /// Turn the response cache off entirely.
-    #[arg(long, env = "CATALOG_CACHE_ENABLED", default_value_t = true, action = clap::ArgAction::Set, global = true)]
-    pub cache_enabled: bool,
+    cache_enabled: bool = "CATALOG_CACHE_ENABLED" [default_value_t = true, action = ArgAction::Set],
 
     /// In-process first tier in front of Redis (kept coherent by Redis pub/sub).
-    #[arg(long, env = "CATALOG_CACHE_LOCAL_TIER", default_value_t = false, action = clap::ArgAction::Set, global = true)]
-    pub cache_local_tier: bool,
+    cache_local_tier: bool = "CATALOG_CACHE_LOCAL_TIER"
+        [default_value_t = false, action = ArgAction::Set],
 
     /// Capacity of the in-process cache in bytes (the embedded backend and the first tier).
-    #[arg(long, env = "CATALOG_CACHE_LOCAL_BYTES", default_value_t = 64 * 1024 * 1024, global = true)]
-    pub cache_local_bytes: u64,
+    cache_local_bytes: u64 = "CATALOG_CACHE_LOCAL_BYTES" [default_value_t = 64 * 1024 * 1024],
 
     /// Longest time an entry stays in the in-process first tier, in seconds (1 to 60).
-    #[arg(
-        long,
-        env = "CATALOG_CACHE_LOCAL_TTL_SECS",
-        default_value_t = 5,
-        global = true
-    )]
-    pub cache_local_ttl_secs: u64,
+    cache_local_ttl_secs: u64 = "CATALOG_CACHE_LOCAL_TTL_SECS" [default_value_t = 5],
 
     /// How long a mutation keeps retrying its cache invalidation before it answers, in
     /// milliseconds. Past it the invalidation is kept and replayed, and this instance stops
     /// reading the cache until it succeeds; other instances could then read stale entries
     /// only while Redis answers them but not this instance.
-    #[arg(
-        long,
-        env = "CATALOG_INVALIDATION_DEADLINE_MS",
-        default_value_t = 1000,
-        global = true
-    )]
-    pub invalidation_deadline_ms: u64,
+    invalidation_deadline_ms: u64 = "CATALOG_INVALIDATION_DEADLINE_MS" [default_value_t = 1000],
 
     /// Cached values larger than this many bytes are compressed (lz4).
-    #[arg(
-        long,
-        env = "CATALOG_CACHE_COMPRESS_ABOVE",
-        default_value_t = 1024,
-        global = true
-    )]
-    pub cache_compress_above: usize,
+    cache_compress_above: usize = "CATALOG_CACHE_COMPRESS_ABOVE" [default_value_t = 1024],
 
     /// Persisted-query documents longer than this many bytes are answered but not registered
     /// (the client keeps sending the full text). Real clients' operations are a few KiB.
-    #[arg(
-        long,
-        env = "CATALOG_APQ_MAX_DOCUMENT_BYTES",
-        default_value_t = 64 * 1024,
-        global = true
-    )]
-    pub apq_max_document_bytes: usize,
+    apq_max_document_bytes: usize = "CATALOG_APQ_MAX_DOCUMENT_BYTES" [default_value_t = 64 * 1024],
 
     /// Most persisted-query documents the cache backend keeps; past it the oldest
     /// registrations are dropped (their clients register again). Each lives 24 hours.
-    #[arg(
-        long,
-        env = "CATALOG_APQ_MAX_DOCUMENTS",
-        default_value_t = 2_000,
-        global = true
-    )]
-    pub apq_max_documents: usize,
+    apq_max_documents: usize = "CATALOG_APQ_MAX_DOCUMENTS" [default_value_t = 2_000],
 
     /// How many of the most executed operations the ranking (and `cache warm-up`) keeps,
     /// with their recorded documents.
-    #[arg(
-        long,
-        env = "CATALOG_RANKED_OPERATIONS",
-        default_value_t = 200,
-        global = true
-    )]
-    pub ranked_operations: usize,
+    ranked_operations: usize = "CATALOG_RANKED_OPERATIONS" [default_value_t = 200],
 
     /// Honour the `X-Bypass-Cache: 1` request header (benchmarks only; never in production).
-    #[arg(long, env = "CATALOG_ALLOW_CACHE_BYPASS", default_value_t = false, action = clap::ArgAction::Set, global = true)]
-    pub allow_cache_bypass: bool,
+    allow_cache_bypass: bool = "CATALOG_ALLOW_CACHE_BYPASS"
+        [default_value_t = false, action = ArgAction::Set],
 
     /// Only operations of this persisted-query manifest may run (Apollo's format).
-    #[arg(long, env = "CATALOG_PERSISTED_ONLY", global = true)]
-    pub persisted_only: Option<PathBuf>,
+    persisted_only: Option<PathBuf> = "CATALOG_PERSISTED_ONLY",
 
     /// Fault injection for tests: wait this long between executing a query and storing its
     /// result, so a test can commit a mutation in between. Never set in production.
-    #[arg(
-        long,
-        env = "CATALOG_FAULT_FILL_DELAY_MS",
-        default_value_t = 0,
-        hide = true,
-        global = true
-    )]
-    pub fault_fill_delay_ms: u64,
+    fault_fill_delay_ms: u64 = "CATALOG_FAULT_FILL_DELAY_MS" [default_value_t = 0, hide = true],
 
     /// Seconds shared HTTP caches (CDNs, proxies) may reuse a public result without
     /// revalidating (`s-maxage`, never beyond the result's own max-age). 0, the default, makes
     /// every HTTP cache revalidate with the ETag, so none serves a result a mutation changed.
-    #[arg(
-        long,
-        env = "CATALOG_HTTP_SHARED_MAX_AGE_SECS",
-        default_value_t = 0,
-        global = true
-    )]
-    pub http_shared_max_age_secs: u32,
+    http_shared_max_age_secs: u32 = "CATALOG_HTTP_SHARED_MAX_AGE_SECS" [default_value_t = 0],
 
     /// Seconds a validated bearer token is remembered by the cache (at most 3600, the
     /// cache's longest TTL).
-    #[arg(
-        long,
-        env = "CATALOG_TOKEN_CACHE_SECS",
-        default_value_t = 300,
-        global = true
-    )]
-    pub token_cache_secs: u64,
+    token_cache_secs: u64 = "CATALOG_TOKEN_CACHE_SECS" [default_value_t = 300],
 
     /// Milliseconds between two polls of the database for revoked tokens: a revoked token is
     /// refused by every server within this interval plus one request, however it was revoked.
-    #[arg(
-        long,
-        env = "CATALOG_REVOCATION_POLL_MS",
-        default_value_t = 1000,
-        global = true
-    )]
-    pub revocation_poll_ms: u64,
+    revocation_poll_ms: u64 = "CATALOG_REVOCATION_POLL_MS" [default_value_t = 1000],
 }
 
 #[derive(Debug, thiserror::Error)]
