@@ -12,10 +12,9 @@ use crate::graphql::types::inputs::CategoryInput;
 #[derive(Default)]
 pub struct CategoryMutation;
 
-#[Object]
+#[Object(guard = "RequireToken")]
 impl CategoryMutation {
     /// Creates a category; names are unique.
-    #[graphql(guard = "RequireToken")]
     async fn create_category(
         &self,
         ctx: &Context<'_>,
@@ -33,7 +32,6 @@ impl CategoryMutation {
         Ok(Category(category))
     }
 
-    #[graphql(guard = "RequireToken")]
     async fn update_category(
         &self,
         ctx: &Context<'_>,
@@ -54,7 +52,6 @@ impl CategoryMutation {
     }
 
     /// Deletes an empty category and returns its id; a category with products is refused.
-    #[graphql(guard = "RequireToken")]
     async fn delete_category(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<ID> {
         let id = EntityId::parse(&id)?;
         write(

@@ -4,7 +4,9 @@
 //! commit announces its `Changes` to the response cache, before the response is sent: a
 //! client that sees the mutation's answer can no longer read what it made stale. With read
 //! replicas the announcement carries the primary's WAL position after the commit, so no read
-//! that follows it is served by a replica that has not replayed the commit.
+//! that follows it is served by a replica that has not replayed the commit. Every mutation
+//! needs a bearer token: `RequireToken` guards each mutation object as a whole, so a new field
+//! cannot be added without it.
 
 mod category;
 mod product;

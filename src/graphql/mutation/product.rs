@@ -23,9 +23,8 @@ fn announce(write: &ProductWrite, changes: &mut Changes) {
     );
 }
 
-#[Object]
+#[Object(guard = "RequireToken")]
 impl ProductMutation {
-    #[graphql(guard = "RequireToken")]
     async fn create_product(
         &self,
         ctx: &Context<'_>,
@@ -44,7 +43,6 @@ impl ProductMutation {
     }
 
     /// Changes only the fields given in `input`.
-    #[graphql(guard = "RequireToken")]
     async fn update_product(
         &self,
         ctx: &Context<'_>,
@@ -65,7 +63,6 @@ impl ProductMutation {
     }
 
     /// Deletes a product and returns its id.
-    #[graphql(guard = "RequireToken")]
     async fn delete_product(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<ID> {
         let id = EntityId::parse(&id)?;
         write(
@@ -80,7 +77,6 @@ impl ProductMutation {
     }
 
     /// Creates up to 1,000 products in one transaction: all of them or none.
-    #[graphql(guard = "RequireToken")]
     async fn bulk_create_products(
         &self,
         ctx: &Context<'_>,
@@ -102,7 +98,6 @@ impl ProductMutation {
 
     /// Sets up to 1,000 prices in one transaction: all of them or none. Answers in the order
     /// of `updates`; a product id given twice is refused with BAD_USER_INPUT.
-    #[graphql(guard = "RequireToken")]
     async fn bulk_update_prices(
         &self,
         ctx: &Context<'_>,
