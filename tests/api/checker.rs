@@ -56,37 +56,63 @@ const DELETE: &str = "mutation Delete($id: ID!) { deleteProduct(id: $id) }";
 const BULK_CREATE: &str = "mutation BulkCreate($inputs: [CreateProductInput!]!) { bulkCreateProducts(inputs: $inputs) { id name price category { id } } }";
 const BULK_PRICES: &str = "mutation BulkPrices($updates: [PriceUpdateInput!]!) { bulkUpdatePrices(updates: $updates) { id name price category { id } } }";
 
+/// The seed and length of a checker run: a random seed and `DEFAULT_SECONDS`, unless
+/// `CATALOG_CHECK_SEED` and `CATALOG_CHECK_SECONDS` name them to replay a failure.
+struct CheckSettings {
+    seed: u64,
+    seconds: u64,
+}
+
+impl CheckSettings {
+    /// Reads the settings and prints the line that replays this run (`setup` says what it
+    /// runs on, after the seed).
+    fn from_env(setup: &str) -> Self {
+        fn number(name: &str) -> Option<u64> {
+            std::env::var(name).ok().and_then(|text| text.parse().ok())
+        }
+        let settings = CheckSettings {
+            seed: number("CATALOG_CHECK_SEED").unwrap_or_else(rand::random::<u64>),
+            seconds: number("CATALOG_CHECK_SECONDS").unwrap_or(DEFAULT_SECONDS),
+        };
+        let CheckSettings { seed, seconds } = settings;
+        eprintln!(
+            "checker seed: {seed}{setup} (replay: CATALOG_CHECK_SEED={seed} CATALOG_CHECK_SECONDS={seconds} cargo test --test api checker -- --nocapture)"
+        );
+        settings
+    }
+
+    fn duration(&self) -> Duration {
+        Duration::from_secs(self.seconds)
+    }
+
+    /// Fails the test with the first violations and the seed that replays them.
+    fn assert_none(&self, setup: &str, violations: &[String]) {
+        let seed = self.seed;
+        assert!(
+            violations.is_empty(),
+            "checker seed {seed}{setup}: {} violation(s) (replay: CATALOG_CHECK_SEED={seed}); first ones:\n{}",
+            violations.len(),
+            violations
+                .iter()
+                .take(12)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_seeded_random_workload_with_redis_faults_never_breaks_a_cache_promise() {
-    let seed = std::env::var("CATALOG_CHECK_SEED")
-        .ok()
-        .and_then(|text| text.parse().ok())
-        .unwrap_or_else(rand::random::<u64>);
-    let seconds = std::env::var("CATALOG_CHECK_SECONDS")
-        .ok()
-        .and_then(|text| text.parse().ok())
-        .unwrap_or(DEFAULT_SECONDS);
-    eprintln!(
-        "checker seed: {seed} (replay: CATALOG_CHECK_SEED={seed} CATALOG_CHECK_SECONDS={seconds} cargo test --test api checker -- --nocapture)"
-    );
+    let settings = CheckSettings::from_env("");
     let mut violations = Vec::new();
     for local_tier in [false, true] {
-        let Some(report) = check(seed, local_tier, Duration::from_secs(seconds)).await else {
+        let Some(report) = check(settings.seed, local_tier, settings.duration()).await else {
             return;
         };
         violations.extend(report);
     }
-    assert!(
-        violations.is_empty(),
-        "checker seed {seed}: {} violation(s) (replay: CATALOG_CHECK_SEED={seed}); first ones:\n{}",
-        violations.len(),
-        violations
-            .iter()
-            .take(12)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
+    settings.assert_none("", &violations);
 }
 
 /// The same workload on a Redis Cluster (3 primaries, 3 replicas), whose faults are a primary
@@ -94,52 +120,21 @@ async fn a_seeded_random_workload_with_redis_faults_never_breaks_a_cache_promise
 /// `CLUSTER FAILOVER`, besides `cache clear` and closed subscriptions.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_seeded_random_workload_on_a_redis_cluster_with_failovers_never_breaks_a_cache_promise() {
-    let seed = std::env::var("CATALOG_CHECK_SEED")
-        .ok()
-        .and_then(|text| text.parse().ok())
-        .unwrap_or_else(rand::random::<u64>);
-    let seconds = std::env::var("CATALOG_CHECK_SECONDS")
-        .ok()
-        .and_then(|text| text.parse().ok())
-        .unwrap_or(DEFAULT_SECONDS);
-    eprintln!(
-        "checker seed: {seed} on a Redis Cluster (replay: CATALOG_CHECK_SEED={seed} CATALOG_CHECK_SECONDS={seconds} cargo test --test api checker -- --nocapture)"
-    );
+    let settings = CheckSettings::from_env(" on a Redis Cluster");
     let mut violations = Vec::new();
     for local_tier in [false, true] {
         let Some(mut cluster) = RedisCluster::start().await else {
             return;
         };
-        let run = Arc::new(Run::start_on(seed, local_tier, &cluster.url(), true).await);
+        let run = Arc::new(Run::start_on(settings.seed, local_tier, &cluster.url(), true).await);
         run.warm_up().await;
-        let deadline = Instant::now() + Duration::from_secs(seconds);
-        let clients: Vec<_> = (0..CLIENTS)
-            .map(|client| tokio::spawn(client_loop(Arc::clone(&run), client, deadline)))
-            .collect();
-        inject_cluster_faults(&run, &mut cluster, deadline).await;
-        for (client, finished) in join_all(clients).await.into_iter().enumerate() {
-            if let Err(error) = finished {
-                run.violation(format!("client {client} panicked: {error}"));
-            }
-        }
-        run.final_sweep().await;
-        run.tally.print(&run.label());
-        violations.extend(run.tally.violations.lock().clone());
+        let deadline = Instant::now() + settings.duration();
+        let faults = inject_cluster_faults(&run, &mut cluster, deadline);
+        violations.extend(drive(&run, deadline, faults).await);
     }
-    assert!(
-        violations.is_empty(),
-        "checker seed {seed} on a cluster: {} violation(s); first ones:\n{}",
-        violations.len(),
-        violations
-            .iter()
-            .take(12)
-            .cloned()
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
+    settings.assert_none(" on a cluster", &violations);
 }
 
-/// One run of the checker on a fresh pair of instances; `None` when Redis is not installed.
 async fn check(seed: u64, local_tier: bool, duration: Duration) -> Option<Vec<String>> {
     let mut redis = RedisProcess::start_persistent().await?;
     let run = Arc::new(Run::start(seed, local_tier, &redis).await);
@@ -148,10 +143,17 @@ async fn check(seed: u64, local_tier: bool, duration: Duration) -> Option<Vec<St
         run.violation(format!("the first snapshot failed: {error}"));
     }
     let deadline = Instant::now() + duration;
+    let faults = inject_faults(&run, &mut redis, deadline);
+    Some(drive(&run, deadline, faults).await)
+}
+
+/// Runs the clients until `deadline` while `faults` injects faults, then sweeps the final
+/// state, prints the tally and returns its violations.
+async fn drive(run: &Arc<Run>, deadline: Instant, faults: impl Future<Output = ()>) -> Vec<String> {
     let clients: Vec<_> = (0..CLIENTS)
-        .map(|client| tokio::spawn(client_loop(Arc::clone(&run), client, deadline)))
+        .map(|client| tokio::spawn(client_loop(Arc::clone(run), client, deadline)))
         .collect();
-    inject_faults(&run, &mut redis, deadline).await;
+    faults.await;
     for (client, finished) in join_all(clients).await.into_iter().enumerate() {
         if let Err(error) = finished {
             run.violation(format!("client {client} panicked: {error}"));
@@ -159,8 +161,7 @@ async fn check(seed: u64, local_tier: bool, duration: Duration) -> Option<Vec<St
     }
     run.final_sweep().await;
     run.tally.print(&run.label());
-    let violations = run.tally.violations.lock().clone();
-    Some(violations)
+    run.tally.violations.lock().clone()
 }
 
 // ---------------------------------------------------------------------------------------
