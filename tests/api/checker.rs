@@ -1657,36 +1657,63 @@ impl Fault {
     }
 }
 
+/// The seeded fault schedule both checks follow: every fault once a round, in shuffled order,
+/// each after a pause jittered around `interval`, until the deadline. Injecting a fault may draw
+/// from the same `rng`, so a seed replays the whole sequence.
+struct FaultSchedule<F> {
+    rng: SmallRng,
+    faults: Vec<F>,
+    round: Vec<F>,
+    interval: Duration,
+    deadline: Instant,
+}
+
+impl<F: Copy> FaultSchedule<F> {
+    fn new(seed: u64, faults: &[F], interval: Duration, deadline: Instant) -> Self {
+        FaultSchedule {
+            rng: SmallRng::seed_from_u64(seed.rotate_left(17)),
+            faults: faults.to_vec(),
+            round: Vec::new(),
+            interval,
+            deadline,
+        }
+    }
+
+    /// Waits for the next fault's turn; `None` once the deadline has come.
+    async fn next(&mut self) -> Option<F> {
+        if self.round.is_empty() {
+            self.round = self.faults.clone();
+            self.round.shuffle(&mut self.rng);
+        }
+        // The schedule's pace, not a synchronisation: faults come at jittered intervals.
+        let pause = self.interval.mul_f64(self.rng.random_range(0.6..1.4));
+        if Instant::now() + pause >= self.deadline {
+            tokio::time::sleep_until(self.deadline.into()).await;
+            return None;
+        }
+        tokio::time::sleep(pause).await;
+        self.round.pop()
+    }
+}
+
 /// The cluster's fault schedule: a primary killed, a failover, `cache clear`, closed
 /// subscriptions, at the same jittered pace.
 async fn inject_cluster_faults(run: &Run, cluster: &mut RedisCluster, deadline: Instant) {
-    let mut rng = SmallRng::seed_from_u64(run.seed.rotate_left(17));
-    let mut schedule: Vec<&'static str> = Vec::new();
-    loop {
-        if schedule.is_empty() {
-            schedule = vec![
-                "kill a primary",
-                "cluster failover",
-                "cache clear",
-                "kill subscriptions",
-            ];
-            schedule.shuffle(&mut rng);
-        }
-        let pause = CLUSTER_FAULT_INTERVAL.mul_f64(rng.random_range(0.6..1.4));
-        if Instant::now() + pause >= deadline {
-            tokio::time::sleep_until(deadline.into()).await;
-            return;
-        }
-        tokio::time::sleep(pause).await;
-        let Some(fault) = schedule.pop() else {
-            continue;
-        };
+    let faults = [
+        "kill a primary",
+        "cluster failover",
+        "cache clear",
+        "kill subscriptions",
+    ];
+    let mut schedule = FaultSchedule::new(run.seed, &faults, CLUSTER_FAULT_INTERVAL, deadline);
+    while let Some(fault) = schedule.next().await {
         if fault != "cache clear" {
             eprintln!(
                 "checker: {} fault {fault}",
                 chrono::Utc::now().format("%H:%M:%S%.3f")
             );
         }
+        let rng = &mut schedule.rng;
         match fault {
             "kill a primary" => {
                 cluster.kill_primary(rng.random_range(0..3)).await;
@@ -1694,7 +1721,7 @@ async fn inject_cluster_faults(run: &Run, cluster: &mut RedisCluster, deadline: 
             "cluster failover" => {
                 cluster.failover(rng.random_range(0..3)).await;
             }
-            "cache clear" => inject(run, None, Fault::Clear, &mut rng).await,
+            "cache clear" => inject(run, None, Fault::Clear, rng).await,
             _ => cluster.kill_subscriptions().await,
         }
         *run.tally.faults.lock().entry(fault).or_default() += 1;
@@ -1702,31 +1729,18 @@ async fn inject_cluster_faults(run: &Run, cluster: &mut RedisCluster, deadline: 
 }
 
 async fn inject_faults(run: &Run, redis: &mut RedisProcess, deadline: Instant) {
-    let mut rng = SmallRng::seed_from_u64(run.seed.rotate_left(17));
-    let mut schedule = Vec::new();
-    loop {
-        if schedule.is_empty() {
-            schedule = vec![
-                Fault::Restart,
-                Fault::RestoreSnapshot,
-                Fault::Stall,
-                Fault::Clear,
-                Fault::KillSubscriptions,
-                Fault::Save,
-            ];
-            schedule.shuffle(&mut rng);
-        }
-        // The schedule's pace, not a synchronisation: faults come at jittered intervals.
-        let pause = FAULT_INTERVAL.mul_f64(rng.random_range(0.6..1.4));
-        if Instant::now() + pause >= deadline {
-            tokio::time::sleep_until(deadline.into()).await;
-            return;
-        }
-        tokio::time::sleep(pause).await;
-        if let Some(fault) = schedule.pop() {
-            inject(run, Some(&mut *redis), fault, &mut rng).await;
-            *run.tally.faults.lock().entry(fault.name()).or_default() += 1;
-        }
+    let faults = [
+        Fault::Restart,
+        Fault::RestoreSnapshot,
+        Fault::Stall,
+        Fault::Clear,
+        Fault::KillSubscriptions,
+        Fault::Save,
+    ];
+    let mut schedule = FaultSchedule::new(run.seed, &faults, FAULT_INTERVAL, deadline);
+    while let Some(fault) = schedule.next().await {
+        inject(run, Some(&mut *redis), fault, &mut schedule.rng).await;
+        *run.tally.faults.lock().entry(fault.name()).or_default() += 1;
     }
 }
 
