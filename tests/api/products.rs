@@ -651,34 +651,17 @@ async fn update_product_moves_a_product_to_another_category() {
 async fn update_product_refuses_unknown_products_and_categories() {
     let app = TestApp::spawn().await;
     let token = app.create_token("products").await;
-    app.gql_as(
-        &token,
-        UPDATE,
-        json!({ "id": "5000", "input": { "name": "Ghost" } }),
-    )
-    .await
-    .assert_error("NOT_FOUND");
-    app.gql_as(
-        &token,
-        UPDATE,
-        json!({ "id": "42", "input": { "categoryId": "99" } }),
-    )
-    .await
-    .assert_error("NOT_FOUND");
-    app.gql_as(
-        &token,
-        UPDATE,
-        json!({ "id": "42", "input": { "name": "" } }),
-    )
-    .await
-    .assert_error("BAD_USER_INPUT");
-    app.gql_as(
-        &token,
-        UPDATE,
-        json!({ "id": "42", "input": { "price": "-3" } }),
-    )
-    .await
-    .assert_error("BAD_USER_INPUT");
+    for (id, input, code) in [
+        ("5000", json!({ "name": "Ghost" }), "NOT_FOUND"),
+        ("42", json!({ "categoryId": "99" }), "NOT_FOUND"),
+        ("42", json!({ "name": "" }), "BAD_USER_INPUT"),
+        ("42", json!({ "price": "-3" }), "BAD_USER_INPUT"),
+    ] {
+        let variables = json!({ "id": id, "input": input });
+        app.gql_as(&token, UPDATE, variables)
+            .await
+            .assert_error(code);
+    }
     let response = app.gql(PRODUCT_BY_ID, json!({ "id": "42" })).await;
     let read = &response.assert_ok()["product"];
     assert_eq!(
