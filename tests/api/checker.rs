@@ -851,6 +851,12 @@ impl Run {
         }
     }
 
+    /// An anonymous `product(id)` read on `instance`.
+    async fn product_by_id(&self, instance: usize, id: impl ToString) -> GqlResponse {
+        let variables = json!({ "id": id.to_string() });
+        self.send(instance, None, PRODUCT_BY_ID, variables).await
+    }
+
     async fn snapshot(&self) -> Option<Snapshot> {
         match Snapshot::load(self.db()).await {
             Ok(snapshot) => Some(snapshot),
@@ -866,13 +872,7 @@ impl Run {
     async fn warm_up(&self) {
         for instance in 0..INSTANCES {
             for id in 1..=PRODUCTS {
-                self.send(
-                    instance,
-                    None,
-                    PRODUCT_BY_ID,
-                    json!({ "id": id.to_string() }),
-                )
-                .await;
+                self.product_by_id(instance, id).await;
             }
             self.send(instance, Some(&self.reader), DASHBOARD, json!({}))
                 .await;
@@ -907,14 +907,7 @@ impl Run {
         let ids: Vec<i32> = self.model.products.lock().keys().copied().collect();
         for instance in 0..INSTANCES {
             for id in &ids {
-                let response = self
-                    .send(
-                        instance,
-                        None,
-                        PRODUCT_BY_ID,
-                        json!({ "id": id.to_string() }),
-                    )
-                    .await;
+                let response = self.product_by_id(instance, *id).await;
                 let verdict = product_verdict(snapshot.products.get(id), &response)
                     .map_err(|what| format!("product {id} on instance {instance}: {what}"));
                 self.judge("final read", verdict);
@@ -1106,15 +1099,7 @@ impl Client<'_> {
             at: Instant::now(),
             instance,
         };
-        let response = self
-            .run
-            .send(
-                instance,
-                None,
-                PRODUCT_BY_ID,
-                json!({ "id": id.to_string() }),
-            )
-            .await;
+        let response = self.run.product_by_id(instance, id).await;
         let after = model.record(id);
         let Some(before) = before else {
             return self.run.counted("read product", false);
