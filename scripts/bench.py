@@ -357,6 +357,8 @@ def main():
                         "commit's release build): every workload runs on both, alternately, in this one run")
     parser.add_argument("--cluster", action="store_true", help="single Redis next to a Redis Cluster (3 primaries, "
                         "3 replicas, started by scripts/redis-cluster.sh), same binary, same run")
+    parser.add_argument("--rounds", type=int, default=1, help="side-by-side runs: measure each workload this "
+                        "many times, alternating the two setups, and report medians")
     parser.add_argument("--replica", action="store_true", help="PostgreSQL primary alone next to primary plus a "
                         "streaming read replica (started by scripts/pg-replica.sh), same binary, same run")
     args = parser.parse_args()
@@ -448,6 +450,22 @@ def main():
                   f"of the {args.products // 1000}k figures")
 
 
+def median_result(measured):
+    """One workload's rounds on one setup: each figure is the median over the rounds (the stale
+    count is the sum: any stale read counts)."""
+    def median(values):
+        values = sorted(value or 0 for value in values)
+        middle = len(values) // 2
+        return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
+    result = dict(measured[0])
+    for field in ("rps", "p50", "p99", "cpu_us", "redis_cpu_us", "redis_per_request", "sql_per_request"):
+        if field in result:
+            result[field] = median([entry.get(field) for entry in measured])
+    if "stale" in result:
+        result["stale"] = sum(entry["stale"] for entry in measured)
+    return result
+
+
 def setups_to_compare(args, env):
     """The two setups a side-by-side run puts next to each other: (label, binary, env changes)."""
     if args.compare:
@@ -508,16 +526,26 @@ def side_by_side(args, env, port, selected):
         for name in scripts[setups[-1][0]]:
             if selected and name not in selected and name != "healthz":
                 continue
-            for label, server in servers.items():
-                REDIS_NODES = nodes[label]
-                _, script, path = scripts[label][name]
-                result = measure(server, name, script, path, args)
-                if name == "W7":
-                    result["stale"] = check_no_stale_reads(server)
-                results[label].append(result)
-                print(f"  {label:9} {name:8} {result['rps']:9.0f} req/s  p50 {result['p50'] or 0:.2f} ms  "
-                      f"p99 {result['p99'] or 0:.2f} ms  server CPU {result['cpu_us']:.0f} µs/req  "
-                      f"Redis CPU {result['redis_cpu_us']:.1f} µs/req", flush=True)
+            rounds = {label: [] for label in servers}
+            for round_number in range(max(args.rounds, 1)):
+                # ABBA: the setups swap places every round, so neither always runs first.
+                order = list(servers.items())
+                for label, server in (order if round_number % 2 == 0 else order[::-1]):
+                    REDIS_NODES = nodes[label]
+                    _, script, path = scripts[label][name]
+                    result = measure(server, name, script, path, args)
+                    if name == "W7":
+                        result["stale"] = check_no_stale_reads(server)
+                    rounds[label].append(result)
+                    print(f"  {label:9} {name:8} {result['rps']:9.0f} req/s  p50 {result['p50'] or 0:.2f} ms  "
+                          f"p99 {result['p99'] or 0:.2f} ms  server CPU {result['cpu_us']:.0f} µs/req  "
+                          f"Redis CPU {result['redis_cpu_us']:.1f} µs/req", flush=True)
+            for label in servers:
+                results[label].append(median_result(rounds[label]))
+            if len(rounds[first_label := setups[0][0]]) > 1:
+                ratios = sorted(b["rps"] / a["rps"] for a, b in zip(rounds[first_label], rounds[setups[1][0]])
+                                if a["rps"])
+                print(f"  {name}: per-round ratios {', '.join(f'{r:.3f}' for r in ratios)}", flush=True)
     finally:
         for server in servers.values():
             server.stop()
@@ -527,6 +555,7 @@ def side_by_side(args, env, port, selected):
     print(f"catalog-api: {first} ({first_binary}) vs {second} ({second_binary}), same run, "
           f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}, {args.connections} connections, "
           f"{args.duration} s each after {args.warmup} s warm-up; {args.products} products"
+          + (f"; medians of {args.rounds} alternating rounds" if args.rounds > 1 else "")
           + (" ; local tier on" if args.local_tier else ""))
     print()
     print(f"| workload | {first} req/s | {second} req/s | ratio | p50 ms ({first} / {second}) "

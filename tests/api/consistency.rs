@@ -180,3 +180,63 @@ async fn a_mutation_whose_invalidation_is_delayed_answers_only_once_it_landed() 
         "the other instance reads the new price at once"
     );
 }
+
+/// Calls of one command since the last `CONFIG RESETSTAT` (0 when never called).
+async fn command_calls(redis: &RedisProcess, command: &str) -> u64 {
+    let client = redis::Client::open(redis.url()).expect("client");
+    let mut connection = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut connection)
+        .await
+        .expect("INFO");
+    stats
+        .lines()
+        .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:calls=")))
+        .and_then(|rest| rest.split(',').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_hit_on_a_known_entry_is_one_plain_read_and_a_retired_one_is_never_served() {
+    let Some(redis) = RedisProcess::start().await else {
+        return;
+    };
+    let writer = spawn_on(&redis, None).await;
+    let reader = spawn_on(&redis, Some(&writer)).await;
+    let token = writer.create_token("writer").await;
+    price_of(&reader, "42").await;
+    assert_eq!(price_of(&reader, "42").await.1, "HIT");
+
+    // The reader filled the entry, so it knows its tags: 20 hits are 20 MGETs, no script.
+    let client = redis::Client::open(redis.url()).expect("client");
+    let mut connection = client
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connect");
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut connection)
+        .await
+        .expect("RESETSTAT");
+    for _ in 0..20 {
+        assert_eq!(price_of(&reader, "42").await.1, "HIT");
+    }
+    // (The monitor's background flush may run a script meanwhile; a lookup script per hit
+    // would be 20.)
+    let scripts = command_calls(&redis, "evalsha").await;
+    assert!(scripts <= 2, "{scripts} scripts for 20 hits");
+    assert!(command_calls(&redis, "mget").await >= 20);
+
+    // Retired by the other instance's mutation: the plain read sees the stamp and misses.
+    writer
+        .gql_as(&token, UPDATE_PRICE, json!({ "id": "42", "price": "6.66" }))
+        .await
+        .assert_ok();
+    let (price, cache) = price_of(&reader, "42").await;
+    assert_eq!((price, cache.as_str()), (json!("6.66"), "MISS"));
+    assert_eq!(price_of(&reader, "42").await.1, "HIT");
+}

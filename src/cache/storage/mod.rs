@@ -5,6 +5,7 @@
 
 pub mod cluster;
 pub mod guarded;
+pub mod known_tags;
 pub mod memory;
 pub mod redis;
 pub mod tiered;

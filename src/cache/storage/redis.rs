@@ -1,6 +1,7 @@
 //! The Redis backend (deadpool-redis), on one Redis or a Redis Cluster. A lookup is one round
 //! trip: a Lua script reads the entry, compares its tags' versions with the sequence it was
-//! filled at, and returns it or the current sequence. An invalidation is one round trip too
+//! filled at, and returns it or the current sequence; once this instance knows the entry's
+//! tags, plain reads do the same without a script (`known_tags.rs`). An invalidation is one round trip too
 //! (per node on a cluster): it advances the sequence, stamps each tag and publishes the change
 //! for other instances' first tiers. On a cluster the bookkeeping is partitioned so that every
 //! script stays in one hash slot (`cluster.rs` explains the layout), and an invalidation is
@@ -19,6 +20,7 @@ use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{AsyncCommands, Script};
 
 use super::cluster::{self, Partitions};
+use super::known_tags::{KnownTags, Verdict, judge};
 use super::{
     BackendStats, BoundedMember, Lookup, ResponseStore, StorageError, StorageResult, ValueStore,
     Watermark,
@@ -321,6 +323,8 @@ pub struct RedisStorage {
     set_bounded: Script,
     metrics: Arc<Metrics>,
     warned_about_eviction: std::sync::atomic::AtomicBool,
+    /// The tags of entries this instance stored or served: a hit on them needs no script.
+    known_tags: KnownTags,
 }
 
 /// Where the bookkeeping lives, and the scripts that keep it.
@@ -506,6 +510,7 @@ impl RedisStorage {
             set_bounded: Script::new(SET_BOUNDED),
             metrics,
             warned_about_eviction: std::sync::atomic::AtomicBool::new(false),
+            known_tags: KnownTags::default(),
         })
     }
 
@@ -713,6 +718,86 @@ impl RedisStorage {
             );
         }
         Ok(())
+    }
+
+    /// A lookup decided from plain reads (see `known_tags`), or `None` when only the lookup
+    /// script may decide it. On one Redis a single `MGET` of the entry, the floor, the
+    /// sequence, the WAL position and the stamps of the entry's known tags decides a hit, a
+    /// miss (with the watermark the script would have returned) or an unprovable entry; an
+    /// entry whose tags are not known yet goes to the script. On a cluster only a hit is
+    /// decided here: the script's miss path checks the node's identity.
+    async fn lookup_without_script(
+        &self,
+        connection: &mut Connection,
+        key: &str,
+    ) -> StorageResult<Option<Lookup>> {
+        let known = self.known_tags.get(key);
+        let known: &[String] = known.as_deref().unwrap_or_default();
+        match &self.layout {
+            Layout::Single { keys, .. } => {
+                let mut read = redis::cmd("MGET");
+                read.arg(format!("{}{key}", self.prefix))
+                    .arg(keys.floor.as_str())
+                    .arg(keys.sequence.as_str())
+                    .arg(keys.position.as_str());
+                for tag in known {
+                    read.arg([keys.tag_prefix.as_bytes(), tag.as_bytes()].concat());
+                }
+                let mut values: Vec<Option<Vec<u8>>> = read
+                    .query_async(connection)
+                    .await
+                    .map_err(|error| self.failed(error))?;
+                if values.len() != known.len() + 4 {
+                    return Ok(None);
+                }
+                let stamps = values.split_off(4);
+                let (position, sequence, floor, entry) = (
+                    values.pop().flatten(),
+                    values.pop().flatten(),
+                    values.pop().flatten(),
+                    values.pop().flatten(),
+                );
+                let mark = || -> StorageResult<Watermark> {
+                    Ok(Watermark {
+                        seq: parse_sequence(
+                            sequence.as_deref().or(floor.as_deref()).unwrap_or_default(),
+                        )?,
+                        lsn: parse_position(position.as_deref().unwrap_or_default())?,
+                    })
+                };
+                Ok(match judge(entry, floor.as_deref(), known, &stamps) {
+                    Verdict::Fresh(entry) => Some(Lookup::Hit(Arc::new(entry))),
+                    Verdict::Absent | Verdict::Stale => Some(Lookup::Miss(mark()?)),
+                    Verdict::Unprovable => Some(Lookup::Unprovable(mark()?)),
+                    Verdict::AskTheScript => None,
+                })
+            }
+            Layout::Cluster { partitions, .. } => {
+                if known.is_empty() {
+                    return Ok(None);
+                }
+                let partition = partitions.of(key);
+                // The entry first: stamps read after it can only be newer.
+                let mut read = redis::pipe();
+                read.cmd("GET").arg(partitions.entry(partition, key));
+                read.cmd("HMGET")
+                    .arg(partitions.book(partition))
+                    .arg("#floor")
+                    .arg(known);
+                let (entry, mut stamps): (Option<Vec<u8>>, Vec<Option<Vec<u8>>>) = read
+                    .query_async(connection)
+                    .await
+                    .map_err(|error| self.failed(error))?;
+                if stamps.len() != known.len() + 1 {
+                    return Ok(None);
+                }
+                let floor = stamps.remove(0);
+                Ok(match judge(entry, floor.as_deref(), known, &stamps) {
+                    Verdict::Fresh(entry) => Some(Lookup::Hit(Arc::new(entry))),
+                    _ => None,
+                })
+            }
+        }
     }
 
     /// Drops the shared connections after an error; the next request takes fresh ones from
@@ -968,6 +1053,9 @@ impl ResponseStore for RedisStorage {
     }
     async fn lookup(&self, key: &str) -> StorageResult<Lookup> {
         let mut connection = self.connection().await?;
+        if let Some(decided) = self.lookup_without_script(&mut connection, key).await? {
+            return Ok(decided);
+        }
         let found: redis::RedisResult<(i64, Vec<u8>, Vec<u8>)> = match &self.layout {
             Layout::Single { keys, scripts } => {
                 single_call(keys, &scripts.lookup)
@@ -992,6 +1080,7 @@ impl ResponseStore for RedisStorage {
         if found == 1 {
             let entry = Entry::decode(bytes::Bytes::from(value))
                 .map_err(|error| StorageError::Unavailable(error.to_string()))?;
+            self.known_tags.remember(key, &entry.tags);
             return Ok(Lookup::Hit(Arc::new(entry)));
         }
         let mark = Watermark {
@@ -1072,6 +1161,7 @@ impl ResponseStore for RedisStorage {
             }
         };
         stored.map_err(|error| self.failed(error))?;
+        self.known_tags.remember(key, &entry.tags);
         Ok(())
     }
     async fn invalidate(&self, tags: &[String], lsn: Option<u64>) -> StorageResult<Vec<u64>> {
