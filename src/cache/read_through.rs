@@ -168,8 +168,10 @@ enum Ticket {
     /// First sight of the document: the watermark read, and a second look for an entry a
     /// just-finished execution may have stored meanwhile.
     FirstSight(Watermark),
-    /// A miss: look again inside the flight (a flight that just finished may have filled it).
-    Recheck(ResponseKey, Policy),
+    /// A miss, with the watermark its lookup read. There is no second look inside the flight:
+    /// a flight that finished in between costs one more execution, never a stale answer (its
+    /// fill records this older watermark), and every miss would pay a round trip for it.
+    Missed(Watermark),
 }
 
 impl ResponseCache {
@@ -196,7 +198,7 @@ impl ResponseCache {
                         CacheLookup::Hit(entry) => return Outcome::hit(&entry, policy),
                         CacheLookup::Miss(mark) => (
                             Some((key.as_str().to_owned(), mark.seq)),
-                            Ticket::Recheck(key, policy),
+                            Ticket::Missed(mark),
                         ),
                         CacheLookup::Unavailable => (None, Ticket::Unproven),
                     }
@@ -261,11 +263,7 @@ impl ResponseCache {
                 }
                 Some(mark)
             }
-            Ticket::Recheck(key, policy) => match self.recheck(&key).await {
-                CacheLookup::Hit(entry) => return Outcome::hit(&entry, policy),
-                CacheLookup::Miss(mark) => Some(mark),
-                CacheLookup::Unavailable => None,
-            },
+            Ticket::Missed(mark) => Some(mark),
         };
         let required = match mark {
             Some(mark) => mark.lsn,

@@ -720,62 +720,38 @@ impl RedisStorage {
         Ok(())
     }
 
-    /// A lookup decided from plain reads (see `known_tags`), or `None` when only the lookup
-    /// script may decide it. On one Redis a single `MGET` of the entry, the floor, the
-    /// sequence, the WAL position and the stamps of the entry's known tags decides a hit, a
-    /// miss (with the watermark the script would have returned) or an unprovable entry; an
-    /// entry whose tags are not known yet goes to the script. On a cluster only a hit is
-    /// decided here: the script's miss path checks the node's identity.
-    async fn lookup_without_script(
+    /// A fresh entry proven by plain reads (see `known_tags`), or `None` when only the lookup
+    /// script may decide: one `MGET` of the entry, the floor and the stamps of the entry's
+    /// known tags on one Redis; a pipelined `GET` and `HMGET` of one slot on a cluster. Only a
+    /// hit is decided here: a miss needs the watermark the script reads (and on a cluster
+    /// its check of the node's identity), and every extra value read costs each hit.
+    async fn hit_without_script(
         &self,
         connection: &mut Connection,
         key: &str,
-    ) -> StorageResult<Option<Lookup>> {
-        let known = self.known_tags.get(key);
-        let known: &[String] = known.as_deref().unwrap_or_default();
-        match &self.layout {
+    ) -> StorageResult<Option<Entry>> {
+        let Some(known) = self.known_tags.get(key) else {
+            return Ok(None);
+        };
+        let (entry, mut marks): (Option<Vec<u8>>, Vec<Option<Vec<u8>>>) = match &self.layout {
             Layout::Single { keys, .. } => {
                 let mut read = redis::cmd("MGET");
                 read.arg(format!("{}{key}", self.prefix))
-                    .arg(keys.floor.as_str())
-                    .arg(keys.sequence.as_str())
-                    .arg(keys.position.as_str());
-                for tag in known {
+                    .arg(keys.floor.as_str());
+                for tag in known.iter() {
                     read.arg([keys.tag_prefix.as_bytes(), tag.as_bytes()].concat());
                 }
                 let mut values: Vec<Option<Vec<u8>>> = read
                     .query_async(connection)
                     .await
                     .map_err(|error| self.failed(error))?;
-                if values.len() != known.len() + 4 {
+                if values.is_empty() {
                     return Ok(None);
                 }
-                let stamps = values.split_off(4);
-                let (position, sequence, floor, entry) = (
-                    values.pop().flatten(),
-                    values.pop().flatten(),
-                    values.pop().flatten(),
-                    values.pop().flatten(),
-                );
-                let mark = || -> StorageResult<Watermark> {
-                    Ok(Watermark {
-                        seq: parse_sequence(
-                            sequence.as_deref().or(floor.as_deref()).unwrap_or_default(),
-                        )?,
-                        lsn: parse_position(position.as_deref().unwrap_or_default())?,
-                    })
-                };
-                Ok(match judge(entry, floor.as_deref(), known, &stamps) {
-                    Verdict::Fresh(entry) => Some(Lookup::Hit(Arc::new(entry))),
-                    Verdict::Absent | Verdict::Stale => Some(Lookup::Miss(mark()?)),
-                    Verdict::Unprovable => Some(Lookup::Unprovable(mark()?)),
-                    Verdict::AskTheScript => None,
-                })
+                let entry = values.remove(0);
+                (entry, values)
             }
             Layout::Cluster { partitions, .. } => {
-                if known.is_empty() {
-                    return Ok(None);
-                }
                 let partition = partitions.of(key);
                 // The entry first: stamps read after it can only be newer.
                 let mut read = redis::pipe();
@@ -783,21 +759,20 @@ impl RedisStorage {
                 read.cmd("HMGET")
                     .arg(partitions.book(partition))
                     .arg("#floor")
-                    .arg(known);
-                let (entry, mut stamps): (Option<Vec<u8>>, Vec<Option<Vec<u8>>>) = read
-                    .query_async(connection)
+                    .arg(&*known);
+                read.query_async(connection)
                     .await
-                    .map_err(|error| self.failed(error))?;
-                if stamps.len() != known.len() + 1 {
-                    return Ok(None);
-                }
-                let floor = stamps.remove(0);
-                Ok(match judge(entry, floor.as_deref(), known, &stamps) {
-                    Verdict::Fresh(entry) => Some(Lookup::Hit(Arc::new(entry))),
-                    _ => None,
-                })
+                    .map_err(|error| self.failed(error))?
             }
+        };
+        if marks.len() != known.len() + 1 {
+            return Ok(None);
         }
+        let floor = marks.remove(0);
+        Ok(match judge(entry, floor.as_deref(), &known, &marks) {
+            Verdict::Fresh(entry) => Some(entry),
+            _ => None,
+        })
     }
 
     /// Drops the shared connections after an error; the next request takes fresh ones from
@@ -1053,8 +1028,8 @@ impl ResponseStore for RedisStorage {
     }
     async fn lookup(&self, key: &str) -> StorageResult<Lookup> {
         let mut connection = self.connection().await?;
-        if let Some(decided) = self.lookup_without_script(&mut connection, key).await? {
-            return Ok(decided);
+        if let Some(entry) = self.hit_without_script(&mut connection, key).await? {
+            return Ok(Lookup::Hit(Arc::new(entry)));
         }
         let found: redis::RedisResult<(i64, Vec<u8>, Vec<u8>)> = match &self.layout {
             Layout::Single { keys, scripts } => {
