@@ -126,9 +126,10 @@ settings! {
     cache_prefix: String = "CATALOG_CACHE_PREFIX" [default_value = "catalog:"],
 
     /// On a Redis Cluster (`REDIS_URL=redis+cluster://...`), how many partitions the cache's
-    /// bookkeeping is split into (each in one hash slot, spread over the primaries). Ignored
-    /// on a single Redis, which keeps one.
-    cache_partitions: usize = "CATALOG_CACHE_PARTITIONS" [default_value_t = 16],
+    /// bookkeeping is split into (each in one hash slot, spread over the primaries): the
+    /// number of primaries. Hits spread over that many, and every write stamps each one. It
+    /// must be the same on every instance. Ignored on a single Redis, which keeps one.
+    cache_partitions: usize = "CATALOG_CACHE_PARTITIONS" [default_value_t = 3],
 
     /// Turn the response cache off entirely.
     cache_enabled: bool = "CATALOG_CACHE_ENABLED" [default_value_t = true, action = ArgAction::Set],

@@ -8,11 +8,15 @@
 //! Why partitions and not "stamps in one slot, entries spread": a hit must compare an entry
 //! with its tags' stamps in the same script (one round trip), so stamps must live beside the
 //! entries they guard; one stamp slot would put every hit on one primary. With N partitions
-//! (16 by default, `CATALOG_CACHE_PARTITIONS`), hits spread over every primary and an
-//! invalidation stamps each partition once (N scripts, sent at once, one round trip per node).
+//! (`CATALOG_CACHE_PARTITIONS`, by default 3: one per primary of the usual 3+3 cluster), hits
+//! spread over every primary and an invalidation stamps each partition once (N scripts, sent
+//! at once, one round trip per node). N costs every write N scripts: with 16 partitions on
+//! 3 primaries W7 (5% writes) ran at 1,239-2,776 req/s, with 3 at 5,001 (one Redis: about
+//! 12,000), so the default is one partition per primary. Every instance must use the same N
+//! (the first one records it; see `RedisStorage::check_partition_count`).
 //! Measured on this machine (README "Redis Cluster", `scripts/cluster-hit-cost.sh`): the lookup
 //! script costs the same on a cluster primary as on one Redis (19 to 23 µs against 21 µs per
-//! hit under wrk), and the hits spread over every primary; an invalidation costs 16 stamp
+//! hit under wrk), and the hits spread over every primary; an invalidation costs N stamp
 //! scripts instead of one, which mutations can afford and hits could not.
 //!
 //! A key's partition follows its *placement*: the text before its first `/`, or the whole key.

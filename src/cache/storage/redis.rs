@@ -702,8 +702,15 @@ impl RedisStorage {
                 "Redis may evict keys (maxmemory-policy is not noeviction): an evicted tag stamp would let a stale entry look fresh. Set `maxmemory-policy noeviction` (entries still expire by TTL; fills fail when memory is full, which costs hits, not correctness)"
             );
         }
-        let Layout::Single { keys, scripts } = &self.layout else {
-            return Ok(());
+        let (keys, scripts) = match &self.layout {
+            Layout::Single { keys, scripts } => (keys, scripts),
+            Layout::Cluster {
+                partitions, values, ..
+            } => {
+                return self
+                    .check_partition_count(connection, partitions, values)
+                    .await;
+            }
         };
         let started: Option<String> = single_call(keys, &scripts.handshake)
             .key(format!("{}runid", self.prefix))
@@ -773,6 +780,41 @@ impl RedisStorage {
             Verdict::Fresh(entry) => Some(entry),
             _ => None,
         })
+    }
+
+    /// Every instance on a cluster must split the bookkeeping the same way: an instance with
+    /// fewer partitions would stamp only its own, and one with more would serve entries whose
+    /// partitions the others never stamp. The first instance records its count; one that
+    /// finds another count refuses the cache (it serves from the database) until the fleet
+    /// agrees again (`cache clear` forgets the recorded count).
+    async fn check_partition_count(
+        &self,
+        connection: &mut Connection,
+        partitions: &Partitions,
+        values: &str,
+    ) -> StorageResult<()> {
+        let recorded: Option<usize> = redis::cmd("SET")
+            .arg(format!("{values}partitions"))
+            .arg(partitions.count())
+            .arg("NX")
+            .arg("GET")
+            .query_async(connection)
+            .await
+            .map_err(|error| self.failed(error))?;
+        match recorded {
+            Some(recorded) if recorded != partitions.count() => {
+                tracing::error!(
+                    here = partitions.count(),
+                    recorded,
+                    "CATALOG_CACHE_PARTITIONS differs from what other instances use on this cluster: the cache is not used until they agree (stop them all, run `cache clear`, start them with one value)"
+                );
+                Err(StorageError::Unavailable(format!(
+                    "CATALOG_CACHE_PARTITIONS is {} here but {recorded} on the cluster",
+                    partitions.count()
+                )))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Drops the shared connections after an error; the next request takes fresh ones from
