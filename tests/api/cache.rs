@@ -429,7 +429,7 @@ async fn the_cache_can_be_bypassed_only_when_the_server_allows_it() {
         .await;
     assert_eq!(ignored.x_cache(), "HIT", "the header is ignored by default");
 
-    let open = TestApp::spawn_with(|config| config.allow_cache_bypass = true).await;
+    let open = TestApp::spawn_on_primary(|config| config.allow_cache_bypass = true).await;
     open.gql(PRODUCT_BY_ID, json!({ "id": "5" }))
         .await
         .assert_ok();

@@ -24,7 +24,7 @@
 //! and private entries of one operation, and the sequence read on its first sight, share a
 //! partition (sequences of different partitions are never compared).
 
-use super::redis::lookup_verdict;
+use super::redis::lookup_script;
 
 /// Hash slots in a Redis Cluster.
 pub const SLOTS: u16 = 16384;
@@ -175,21 +175,11 @@ end
 // KEYS[2] = entry. The hit path: the entry, then one HMGET of the floor and its tags' stamps
 // (tags never start with '#', so they cannot collide with the bookkeeping fields). Returns as
 // `redis::LOOKUP` does.
-pub const LOOKUP: &str = concat!(
-    r#"
-local entry = redis.call('GET', KEYS[2])
-local unprovable = false
-if entry then
-  local newline = string.find(entry, '\n', 1, true)
-  if newline then
-    local seq = nil
-    local fields = {'#floor'}
-    for word in string.gmatch(string.sub(entry, 1, newline - 1), '%S+') do
-      if seq == nil then seq = tonumber(word) else fields[#fields + 1] = word end
-    end
-    local values = redis.call('HMGET', KEYS[1], unpack(fields))
-"#,
-    lookup_verdict!()
+pub const LOOKUP: &str = lookup_script!(
+    entry: "KEYS[2]",
+    floor: "'#floor'",
+    stamp: "word",
+    read: "redis.call('HMGET', KEYS[1], unpack(names))"
 );
 
 pub const LOOKUP_MISS: &str = r#"

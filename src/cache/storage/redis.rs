@@ -173,11 +173,33 @@ local function floor()
 end
 "#;
 
-// How both layouts' lookups end: `values[1]` is the epoch floor, the rest are the entry's tag
-// stamps; a fresh entry is returned, anything else falls through to the miss path.
-macro_rules! lookup_verdict {
-    () => {
-        r#"
+// Both layouts' lookup scripts, which differ only in where the entry and the stamps are:
+// read the entry, take its fill sequence and tags from its first line, read the epoch floor
+// (`values[1]`) and the tags' stamps in one call, and return a fresh entry; anything else
+// falls through to the miss path (`LOOKUP_MISS`, after the epoch helpers: a hit never
+// defines them).
+macro_rules! lookup_script {
+    (entry: $entry:literal, floor: $floor:literal, stamp: $stamp:literal, read: $read:literal) => {
+        concat!(
+            "\nlocal entry = redis.call('GET', ",
+            $entry,
+            r#")
+local unprovable = false
+if entry then
+  local newline = string.find(entry, '\n', 1, true)
+  if newline then
+    local seq = nil
+    local names = {"#,
+            $floor,
+            r#"}
+    for word in string.gmatch(string.sub(entry, 1, newline - 1), '%S+') do
+      if seq == nil then seq = tonumber(word) else names[#names + 1] = "#,
+            $stamp,
+            r#" end
+    end
+    local values = "#,
+            $read,
+            r#"
     local lowest = values[1] and tonumber(values[1])
     if seq == nil or lowest == nil or seq < lowest then
       unprovable = true
@@ -191,29 +213,20 @@ macro_rules! lookup_verdict {
   end
 end
 "#
+        )
     };
 }
-pub(super) use lookup_verdict;
+pub(super) use lookup_script;
 
 // KEYS[4] = entry; ARGV[3] = tag key prefix. Returns {1, entry} when fresh, {0, seq, lsn} when
 // absent or stale, {2, seq, lsn} when present but unprovable (filled before the epoch floor,
 // or the floor is gone); lsn is '' when unknown. A hit costs two calls, as before epochs: the
 // entry, then one MGET of the floor and the entry's tag stamps.
-const LOOKUP: &str = concat!(
-    r#"
-local entry = redis.call('GET', KEYS[4])
-local unprovable = false
-if entry then
-  local newline = string.find(entry, '\n', 1, true)
-  if newline then
-    local seq = nil
-    local names = {KEYS[2]}
-    for word in string.gmatch(string.sub(entry, 1, newline - 1), '%S+') do
-      if seq == nil then seq = tonumber(word) else names[#names + 1] = ARGV[3] .. word end
-    end
-    local values = redis.call('MGET', unpack(names))
-"#,
-    lookup_verdict!()
+const LOOKUP: &str = lookup_script!(
+    entry: "KEYS[4]",
+    floor: "KEYS[2]",
+    stamp: "ARGV[3] .. word",
+    read: "redis.call('MGET', unpack(names))"
 );
 
 // The miss path of LOOKUP, after the epoch helpers: a hit never defines them.
@@ -361,6 +374,36 @@ impl Layout {
             } => (0..partitions.count())
                 .map(|partition| cluster_call(partitions, cluster(scripts), partition))
                 .collect(),
+        }
+    }
+}
+
+impl Layout {
+    /// A call of the chosen script about one entry: the prelude of the place that keeps the
+    /// entry's bookkeeping (the one Redis, or the entry's partition), then the entry's key.
+    fn entry_call<'a>(
+        &'a self,
+        prefix: &str,
+        key: &str,
+        single: impl Fn(&'a SingleScripts) -> &'a Script,
+        cluster: impl Fn(&'a ClusterScripts) -> &'a Script,
+    ) -> redis::ScriptInvocation<'a> {
+        match self {
+            Layout::Single { keys, scripts } => {
+                let mut call = single_call(keys, single(scripts));
+                call.key(format!("{prefix}{key}"));
+                call
+            }
+            Layout::Cluster {
+                partitions,
+                scripts,
+                ..
+            } => {
+                let partition = partitions.of(key);
+                let mut call = cluster_call(partitions, cluster(scripts), partition);
+                call.key(partitions.entry(partition, key));
+                call
+            }
         }
     }
 }
@@ -817,6 +860,26 @@ impl RedisStorage {
         }
     }
 
+    /// One pipeline of the commands `add` writes for each item's key (nothing when there are
+    /// no items): the monitor's counters and samples.
+    async fn pipeline_per_key<T>(
+        &self,
+        items: &[(String, T)],
+        add: impl Fn(&mut redis::Pipeline, &str, &T),
+    ) -> StorageResult<()> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let mut connection = self.connection().await?;
+        let mut pipe = redis::pipe();
+        for (key, item) in items {
+            add(&mut pipe, &self.key(key), item);
+        }
+        pipe.query_async::<()>(&mut connection)
+            .await
+            .map_err(|error| self.failed(error))
+    }
+
     /// Drops the shared connections after an error; the next request takes fresh ones from
     /// the pool, which checks them before handing them out.
     fn reset(&self) {
@@ -1073,27 +1136,19 @@ impl ResponseStore for RedisStorage {
         if let Some(entry) = self.hit_without_script(&mut connection, key).await? {
             return Ok(Lookup::Hit(Arc::new(entry)));
         }
-        let found: redis::RedisResult<(i64, Vec<u8>, Vec<u8>)> = match &self.layout {
-            Layout::Single { keys, scripts } => {
-                single_call(keys, &scripts.lookup)
-                    .key(format!("{}{key}", self.prefix))
-                    .arg(keys.tag_prefix.as_str())
-                    .invoke_async(&mut connection)
-                    .await
-            }
-            Layout::Cluster {
-                partitions,
-                scripts,
-                ..
-            } => {
-                let partition = partitions.of(key);
-                cluster_call(partitions, &scripts.lookup, partition)
-                    .key(partitions.entry(partition, key))
-                    .invoke_async(&mut connection)
-                    .await
-            }
-        };
-        let (found, value, lsn) = found.map_err(|error| self.failed(error))?;
+        let mut lookup = self.layout.entry_call(
+            &self.prefix,
+            key,
+            |single| &single.lookup,
+            |cluster| &cluster.lookup,
+        );
+        if let Layout::Single { keys, .. } = &self.layout {
+            lookup.arg(keys.tag_prefix.as_str());
+        }
+        let (found, value, lsn): (i64, Vec<u8>, Vec<u8>) = lookup
+            .invoke_async(&mut connection)
+            .await
+            .map_err(|error| self.failed(error))?;
         if found == 1 {
             let entry = Entry::decode(bytes::Bytes::from(value))
                 .map_err(|error| StorageError::Unavailable(error.to_string()))?;
@@ -1152,32 +1207,19 @@ impl ResponseStore for RedisStorage {
     }
     async fn store(&self, key: &str, entry: Arc<Entry>, ttl: Duration) -> StorageResult<()> {
         let mut connection = self.connection().await?;
-        let stored: redis::RedisResult<i64> = match &self.layout {
-            Layout::Single { keys, scripts } => {
-                single_call(keys, &scripts.store)
-                    .key(format!("{}{key}", self.prefix))
-                    .arg(entry.seq)
-                    .arg(entry.encode(self.compress_above))
-                    .arg(ttl.as_secs().max(1))
-                    .invoke_async(&mut connection)
-                    .await
-            }
-            Layout::Cluster {
-                partitions,
-                scripts,
-                ..
-            } => {
-                let partition = partitions.of(key);
-                cluster_call(partitions, &scripts.store, partition)
-                    .key(partitions.entry(partition, key))
-                    .arg(entry.seq)
-                    .arg(entry.encode(self.compress_above))
-                    .arg(ttl.as_secs().max(1))
-                    .invoke_async(&mut connection)
-                    .await
-            }
-        };
-        stored.map_err(|error| self.failed(error))?;
+        self.layout
+            .entry_call(
+                &self.prefix,
+                key,
+                |single| &single.store,
+                |cluster| &cluster.store,
+            )
+            .arg(entry.seq)
+            .arg(entry.encode(self.compress_above))
+            .arg(ttl.as_secs().max(1))
+            .invoke_async::<i64>(&mut connection)
+            .await
+            .map_err(|error| self.failed(error))?;
         self.known_tags.remember(key, &entry.tags);
         Ok(())
     }
@@ -1337,21 +1379,13 @@ impl ValueStore for RedisStorage {
             .map_err(|error| self.failed(error))
     }
     async fn add_counters(&self, counters: &[(String, i64)], ttl: Duration) -> StorageResult<()> {
-        if counters.is_empty() {
-            return Ok(());
-        }
-        let mut connection = self.connection().await?;
-        let mut pipe = redis::pipe();
-        for (key, delta) in counters {
-            let key = self.key(key);
-            pipe.incr(&key, *delta)
+        self.pipeline_per_key(counters, |pipe, key, delta| {
+            pipe.incr(key, *delta)
                 .ignore()
-                .expire(&key, ttl.as_secs() as i64)
+                .expire(key, ttl.as_secs() as i64)
                 .ignore();
-        }
-        pipe.query_async::<()>(&mut connection)
-            .await
-            .map_err(|error| self.failed(error))
+        })
+        .await
     }
     async fn counters(&self, keys: &[String]) -> StorageResult<Vec<i64>> {
         if keys.is_empty() {
@@ -1367,21 +1401,13 @@ impl ValueStore for RedisStorage {
         Ok(values.into_iter().map(Option::unwrap_or_default).collect())
     }
     async fn push_samples(&self, samples: &[(String, Vec<f64>)], keep: usize) -> StorageResult<()> {
-        if samples.is_empty() {
-            return Ok(());
-        }
-        let mut connection = self.connection().await?;
-        let mut pipe = redis::pipe();
-        for (key, values) in samples {
-            let key = self.key(key);
-            pipe.lpush(&key, values)
+        self.pipeline_per_key(samples, |pipe, key, values| {
+            pipe.lpush(key, values)
                 .ignore()
-                .ltrim(&key, 0, keep as isize - 1)
+                .ltrim(key, 0, keep as isize - 1)
                 .ignore();
-        }
-        pipe.query_async::<()>(&mut connection)
-            .await
-            .map_err(|error| self.failed(error))
+        })
+        .await
     }
     async fn samples(&self, key: &str) -> StorageResult<Vec<f64>> {
         let mut connection = self.connection().await?;
