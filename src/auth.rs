@@ -35,7 +35,7 @@ impl Principal {
 }
 
 pub fn hash_token(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
+    crate::cache::key::hex_string(&Sha256::digest(token.as_bytes()))
 }
 
 pub fn generate_token() -> Result<String, getrandom::Error> {

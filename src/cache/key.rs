@@ -19,7 +19,25 @@ pub enum Scope {
 
 /// SHA-256 of a GraphQL document, hex encoded (also the APQ hash of that document).
 pub fn document_hash(query: &str) -> String {
-    hex::encode(Sha256::digest(query.as_bytes()))
+    hex_string(&Sha256::digest(query.as_bytes()))
+}
+
+/// Lower-case hex of up to 32 bytes, written in one go (`hex::encode` collects characters one
+/// by one: about 2,000 instructions per digest, and a hit hashes three or four times).
+pub fn hex_string(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 2);
+    push_hex(&mut out, bytes);
+    out
+}
+
+fn push_hex(out: &mut String, bytes: &[u8]) {
+    let mut buffer = [0u8; 64];
+    for chunk in bytes.chunks(32) {
+        let written = &mut buffer[..chunk.len() * 2];
+        if hex::encode_to_slice(chunk, written).is_ok() {
+            out.push_str(std::str::from_utf8(written).unwrap_or_default());
+        }
+    }
 }
 
 /// The key of a cached response: `resp:`, the placement, `/` and a SHA-256 over the document
@@ -75,11 +93,12 @@ fn response_key(
             hasher.update(token_hash);
         }
     }
-    format!(
-        "{RESPONSE_KEY_PREFIX}{}/{}",
-        hex::encode(&operation[..8]),
-        hex::encode(hasher.finalize())
-    )
+    let mut key = String::with_capacity(RESPONSE_KEY_PREFIX.len() + 16 + 1 + 64);
+    key.push_str(RESPONSE_KEY_PREFIX);
+    push_hex(&mut key, &operation[..8]);
+    key.push('/');
+    push_hex(&mut key, &hasher.finalize());
+    key
 }
 
 /// Feeds `value` to the hasher as JSON with object keys in sorted order.
@@ -113,6 +132,14 @@ fn write_canonical(hasher: &mut Sha256, value: &Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hex_strings_match_the_hex_crate() {
+        let digest = Sha256::digest(b"catalog");
+        for bytes in [&digest[..], &digest[..8], &digest[..0]] {
+            assert_eq!(hex_string(bytes), hex::encode(bytes));
+        }
+    }
     use serde_json::json;
 
     #[test]

@@ -92,7 +92,10 @@ pub struct Executor {
 }
 
 pub fn etag_of(body: &[u8]) -> String {
-    format!("\"{}\"", &hex::encode(Sha256::digest(body))[..32])
+    format!(
+        "\"{}\"",
+        crate::cache::key::hex_string(&Sha256::digest(body)[..16])
+    )
 }
 
 fn error_outcome(error: ApiError) -> Outcome {
