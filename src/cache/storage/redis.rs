@@ -1,12 +1,12 @@
 //! The Redis backend (deadpool-redis), on one Redis or a Redis Cluster. A lookup is one round
 //! trip: a Lua script reads the entry, compares its tags' versions with the sequence it was
 //! filled at, and returns it or the current sequence; once this instance knows the entry's
-//! tags, plain reads do the same without a script (`known_tags.rs`). An invalidation is one round trip too
-//! (per node on a cluster): it advances the sequence, stamps each tag and publishes the change
-//! for other instances' first tiers. On a cluster the bookkeeping is partitioned so that every
-//! script stays in one hash slot (`cluster.rs` explains the layout), and an invalidation is
-//! acknowledged only once a replica of each partition's primary has it (`WAIT`), so a
-//! failover cannot lose it. No request path uses KEYS or SCAN; only `clear` and `stats`
+//! tags, plain reads do the same without a script (`known_tags.rs`). An invalidation is one
+//! round trip too (per node on a cluster): it advances the sequence, stamps each tag and
+//! publishes the change for other instances' first tiers. On a cluster the bookkeeping is
+//! partitioned so that every script stays in one hash slot (`cluster.rs` explains the
+//! layout), and an invalidation is acknowledged only once a replica of each partition's
+//! primary has it (`WAIT`), so a failover cannot lose it. No request path uses KEYS or SCAN; only `clear` and `stats`
 //! (management commands) scan, on every primary, and only this server's prefix.
 
 use std::sync::Arc;
@@ -376,9 +376,7 @@ impl Layout {
                 .collect(),
         }
     }
-}
 
-impl Layout {
     /// A call of the chosen script about one entry: the prelude of the place that keeps the
     /// entry's bookkeeping (the one Redis, or the entry's partition), then the entry's key.
     fn entry_call<'a>(
