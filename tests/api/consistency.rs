@@ -113,6 +113,16 @@ async fn spawn_on(redis: &RedisProcess, first: Option<&TestApp>) -> TestApp {
     TestApp::start(config, files, seed).await
 }
 
+/// Two instances on `redis`, a writer's token, and product 42 cached by the reader.
+async fn writer_and_cached_reader(redis: &RedisProcess) -> (TestApp, TestApp, String) {
+    let writer = spawn_on(redis, None).await;
+    let reader = spawn_on(redis, Some(&writer)).await;
+    let token = writer.create_token("writer").await;
+    price_of(&reader, "42").await;
+    assert_eq!(price_of(&reader, "42").await.1, "HIT");
+    (writer, reader, token)
+}
+
 async fn price_of(app: &TestApp, id: &str) -> (Value, String) {
     let response = app.gql(PRODUCT_BY_ID, json!({ "id": id })).await;
     (
@@ -158,11 +168,7 @@ async fn a_mutation_whose_invalidation_is_delayed_answers_only_once_it_landed() 
     let Some(redis) = RedisProcess::start().await else {
         return;
     };
-    let writer = spawn_on(&redis, None).await;
-    let reader = spawn_on(&redis, Some(&writer)).await;
-    let token = writer.create_token("writer").await;
-    price_of(&reader, "42").await;
-    assert_eq!(price_of(&reader, "42").await.1, "HIT");
+    let (writer, reader, token) = writer_and_cached_reader(&redis).await;
 
     // Redis stalls for 300 ms, three command timeouts: the writer's invalidation fails
     // at first and is retried; its response must wait for it.
@@ -181,55 +187,23 @@ async fn a_mutation_whose_invalidation_is_delayed_answers_only_once_it_landed() 
     );
 }
 
-/// Calls of one command since the last `CONFIG RESETSTAT` (0 when never called).
-async fn command_calls(redis: &RedisProcess, command: &str) -> u64 {
-    let client = redis::Client::open(redis.url()).expect("client");
-    let mut connection = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect");
-    let stats: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query_async(&mut connection)
-        .await
-        .expect("INFO");
-    stats
-        .lines()
-        .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:calls=")))
-        .and_then(|rest| rest.split(',').next()?.parse().ok())
-        .unwrap_or(0)
-}
-
 #[tokio::test]
 async fn a_hit_on_a_known_entry_is_one_plain_read_and_a_retired_one_is_never_served() {
     let Some(redis) = RedisProcess::start().await else {
         return;
     };
-    let writer = spawn_on(&redis, None).await;
-    let reader = spawn_on(&redis, Some(&writer)).await;
-    let token = writer.create_token("writer").await;
-    price_of(&reader, "42").await;
-    assert_eq!(price_of(&reader, "42").await.1, "HIT");
+    let (writer, reader, token) = writer_and_cached_reader(&redis).await;
 
     // The reader filled the entry, so it knows its tags: 20 hits are 20 MGETs, no script.
-    let client = redis::Client::open(redis.url()).expect("client");
-    let mut connection = client
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect");
-    let _: () = redis::cmd("CONFIG")
-        .arg("RESETSTAT")
-        .query_async(&mut connection)
-        .await
-        .expect("RESETSTAT");
+    redis.reset_command_stats().await.expect("RESETSTAT");
     for _ in 0..20 {
         assert_eq!(price_of(&reader, "42").await.1, "HIT");
     }
     // (The monitor's background flush may run a script meanwhile; a lookup script per hit
     // would be 20.)
-    let scripts = command_calls(&redis, "evalsha").await;
+    let scripts = redis.command_calls("evalsha").await.expect("INFO");
     assert!(scripts <= 2, "{scripts} scripts for 20 hits");
-    assert!(command_calls(&redis, "mget").await >= 20);
+    assert!(redis.command_calls("mget").await.expect("INFO") >= 20);
 
     // Retired by the other instance's mutation: the plain read sees the stamp and misses.
     writer

@@ -118,6 +118,29 @@ impl RedisProcess {
         redis::cmd("SAVE").query_async(&mut connection).await
     }
 
+    /// Starts Redis' per-command statistics afresh (CONFIG RESETSTAT).
+    pub async fn reset_command_stats(&self) -> redis::RedisResult<()> {
+        let mut connection = self.connection().await?;
+        redis::cmd("CONFIG")
+            .arg("RESETSTAT")
+            .query_async(&mut connection)
+            .await
+    }
+
+    /// Calls of one command since the last `reset_command_stats()` (0 when never called).
+    pub async fn command_calls(&self, command: &str) -> redis::RedisResult<u64> {
+        let mut connection = self.connection().await?;
+        let stats: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut connection)
+            .await?;
+        Ok(stats
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("cmdstat_{command}:calls=")))
+            .and_then(|rest| rest.split(',').next()?.parse().ok())
+            .unwrap_or(0))
+    }
+
     /// Closes every subscriber connection (CLIENT KILL TYPE pubsub), as a network blip would;
     /// returns how many were closed.
     pub async fn kill_subscriptions(&self) -> redis::RedisResult<u64> {
