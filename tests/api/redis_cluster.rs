@@ -181,8 +181,10 @@ impl RedisCluster {
 
     /// Waits until every running node reports `cluster_state:ok`, three primaries serve, and
     /// each has a replica in sync (`state=online`: a replica that never synced cannot take over).
+    /// Up to 60 s: in CI several clusters start at once beside the shared one, and 30 s was
+    /// once too short for one of them.
     pub async fn wait_healthy(&self) {
-        let healthy = eventually(Duration::from_secs(30), || async {
+        let healthy = eventually(Duration::from_secs(60), || async {
             for node in self.nodes.iter().filter(|node| node.child.is_some()) {
                 match command(node.port, &["CLUSTER", "INFO"]).await {
                     Ok(info) if info.contains("cluster_state:ok") => {}
