@@ -506,54 +506,61 @@ pub fn from_config(
         Arc<dyn storage::ResponseStore>,
         Arc<dyn storage::ValueStore>,
     );
-    let ((responses, values), pool, token_ttl): (Stores, _, _) = match &config.redis_url {
-        Some(url) => {
-            let redis = Arc::new(storage::redis::RedisStorage::new(
-                url,
-                &config.cache_prefix,
-                config.cache_partitions,
-                config.redis_pool_size,
-                config.redis_connect_timeout(),
-                config.redis_command_timeout(),
-                TAG_TTL,
-                config.cache_compress_above,
-                Arc::clone(&metrics),
-            )?);
-            let pool = redis.pool().clone();
-            let responses: Arc<dyn storage::ResponseStore> = if config.cache_local_tier {
-                Arc::new(storage::tiered::TieredStorage::new(
-                    Arc::clone(&redis),
-                    config.cache_local_bytes,
-                    Duration::from_secs(config.cache_local_ttl_secs.max(1)),
+    let (backend_name, (responses, values), pool, token_ttl): (_, Stores, _, _) =
+        match &config.redis_url {
+            Some(url) => {
+                let redis = Arc::new(storage::redis::RedisStorage::new(
+                    url,
+                    &config.cache_prefix,
+                    config.cache_partitions,
+                    config.redis_pool_size,
+                    config.redis_connect_timeout(),
+                    config.redis_command_timeout(),
                     TAG_TTL,
+                    config.cache_compress_above,
                     Arc::clone(&metrics),
-                )?)
-            } else {
-                Arc::clone(&redis) as Arc<dyn storage::ResponseStore>
-            };
-            (
-                (responses, redis as Arc<dyn storage::ValueStore>),
-                Some(pool),
-                Some(Duration::from_secs(config.token_cache_secs)),
-            )
-        }
-        None => {
-            let memory = Arc::new(storage::memory::MemoryStorage::new(
-                config.cache_local_bytes,
-                TAG_TTL,
-                Some(Arc::clone(&metrics)),
-            ));
-            (
+                )?);
+                let pool = redis.pool().clone();
+                let values = Arc::clone(&redis) as Arc<dyn storage::ValueStore>;
+                let (backend_name, responses): (_, Arc<dyn storage::ResponseStore>) =
+                    if config.cache_local_tier {
+                        let tiered = storage::tiered::TieredStorage::new(
+                            redis,
+                            config.cache_local_bytes,
+                            Duration::from_secs(config.cache_local_ttl_secs.max(1)),
+                            TAG_TTL,
+                            Arc::clone(&metrics),
+                        )?;
+                        ("redis+local", Arc::new(tiered))
+                    } else {
+                        ("redis", redis)
+                    };
                 (
-                    Arc::clone(&memory) as Arc<dyn storage::ResponseStore>,
-                    memory as Arc<dyn storage::ValueStore>,
-                ),
-                None,
-                None,
-            )
-        }
-    };
+                    backend_name,
+                    (responses, values),
+                    Some(pool),
+                    Some(Duration::from_secs(config.token_cache_secs)),
+                )
+            }
+            None => {
+                let memory = Arc::new(storage::memory::MemoryStorage::new(
+                    config.cache_local_bytes,
+                    TAG_TTL,
+                    Some(Arc::clone(&metrics)),
+                ));
+                (
+                    "memory",
+                    (
+                        Arc::clone(&memory) as Arc<dyn storage::ResponseStore>,
+                        memory as Arc<dyn storage::ValueStore>,
+                    ),
+                    None,
+                    None,
+                )
+            }
+        };
     let guarded = GuardedStorage::new(
+        backend_name,
         responses,
         values,
         config.redis_command_timeout(),

@@ -44,6 +44,8 @@ enum Lane {
 }
 
 pub struct GuardedStorage {
+    /// The backend's name in logs and stats: `memory`, `redis` or `redis+local`.
+    backend_name: &'static str,
     responses: Arc<dyn ResponseStore>,
     values: Arc<dyn ValueStore>,
     timeout: Duration,
@@ -54,12 +56,14 @@ pub struct GuardedStorage {
 
 impl GuardedStorage {
     pub fn new(
+        backend_name: &'static str,
         responses: Arc<dyn ResponseStore>,
         values: Arc<dyn ValueStore>,
         timeout: Duration,
         metrics: Arc<Metrics>,
     ) -> Self {
         GuardedStorage {
+            backend_name,
             responses,
             values,
             timeout,
@@ -70,7 +74,7 @@ impl GuardedStorage {
     }
 
     pub fn backend_name(&self) -> &'static str {
-        self.responses.name()
+        self.backend_name
     }
 
     /// True while the backend is considered down.
@@ -138,7 +142,7 @@ impl GuardedStorage {
             Ok(_) => {
                 if health.retry_at.take().is_some() && matches!(lane, Lane::Requests) {
                     tracing::warn!(
-                        backend = self.responses.name(),
+                        backend = self.backend_name,
                         failed_calls = health.failures_in_outage,
                         "cache backend is back; caching resumes"
                     );
@@ -149,7 +153,7 @@ impl GuardedStorage {
                 self.metrics.cache_errors.inc();
                 if health.failures_in_outage == 0 && matches!(lane, Lane::Requests) {
                     tracing::error!(
-                        backend = self.responses.name(),
+                        backend = self.backend_name,
                         %error,
                         "cache backend failed; requests are answered from the database until it returns"
                     );

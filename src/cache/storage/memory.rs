@@ -124,9 +124,6 @@ impl MemoryStorage {
 
 #[async_trait]
 impl ResponseStore for MemoryStorage {
-    fn name(&self) -> &'static str {
-        "memory"
-    }
     async fn lookup(&self, key: &str) -> StorageResult<Lookup> {
         let mark = self.watermark();
         let Some(Stored::Entry(entry, _)) = self.values.get(key).await else {

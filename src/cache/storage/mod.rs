@@ -73,8 +73,6 @@ pub struct BackendStats {
 /// Keys are given without the configured prefix; each backend adds it.
 #[async_trait]
 pub trait ResponseStore: Send + Sync + 'static {
-    fn name(&self) -> &'static str;
-
     /// Returns the entry at `key` if none of its tags was invalidated after it was filled.
     async fn lookup(&self, key: &str) -> StorageResult<Lookup>;
     /// The current invalidation sequence and WAL position (taken before a fill executes) of

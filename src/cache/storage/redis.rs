@@ -1126,9 +1126,6 @@ fn cluster_call<'a>(
 
 #[async_trait]
 impl ResponseStore for RedisStorage {
-    fn name(&self) -> &'static str {
-        "redis"
-    }
     async fn lookup(&self, key: &str) -> StorageResult<Lookup> {
         let mut connection = self.connection().await?;
         if let Some(entry) = self.hit_without_script(&mut connection, key).await? {

@@ -308,9 +308,6 @@ async fn follow_cluster(
 
 #[async_trait]
 impl ResponseStore for TieredStorage {
-    fn name(&self) -> &'static str {
-        "redis+local"
-    }
     async fn lookup(&self, key: &str) -> StorageResult<Lookup> {
         let generation = self.coherence.current();
         if let Some(generation) = generation
