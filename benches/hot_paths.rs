@@ -8,7 +8,7 @@ use std::hint::black_box;
 use async_graphql::{Request, Response, Variables};
 use bytes::Bytes;
 use catalog_api::AppState;
-use catalog_api::auth::Principal;
+use catalog_api::auth::Credentials;
 use catalog_api::cache::CacheLookup;
 use catalog_api::cache::entry::Entry;
 use catalog_api::cache::key::{ResponseKey, Scope, document_hash};
@@ -127,7 +127,7 @@ impl Fixture {
 
     fn anonymous() -> Caller {
         Caller {
-            principal: Principal::Anonymous,
+            credentials: Credentials::anonymous(),
             request_id: RequestId("bench".into()),
             transport: Transport::Post,
             bypass_cache: false,

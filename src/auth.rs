@@ -3,6 +3,8 @@
 //! A token is 256 random bits from the operating system's CSPRNG, shown once. Only its
 //! SHA-256 is stored or cached, so neither the database nor the cache can leak a token.
 
+use std::sync::Arc;
+
 use async_graphql::{Context, Guard};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -139,7 +141,56 @@ impl Guard for RequireToken {
     }
 }
 
-/// Turns an `Authorization` header into a `Principal`, consulting the token cache first.
+/// What a request presents: no token, or the SHA-256 of its bearer token. Read from the
+/// header without any I/O, and checked at most once per request, only when something needs
+/// the `Principal`: a fresh private entry proves its owner's token by its own tag (it
+/// carries `Token:<hash>`, which revocation stamps), so a hit on one needs no token lookup.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    token_hash: Option<String>,
+    checked: Arc<tokio::sync::OnceCell<Principal>>,
+}
+
+impl Credentials {
+    pub fn anonymous() -> Self {
+        Credentials {
+            token_hash: None,
+            checked: Arc::new(tokio::sync::OnceCell::new_with(Some(Principal::Anonymous))),
+        }
+    }
+
+    /// Credentials already checked (the warm-up command authenticates before it runs).
+    pub fn checked(principal: Principal) -> Self {
+        let token_hash = match &principal {
+            Principal::Token { token_hash, .. } => Some(token_hash.clone()),
+            Principal::Anonymous => None,
+        };
+        Credentials {
+            token_hash,
+            checked: Arc::new(tokio::sync::OnceCell::new_with(Some(principal))),
+        }
+    }
+
+    /// No header is an anonymous caller; a header of any other shape than `Bearer <token>`
+    /// is an error at once.
+    pub fn from_header(header: Option<&axum::http::HeaderValue>) -> Result<Self, ApiError> {
+        let Some(header) = header else {
+            return Ok(Credentials::anonymous());
+        };
+        let header = header.to_str().map_err(|_| ApiError::InvalidToken)?;
+        Ok(Credentials {
+            token_hash: Some(hash_token(bearer_token(header)?)),
+            checked: Arc::default(),
+        })
+    }
+
+    /// The hash of the token presented, valid or not.
+    pub fn claimed_token_hash(&self) -> Option<&str> {
+        self.token_hash.as_deref()
+    }
+}
+
+/// Checks credentials, consulting the token cache first.
 #[derive(Clone)]
 pub struct Authenticator {
     db: sea_orm::DatabaseConnection,
@@ -158,17 +209,31 @@ impl Authenticator {
         Authenticator { db, cache, breaker }
     }
 
-    /// No header is an anonymous caller; a header with a bad or revoked token is an error,
-    /// whatever the operation, so a client never silently loses its identity.
+    /// An `Authorization` header's principal: anonymous without one; a bad or revoked token
+    /// is an error, whatever the operation, so a client never silently loses its identity.
     pub async fn authenticate(
         &self,
         header: Option<&axum::http::HeaderValue>,
     ) -> Result<Principal, ApiError> {
-        let Some(header) = header else {
-            return Ok(Principal::Anonymous);
-        };
-        let header = header.to_str().map_err(|_| ApiError::InvalidToken)?;
-        let token_hash = hash_token(bearer_token(header)?);
+        self.principal(&Credentials::from_header(header)?).await
+    }
+
+    /// The principal behind `credentials`, checked on the first call of a request.
+    pub async fn principal(&self, credentials: &Credentials) -> Result<Principal, ApiError> {
+        let principal = credentials
+            .checked
+            .get_or_try_init(|| async {
+                match &credentials.token_hash {
+                    Some(token_hash) => self.check(token_hash).await,
+                    None => Ok(Principal::Anonymous),
+                }
+            })
+            .await?;
+        Ok(principal.clone())
+    }
+
+    async fn check(&self, token_hash: &str) -> Result<Principal, ApiError> {
+        let token_hash = token_hash.to_owned();
         let mut fill_seq = None;
         if let Some(cache) = &self.cache {
             match cache.token_lookup(&token_hash).await {

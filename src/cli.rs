@@ -7,7 +7,7 @@ use std::time::Instant;
 use clap::{Parser, Subcommand};
 
 use crate::app::{App, AppState, StartupError};
-use crate::auth::Principal;
+use crate::auth::{Credentials, Principal};
 use crate::config::Config;
 use crate::db::seed::{self, SeedPlan};
 use crate::graphql::executor::{Caller, Operation, Transport};
@@ -353,7 +353,7 @@ async fn warm_up(state: &AppState, top: usize, token: Option<String>) -> Result<
     let (mut filled, mut already) = (0, 0);
     for (operation, principal) in operations {
         let caller = Caller {
-            principal,
+            credentials: Credentials::checked(principal),
             request_id: RequestId("warm-up".into()),
             transport: Transport::Post,
             bypass_cache: false,

@@ -8,7 +8,9 @@
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-const KEY_VERSION: &str = "v2";
+/// Changes whenever what an entry under a key means changes, so no older entry is read (v3:
+/// a private entry carries its owner's token tag, which is what lets it answer unchecked).
+const KEY_VERSION: &str = "v3";
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Scope {

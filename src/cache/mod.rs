@@ -203,6 +203,22 @@ impl ResponseCache {
         found
     }
 
+    /// A look that counts only a hit (a request that misses goes on to its counted lookup).
+    async fn probe(&self, key: &key::ResponseKey) -> Option<Arc<Entry>> {
+        match self.recheck(key).await {
+            CacheLookup::Hit(entry) => {
+                self.record(Outcome::Hit);
+                Some(entry)
+            }
+            CacheLookup::Miss(_) | CacheLookup::Unavailable => None,
+        }
+    }
+
+    /// Whether validated tokens are cached (and so revocations reach the cache at once).
+    fn caches_validations(&self) -> bool {
+        self.inner.token_ttl.is_some()
+    }
+
     /// A second look inside a single flight, not counted in the statistics.
     async fn recheck(&self, key: &key::ResponseKey) -> CacheLookup {
         if !self.reads_allowed() {
@@ -252,19 +268,27 @@ impl ResponseCache {
         self.inner.metrics.cache_bypasses.inc();
     }
 
-    /// Stores a successful result; errors are logged by the storage guard and ignored.
+    /// Stores a successful result; errors are logged by the storage guard and ignored. A
+    /// private result (one with an `owner`) also carries its owner's token tag, so revoking
+    /// the token retires it.
+    #[allow(clippy::too_many_arguments)]
     async fn fill(
         &self,
         key: &key::ResponseKey,
         seq: u64,
         tags: &[Tag],
+        owner: Option<&str>,
         body: Bytes,
         etag: String,
         policy: Policy,
     ) {
         let entry = Entry {
             seq,
-            tags: tags.iter().map(Tag::key).collect(),
+            tags: tags
+                .iter()
+                .map(Tag::key)
+                .chain(owner.map(token_tag))
+                .collect(),
             etag,
             max_age: policy.max_age,
             body,

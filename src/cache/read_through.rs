@@ -127,6 +127,13 @@ impl Requester {
         }
     }
 
+    fn token_hash(&self) -> Option<&str> {
+        match self {
+            Requester::Token { token_hash } => Some(token_hash),
+            Requester::Anonymous => None,
+        }
+    }
+
     /// The scope first-sight requests are coalesced in (the policy is not known yet).
     fn own_scope(&self) -> Scope {
         match self {
@@ -175,6 +182,26 @@ enum Ticket {
 }
 
 impl ResponseCache {
+    /// A fresh private entry of `token_hash`'s, answered before the token is checked. Every
+    /// private entry carries its owner's `Token:<hash>` tag, which revoking the token stamps,
+    /// and is filled only after the token was checked; so a fresh one proves the token was
+    /// valid at the fill and is unrevoked since, by the same rule that proves a cached
+    /// validation. Only where validations are cached (Redis), so that this is never later
+    /// than a token lookup: the in-process cache checks the database on every request.
+    pub async fn private_hit(
+        &self,
+        identity: &Identity,
+        policy: Policy,
+        token_hash: &str,
+    ) -> Option<Outcome> {
+        if !policy.private || !self.caches_validations() {
+            return None;
+        }
+        let key = identity.key(&Scope::Private(token_hash.to_owned()));
+        let entry = self.probe(&key).await?;
+        Some(Outcome::hit(&entry, policy))
+    }
+
     /// Serves a query through the cache: a fresh entry, a share of an execution that observed
     /// at least what this request observed, or `execute` run and its result stored.
     pub async fn read_through<Execute, Running>(
@@ -296,6 +323,7 @@ impl ResponseCache {
                 &key,
                 seq,
                 &executed.tags,
+                requester.token_hash(),
                 outcome.body.clone(),
                 etag.clone(),
                 policy,

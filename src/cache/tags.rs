@@ -33,7 +33,8 @@ pub enum Tag {
     AnyProduct,
 }
 
-/// Most tags one entry carries (a hit checks this many versions at most).
+/// Most tags one entry's result carries (a hit checks this many versions at most, and one
+/// more on a private entry: its owner's `Token:<hash>`).
 pub const MAX_TAGS_PER_ENTRY: usize = 16;
 /// Most product tags one invalidation names; past it, `AnyProduct` stands for them.
 pub const MAX_PRODUCT_TAGS_PER_INVALIDATION: usize = 32;

@@ -28,7 +28,7 @@ use super::loaders::Loaders;
 use super::response_body::{self, EncodedResponse};
 use super::response_order::ResponseOrder;
 use super::schema::Schemas;
-use crate::auth::Principal;
+use crate::auth::{Authenticator, Credentials, Principal};
 use crate::cache::key::document_hash;
 use crate::cache::read_through::{
     Executed, Identity, NO_REQUIRED_POSITION, Requester, RequiredPosition,
@@ -63,7 +63,8 @@ pub enum Transport {
 /// Who sent the operation and how.
 #[derive(Debug, Clone)]
 pub struct Caller {
-    pub principal: Principal,
+    /// Checked only when the operation needs its principal (see `Credentials`).
+    pub credentials: Credentials,
     pub request_id: RequestId,
     pub transport: Transport,
     /// `X-Bypass-Cache: 1`, honoured only when the server allows it.
@@ -73,9 +74,11 @@ pub struct Caller {
 pub use crate::cache::read_through::{CacheStatus, Outcome};
 
 /// A request the HTTP layer refuses outright.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum Refusal {
     MutationOverGet,
+    /// The credentials did not check out (or could not be checked).
+    Authentication(ApiError),
 }
 
 /// Built once by the app state from its parts.
@@ -84,6 +87,7 @@ pub struct Executor {
     pub db: DatabaseConnection,
     pub replicas: Option<Replicas>,
     pub cache: Option<ResponseCache>,
+    pub authenticator: Authenticator,
     pub metrics: Arc<Metrics>,
     /// The safelist: when set, only these documents (by SHA-256) may run.
     pub manifest: Option<HashMap<String, String>>,
@@ -112,6 +116,14 @@ struct Resolved {
 impl Executor {
     pub fn cache(&self) -> Option<&ResponseCache> {
         self.cache.as_ref()
+    }
+
+    /// The caller's principal, checked once per request.
+    async fn principal(&self, caller: &Caller) -> Result<Principal, Refusal> {
+        self.authenticator
+            .principal(&caller.credentials)
+            .await
+            .map_err(Refusal::Authentication)
     }
 
     /// Finds the document to run: the query text, or a persisted query by its hash.
@@ -215,6 +227,8 @@ impl Executor {
         let resolved = match self.resolve(&operation).await {
             Ok(resolved) => resolved,
             Err(error) => {
+                // A bad token is reported before anything else, as it is for every operation.
+                self.principal(caller).await?;
                 self.metrics.record_error(error.code());
                 return Ok(error_outcome(error));
             }
@@ -227,6 +241,7 @@ impl Executor {
             None | Some(Value::Null) => Value::Object(Map::new()),
             Some(Value::Object(map)) => Value::Object(map),
             Some(_) => {
+                self.principal(caller).await?;
                 self.metrics.record_error(codes::BAD_USER_INPUT);
                 return Ok(error_outcome(ApiError::bad_input(
                     "`variables` must be a JSON object",
@@ -251,6 +266,7 @@ impl Executor {
                     DocumentFacts::of(document).operation_type(operation_name.as_deref())
                 });
                 if caller.transport == Transport::Get && kind == Some(OperationType::Mutation) {
+                    self.principal(caller).await?;
                     return Err(Refusal::MutationOverGet);
                 }
                 kind == Some(OperationType::Query)
@@ -271,21 +287,38 @@ impl Executor {
                 ));
             }
         }
+        let identity = Arc::new(Identity {
+            query: resolved.query,
+            document: resolved.document,
+            operation_name,
+            variables,
+        });
+        if let (Some(cache), Some(policy), Some(token_hash)) = (
+            cache.filter(|_| is_query),
+            policy,
+            caller.credentials.claimed_token_hash(),
+        ) && let Some(outcome) = cache.private_hit(&identity, policy, token_hash).await
+        {
+            return Ok(outcome);
+        }
+        let principal = self.principal(caller).await?;
+        let requester = match &principal {
+            Principal::Token { token_hash, .. } => Requester::Token {
+                token_hash: token_hash.clone(),
+            },
+            Principal::Anonymous => Requester::Anonymous,
+        };
         let execution = Execution {
             schemas: self.schemas.clone(),
             db: self.db.clone(),
             replicas: self.replicas.clone(),
             cache: self.cache.clone(),
             metrics: Arc::clone(&self.metrics),
-            caller: caller.clone(),
+            principal,
+            request_id: caller.request_id.clone(),
             label: label.to_owned(),
             parsed,
-            identity: Arc::new(Identity {
-                query: resolved.query,
-                document: resolved.document,
-                operation_name,
-                variables,
-            }),
+            identity: Arc::clone(&identity),
             register_as,
         };
         let Some(cache) = cache.filter(|_| is_query) else {
@@ -312,13 +345,6 @@ impl Executor {
             }
             return Ok(executed.into_uncached());
         };
-        let identity = Arc::clone(&execution.identity);
-        let requester = match &caller.principal {
-            Principal::Token { token_hash, .. } => Requester::Token {
-                token_hash: token_hash.clone(),
-            },
-            Principal::Anonymous => Requester::Anonymous,
-        };
         let span = tracing::Span::current();
         Ok(cache
             .read_through(identity, requester, move |required| {
@@ -336,7 +362,8 @@ struct Execution {
     /// Told the WAL position a query read from the primary when the cache had lost its own.
     cache: Option<ResponseCache>,
     metrics: Arc<Metrics>,
-    caller: Caller,
+    principal: Principal,
+    request_id: RequestId,
     label: String,
     /// The document, when the executor already parsed it to learn its kind.
     parsed: Option<async_graphql::parser::types::ExecutableDocument>,
@@ -350,8 +377,8 @@ impl Execution {
     fn request(&self, tags: &Arc<TagRecorder>) -> Request {
         let request = Request::new(self.identity.query.clone())
             .variables(Variables::from_json(self.identity.variables.clone()))
-            .data(self.caller.principal.clone())
-            .data(self.caller.request_id.clone())
+            .data(self.principal.clone())
+            .data(self.request_id.clone())
             .data(Arc::clone(tags));
         match &self.identity.operation_name {
             Some(name) => request.operation_name(name.clone()),
@@ -452,7 +479,7 @@ impl Execution {
             } else {
                 Phase::Execution
             };
-            crate::error::assign_code(error, phase, Some(&self.caller.request_id.0));
+            crate::error::assign_code(error, phase, Some(&self.request_id.0));
             if let Some(async_graphql::Value::String(code)) = error
                 .extensions
                 .as_ref()

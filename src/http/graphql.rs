@@ -21,6 +21,7 @@ use tower_http::request_id::RequestId as TowerRequestId;
 use super::error::TransportError;
 use super::state::AppState;
 use super::{RequestId, graphiql};
+use crate::auth::Credentials;
 use crate::cache::Policy;
 use crate::error::ApiError;
 use crate::graphql::executor::{CacheStatus, Caller, Operation, Outcome, Refusal, Transport};
@@ -190,18 +191,9 @@ async fn respond(
     if let Some(message) = operations.iter().find_map(malformed) {
         return TransportError::MalformedOperation(message).counted(&state.metrics);
     }
-    let principal = match state
-        .authenticator
-        .authenticate(headers.get(header::AUTHORIZATION))
-        .await
-    {
-        Ok(principal) => principal,
-        Err(error) => {
-            if matches!(error, ApiError::ServiceUnavailable) {
-                state.db_breaker.trip();
-            }
-            return TransportError::from_authentication(error, &request_id).counted(&state.metrics);
-        }
+    let credentials = match Credentials::from_header(headers.get(header::AUTHORIZATION)) {
+        Ok(credentials) => credentials,
+        Err(error) => return refused_credentials(state, error, &request_id),
     };
     let span = tracing::Span::current();
     let names: Vec<&str> = operations
@@ -212,7 +204,7 @@ async fn respond(
         span.record("operation", names.join(",").as_str());
     }
     let caller = Caller {
-        principal,
+        credentials,
         request_id,
         transport,
         bypass_cache: headers
@@ -248,6 +240,9 @@ async fn respond(
         Ok(outcomes) => outcomes,
         Err(Refusal::MutationOverGet) => {
             return TransportError::MutationOverGet.counted(&state.metrics);
+        }
+        Err(Refusal::Authentication(error)) => {
+            return refused_credentials(state, error, &caller.request_id);
         }
     };
     let media_type = if accepts(headers, GRAPHQL_RESPONSE_JSON) {
@@ -343,6 +338,15 @@ async fn respond(
 /// only after revalidating with its ETag (a 304 costs a cache lookup, not an execution), so no
 /// browser or CDN keeps serving what a mutation has changed; an operator who accepts that
 /// delay lets shared caches reuse it for `shared_max_age` seconds, never beyond its max-age.
+/// The answer to credentials that did not check out; a database found unavailable trips the
+/// breaker, so the next requests are told at once.
+fn refused_credentials(state: &AppState, error: ApiError, request_id: &RequestId) -> Response {
+    if matches!(error, ApiError::ServiceUnavailable) {
+        state.db_breaker.trip();
+    }
+    TransportError::from_authentication(error, request_id).counted(&state.metrics)
+}
+
 fn cache_control(policy: Option<Policy>, shared_max_age: u32) -> String {
     match policy {
         Some(policy) if !policy.private => {

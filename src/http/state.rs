@@ -121,18 +121,20 @@ impl AppState {
                 None => builder,
             }
         });
+        let authenticator = Authenticator::new(db.clone(), cache.clone(), db_breaker.clone());
         let executor = Executor {
             schemas,
             db: db.clone(),
             replicas: replicas.clone(),
             cache: cache.clone(),
+            authenticator: authenticator.clone(),
             metrics: Arc::clone(&metrics),
             manifest,
             allow_cache_bypass: config.allow_cache_bypass,
         };
         Ok(AppState {
             config: Arc::new(config),
-            authenticator: Authenticator::new(db.clone(), cache.clone(), db_breaker.clone()),
+            authenticator,
             db,
             replicas,
             db_breaker,

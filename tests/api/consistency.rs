@@ -14,6 +14,7 @@ use crate::redis_process::RedisProcess;
 const CREATE_PRODUCT: &str =
     "mutation Create($input: CreateProductInput!) { createProduct(input: $input) { id } }";
 const DELETE_PRODUCT: &str = "mutation Delete($id: ID!) { deleteProduct(id: $id) }";
+const DASHBOARD: &str = "query Dashboard { dashboardStats { totalProducts categoriesCount } }";
 const UPDATE_PRICE: &str = "mutation Update($id: ID!, $price: Decimal!) { updateProduct(id: $id, input: { price: $price }) { id price } }";
 
 async fn product_rows(app: &TestApp) -> u64 {
@@ -123,12 +124,59 @@ async fn writer_and_cached_reader(redis: &RedisProcess) -> (TestApp, TestApp, St
     (writer, reader, token)
 }
 
+/// The status and `X-Cache` of a private query.
+async fn dashboard(app: &TestApp, token: &str) -> (u16, String) {
+    let response = app.gql_as(token, DASHBOARD, json!({})).await;
+    (response.status.as_u16(), response.x_cache().to_owned())
+}
+
 async fn price_of(app: &TestApp, id: &str) -> (Value, String) {
     let response = app.gql(PRODUCT_BY_ID, json!({ "id": id })).await;
     (
         response.assert_ok()["product"]["price"].clone(),
         response.x_cache().to_owned(),
     )
+}
+
+#[tokio::test]
+async fn a_private_hit_is_one_plain_read_and_revoking_its_token_retires_it_on_every_instance() {
+    let Some(redis) = RedisProcess::start().await else {
+        return;
+    };
+    let (writer, reader, token) = writer_and_cached_reader(&redis).await;
+    dashboard(&reader, &token).await;
+    assert_eq!(dashboard(&reader, &token).await, (200, "HIT".to_owned()));
+
+    // The private entry carries its owner's token tag, so its freshness vouches for the token:
+    // 20 hits are 20 MGETs, with no read of the token's cached validation (that would be 40).
+    redis.reset_command_stats().await.expect("RESETSTAT");
+    for _ in 0..20 {
+        assert_eq!(dashboard(&reader, &token).await, (200, "HIT".to_owned()));
+    }
+    let reads = redis.command_calls("mget").await.expect("INFO");
+    assert!(
+        (20..30).contains(&reads),
+        "{reads} MGETs for 20 private hits"
+    );
+    assert!(redis.command_calls("evalsha").await.expect("INFO") <= 2);
+
+    // Revoked through the other instance, as `catalog-api token revoke` does with REDIS_URL:
+    // the reader refuses the token on its very next request, cached private result included.
+    let hash = catalog_api::auth::hash_token(&token);
+    let record = catalog_api::auth::find_active(&writer.state.db, &hash)
+        .await
+        .expect("read the token")
+        .expect("the token is active");
+    catalog_api::auth::revoke(&writer.state.db, record.id)
+        .await
+        .expect("revoke");
+    let cache = writer.state.cache.as_ref().expect("the cache is on");
+    cache.forget_token(&hash).await.expect("forget the token");
+    assert_eq!(
+        dashboard(&reader, &token).await.0,
+        401,
+        "the revoked token is refused"
+    );
 }
 
 #[tokio::test]
