@@ -468,12 +468,15 @@ def median_result(measured):
 
 def setups_to_compare(args, env):
     """The two setups a side-by-side run puts next to each other: (label, binary, env changes)."""
-    if args.compare:
-        return [("baseline", args.compare, {}), ("candidate", BINARY, {})]
     if args.cluster:
         url = subprocess.run(["scripts/redis-cluster.sh", "start"], check=True, capture_output=True,
                              text=True).stdout.strip().splitlines()[-1]
-        return [("redis", BINARY, {}), ("cluster", BINARY, {"REDIS_URL": url})]
+        # With --compare, one Redis as the other binary runs it comes first: the cluster against
+        # one Redis before the change, and against one Redis now, in the same run.
+        before = [("before", args.compare, {})] if args.compare else []
+        return before + [("redis", BINARY, {}), ("cluster", BINARY, {"REDIS_URL": url})]
+    if args.compare:
+        return [("baseline", args.compare, {}), ("candidate", BINARY, {})]
     if args.replica:
         primary, replica = subprocess.run(["scripts/pg-replica.sh", "start"], check=True, capture_output=True,
                                           text=True).stdout.strip().splitlines()[-2:]
@@ -542,15 +545,22 @@ def side_by_side(args, env, port, selected):
                           f"Redis CPU {result['redis_cpu_us']:.1f} µs/req", flush=True)
             for label in servers:
                 results[label].append(median_result(rounds[label]))
-            if len(rounds[first_label := setups[0][0]]) > 1:
-                ratios = sorted(b["rps"] / a["rps"] for a, b in zip(rounds[first_label], rounds[setups[1][0]])
-                                if a["rps"])
-                print(f"  {name}: per-round ratios {', '.join(f'{r:.3f}' for r in ratios)}", flush=True)
+            first_label = setups[0][0]
+            for other, _, _ in setups[1:] if len(rounds[first_label]) > 1 else []:
+                ratios = sorted(b["rps"] / a["rps"] for a, b in zip(rounds[first_label], rounds[other]) if a["rps"])
+                print(f"  {name}: per-round ratios {other}/{first_label} {', '.join(f'{r:.3f}' for r in ratios)}",
+                      flush=True)
     finally:
         for server in servers.values():
             server.stop()
         stop_setups(args)
-    (first, first_binary, _), (second, second_binary, _) = setups
+    # Every setup against the first, and with three, the last two against each other.
+    pairs = [(setups[0], other) for other in setups[1:]] + ([(setups[1], setups[2])] if len(setups) > 2 else [])
+    for (first, first_binary, _), (second, second_binary, _) in pairs:
+        print_pair(args, results, first, first_binary, second, second_binary)
+
+
+def print_pair(args, results, first, first_binary, second, second_binary):
     print()
     print(f"catalog-api: {first} ({first_binary}) vs {second} ({second_binary}), same run, "
           f"{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}, {args.connections} connections, "
