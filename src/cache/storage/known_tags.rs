@@ -10,39 +10,69 @@
 //! script, which decides as before, reads the watermark a miss needs and starts new epochs.
 //! So this path never answers what the script would not have.
 
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use parking_lot::RwLock;
 
 use crate::cache::entry::Entry;
 
 /// Most response keys whose tags an instance remembers (each costs its key and at most
 /// `MAX_TAGS_PER_ENTRY` tag names: about 1 KB at worst, 64 MB for all). A forgotten key only
 /// costs its next hit the script.
-pub const KNOWN_TAGS_CAPACITY: u64 = 65_536;
+pub const KNOWN_TAGS_CAPACITY: usize = 65_536;
+
+const SHARDS: usize = 16;
+
+type Shard = RwLock<HashMap<Box<str>, Arc<[String]>>>;
 
 /// The tags of entries this instance has stored or served, by response key (without prefix).
+/// A plain sharded map, read on every hit: past its capacity a shard forgets an arbitrary
+/// key, which is all the bound needs (a cache with recency tracking cost each hit more than
+/// the map itself).
 pub struct KnownTags {
-    tags: moka::sync::Cache<String, Arc<[String]>>,
+    shards: [Shard; SHARDS],
+    hasher: RandomState,
 }
 
 impl Default for KnownTags {
     fn default() -> Self {
         KnownTags {
-            tags: moka::sync::Cache::new(KNOWN_TAGS_CAPACITY),
+            shards: std::array::from_fn(|_| RwLock::new(HashMap::new())),
+            hasher: RandomState::new(),
         }
     }
 }
 
 impl KnownTags {
+    fn shard(&self, key: &str) -> &Shard {
+        &self.shards[self.hasher.hash_one(key) as usize % SHARDS]
+    }
+
     pub fn get(&self, key: &str) -> Option<Arc<[String]>> {
-        self.tags.get(key)
+        self.shard(key).read().get(key).cloned()
     }
 
     pub fn remember(&self, key: &str, tags: &[String]) {
-        if self.get(key).is_none_or(|known| *known != *tags) {
-            self.tags.insert(key.to_owned(), tags.into());
+        let shard = self.shard(key);
+        if shard.read().get(key).is_some_and(|known| **known == *tags) {
+            return;
         }
+        let mut shard = shard.write();
+        if shard.len() >= KNOWN_TAGS_CAPACITY / SHARDS && !shard.contains_key(key) {
+            let forgotten = shard.keys().next().cloned();
+            if let Some(forgotten) = forgotten {
+                shard.remove(&forgotten);
+            }
+        }
+        shard.insert(key.into(), tags.into());
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.shards.iter().map(|shard| shard.read().len()).sum()
     }
 }
 
@@ -172,6 +202,27 @@ mod tests {
             judged(Some(b"garbage".to_vec()), Some(b"5"), &[None, None]),
             "script"
         );
+    }
+
+    #[test]
+    fn the_map_stays_within_its_capacity_and_keeps_what_it_was_told_last() {
+        let known = KnownTags::default();
+        for index in 0..KNOWN_TAGS_CAPACITY + 5_000 {
+            known.remember(&format!("key:{index}"), &tags_of(index));
+        }
+        assert!(known.len() <= KNOWN_TAGS_CAPACITY, "{} keys", known.len());
+        assert!(known.len() > KNOWN_TAGS_CAPACITY - SHARDS);
+        let last = KNOWN_TAGS_CAPACITY + 4_999;
+        assert_eq!(
+            known.get(&format!("key:{last}")).as_deref(),
+            Some(&tags_of(last)[..])
+        );
+        known.remember("key:1", &tags_of(7));
+        assert_eq!(known.get("key:1").as_deref(), Some(&tags_of(7)[..]));
+    }
+
+    fn tags_of(index: usize) -> Vec<String> {
+        vec![format!("Product:{index}"), "Products:any".to_owned()]
     }
 
     #[test]
