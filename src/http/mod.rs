@@ -84,11 +84,13 @@ pub fn router(state: AppState) -> Router {
                         ),
                 )
                 .layer(PropagateRequestIdLayer::x_request_id())
+                // Outside the panic catcher, which clones what it wraps for every request (a
+                // CORS layer's clone allocates), and so a panic's 500 gets CORS headers too.
+                .layer(cors)
                 .layer(middleware::from_fn_with_state(
                     std::sync::Arc::clone(&state.metrics),
                     catch_panic,
-                ))
-                .layer(cors),
+                )),
         )
         .with_state(state)
 }
@@ -101,10 +103,10 @@ async fn catch_panic(
     next: Next,
 ) -> Response {
     let id = request.extensions().get::<TowerRequestId>().cloned();
-    let request_id = graphql::request_id(id.map(axum::Extension));
     match AssertUnwindSafe(next.run(request)).catch_unwind().await {
         Ok(response) => response,
         Err(panic) => {
+            let request_id = graphql::request_id(id.map(axum::Extension));
             let message = panic
                 .downcast_ref::<&str>()
                 .copied()
