@@ -11,10 +11,11 @@
 //! So this path never answers what the script would not have.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use foldhash::fast::RandomState;
 use parking_lot::RwLock;
 
 use crate::cache::entry::Entry;
@@ -26,7 +27,9 @@ pub const KNOWN_TAGS_CAPACITY: usize = 65_536;
 
 const SHARDS: usize = 16;
 
-type Shard = RwLock<HashMap<Box<str>, Arc<[String]>>>;
+/// Keys are response keys, themselves SHA-256 digests of what a client sent, so a fast seeded
+/// hash is safe here.
+type Shard = RwLock<HashMap<Box<str>, Arc<[String]>, RandomState>>;
 
 /// The tags of entries this instance has stored or served, by response key (without prefix).
 /// A plain sharded map, read on every hit: past its capacity a shard forgets an arbitrary
@@ -40,8 +43,8 @@ pub struct KnownTags {
 impl Default for KnownTags {
     fn default() -> Self {
         KnownTags {
-            shards: std::array::from_fn(|_| RwLock::new(HashMap::new())),
-            hasher: RandomState::new(),
+            shards: std::array::from_fn(|_| RwLock::new(HashMap::default())),
+            hasher: RandomState::default(),
         }
     }
 }
