@@ -9,6 +9,7 @@ import json
 import os
 import random
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -545,11 +546,16 @@ def side_by_side(args, env, port, selected):
                           f"Redis CPU {result['redis_cpu_us']:.1f} µs/req", flush=True)
             for label in servers:
                 results[label].append(median_result(rounds[label]))
-            first_label = setups[0][0]
-            for other, _, _ in setups[1:] if len(rounds[first_label]) > 1 else []:
-                ratios = sorted(b["rps"] / a["rps"] for a, b in zip(rounds[first_label], rounds[other]) if a["rps"])
-                print(f"  {name}: per-round ratios {other}/{first_label} {', '.join(f'{r:.3f}' for r in ratios)}",
-                      flush=True)
+            # Paired: each round's ratio compares runs made moments apart, so the machine's own
+            # drift (it moves whole rounds by 20% here) cancels; the table gives their median.
+            labels = [label for label, _, _ in setups]
+            for i, first_label in enumerate(labels if args.rounds > 1 else []):
+                for other in labels[i + 1:]:
+                    ratios = sorted(b["rps"] / a["rps"] for a, b in zip(rounds[first_label], rounds[other])
+                                    if a["rps"])
+                    results[other][-1].setdefault("paired", {})[first_label] = statistics.median(ratios)
+                    print(f"  {name}: per-round ratios {other}/{first_label} {', '.join(f'{r:.3f}' for r in ratios)}",
+                          flush=True)
     finally:
         for server in servers.values():
             server.stop()
@@ -568,11 +574,13 @@ def print_pair(args, results, first, first_binary, second, second_binary):
           + (f"; medians of {args.rounds} alternating rounds" if args.rounds > 1 else "")
           + (" ; local tier on" if args.local_tier else ""))
     print()
-    print(f"| workload | {first} req/s | {second} req/s | ratio | p50 ms ({first} / {second}) "
+    paired = args.rounds > 1
+    print(f"| workload | {first} req/s | {second} req/s | {'ratio (median of per-round ratios)' if paired else 'ratio'} "
+          f"| p50 ms ({first} / {second}) "
           f"| p99 ms | server CPU µs/req | Redis CPU µs/req | Redis calls/req | stale |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for base, cand in zip(results[first], results[second]):
-        ratio = cand["rps"] / base["rps"] if base["rps"] else 0
+        ratio = cand.get("paired", {}).get(first) or (cand["rps"] / base["rps"] if base["rps"] else 0)
         stale = f"{base.get('stale', '-')} / {cand.get('stale', '-')}"
         print(f"| {base['name']} | {base['rps']:.0f} | {cand['rps']:.0f} | {ratio:.3f} | "
               f"{base['p50'] or 0:.2f} / {cand['p50'] or 0:.2f} | {base['p99'] or 0:.2f} / {cand['p99'] or 0:.2f} | "
