@@ -127,6 +127,7 @@ impl Fixture {
 
     fn anonymous() -> Caller {
         Caller {
+            deadline: tokio::time::Instant::now() + std::time::Duration::from_secs(3600),
             credentials: Credentials::anonymous(),
             request_id: RequestId("bench".into()),
             transport: Transport::Post,

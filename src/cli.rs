@@ -353,6 +353,7 @@ async fn warm_up(state: &AppState, top: usize, token: Option<String>) -> Result<
     let (mut filled, mut already) = (0, 0);
     for (operation, principal) in operations {
         let caller = Caller {
+            deadline: tokio::time::Instant::now() + 2 * state.config.request_timeout(),
             credentials: Credentials::checked(principal),
             request_id: RequestId("warm-up".into()),
             transport: Transport::Post,

@@ -203,13 +203,15 @@ impl ResponseCache {
     }
 
     /// Serves a query through the cache: a fresh entry, a share of an execution that observed
-    /// at least what this request observed, or `execute` run and its result stored.
+    /// at least what this request observed, or `execute` run and its result stored. `None`
+    /// when `deadline` passed while it waited for an execution (a hit arms no timer).
     pub async fn read_through<Execute, Running>(
         &self,
         identity: Arc<Identity>,
         requester: Requester,
+        deadline: tokio::time::Instant,
         execute: Execute,
-    ) -> Outcome
+    ) -> Option<Outcome>
     where
         Execute: FnOnce(RequiredPosition) -> Running + Send + 'static,
         Running: Future<Output = Executed> + Send + 'static,
@@ -222,7 +224,7 @@ impl ResponseCache {
                 Some(scope) => {
                     let key = identity.key(&scope);
                     match self.lookup(&key).await {
-                        CacheLookup::Hit(entry) => return Outcome::hit(&entry, policy),
+                        CacheLookup::Hit(entry) => return Some(Outcome::hit(&entry, policy)),
                         CacheLookup::Miss(mark) => (
                             Some((key.as_str().to_owned(), mark.seq)),
                             Ticket::Missed(mark),
@@ -257,15 +259,16 @@ impl ResponseCache {
                 .await
         });
         let Some((flight_key, observed)) = flight else {
-            return work.await;
+            return tokio::time::timeout_at(deadline, work).await.ok();
         };
-        match self.inner.flights.run(flight_key, observed, work).await {
-            Some(outcome) => outcome,
+        let shared = self.inner.flights.run(flight_key, observed, work);
+        match tokio::time::timeout_at(deadline, shared).await.ok()? {
+            Some(outcome) => Some(outcome),
             // The execution panicked: its followers get an internal error.
-            None => Outcome::request_error(
+            None => Some(Outcome::request_error(
                 "the execution failed",
                 crate::error::codes::INTERNAL_SERVER_ERROR,
-            ),
+            )),
         }
     }
 

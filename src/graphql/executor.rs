@@ -65,6 +65,12 @@ pub enum Transport {
 pub struct Caller {
     /// Checked only when the operation needs its principal (see `Credentials`).
     pub credentials: Credentials,
+    /// When the request times out. Past it the client gets an answer and the wait is
+    /// dropped; the work itself is cancel-safe: queries execute in single-flight tasks, and
+    /// mutations in tasks of their own, so a commit is always followed by its invalidation.
+    /// Only waits that may be long are timed (a token checked in the database, an execution):
+    /// a cache hit is bounded by the cache's command timeout and arms no timer.
+    pub deadline: tokio::time::Instant,
     pub request_id: RequestId,
     pub transport: Transport,
     /// `X-Bypass-Cache: 1`, honoured only when the server allows it.
@@ -79,6 +85,8 @@ pub enum Refusal {
     MutationOverGet,
     /// The credentials did not check out (or could not be checked).
     Authentication(ApiError),
+    /// The request's deadline passed.
+    Timeout,
 }
 
 /// Built once by the app state from its parts.
@@ -120,9 +128,10 @@ impl Executor {
 
     /// The caller's principal, checked once per request.
     async fn principal(&self, caller: &Caller) -> Result<Principal, Refusal> {
-        self.authenticator
-            .principal(&caller.credentials)
+        let check = self.authenticator.principal(&caller.credentials);
+        tokio::time::timeout_at(caller.deadline, check)
             .await
+            .map_err(|_| Refusal::Timeout)?
             .map_err(Refusal::Authentication)
     }
 
@@ -331,7 +340,8 @@ impl Executor {
                     .run(NO_REQUIRED_POSITION)
                     .instrument(tracing::Span::current()),
             );
-            let executed = match tokio::spawn(run).await {
+            let finished = tokio::time::timeout_at(caller.deadline, tokio::spawn(run));
+            let executed = match finished.await.map_err(|_| Refusal::Timeout)? {
                 Ok(executed) => executed,
                 Err(_) => {
                     return Ok(error_outcome(ApiError::Internal(
@@ -346,11 +356,12 @@ impl Executor {
             return Ok(executed.into_uncached());
         };
         let span = tracing::Span::current();
-        Ok(cache
-            .read_through(identity, requester, move |required| {
+        cache
+            .read_through(identity, requester, caller.deadline, move |required| {
                 execution.run(required).instrument(span)
             })
-            .await)
+            .await
+            .ok_or(Refusal::Timeout)
     }
 }
 

@@ -204,6 +204,7 @@ async fn respond(
         span.record("operation", names.join(",").as_str());
     }
     let caller = Caller {
+        deadline: tokio::time::Instant::now() + state.config.request_timeout(),
         credentials,
         request_id,
         transport,
@@ -221,10 +222,6 @@ async fn respond(
                 == Some(&Value::Bool(true))
         })
         .collect();
-    // Past the request timeout the client gets an answer and the wait is dropped; the work
-    // itself is cancel-safe: queries execute in single-flight tasks, and mutations in tasks
-    // of their own (`Executor::execute`), so a commit is always followed by its invalidation.
-    let limit = state.config.request_timeout();
     let execute_all = async {
         let mut outcomes = Vec::with_capacity(operations.len());
         for operation in operations {
@@ -232,17 +229,17 @@ async fn respond(
         }
         Ok::<_, Refusal>(outcomes)
     };
-    let Ok(executed) = tokio::time::timeout(limit, execute_all).await else {
-        let timeout_ms = limit.as_millis();
-        return TransportError::Timeout { timeout_ms }.counted(&state.metrics);
-    };
-    let mut outcomes = match executed {
+    let mut outcomes = match execute_all.await {
         Ok(outcomes) => outcomes,
         Err(Refusal::MutationOverGet) => {
             return TransportError::MutationOverGet.counted(&state.metrics);
         }
         Err(Refusal::Authentication(error)) => {
             return refused_credentials(state, error, &caller.request_id);
+        }
+        Err(Refusal::Timeout) => {
+            let timeout_ms = state.config.request_timeout().as_millis();
+            return TransportError::Timeout { timeout_ms }.counted(&state.metrics);
         }
     };
     let media_type = if accepts(headers, GRAPHQL_RESPONSE_JSON) {
