@@ -95,8 +95,9 @@ pub struct Executor {
     pub db: DatabaseConnection,
     pub replicas: Option<Replicas>,
     pub cache: Option<ResponseCache>,
-    pub authenticator: Authenticator,
     pub metrics: Arc<Metrics>,
+    /// Checks a caller's credentials when an operation needs its principal.
+    pub authenticator: Authenticator,
     /// The safelist: when set, only these documents (by SHA-256) may run.
     pub manifest: Option<HashMap<String, String>>,
     /// Whether `X-Bypass-Cache: 1` is honoured.
