@@ -270,7 +270,7 @@ impl ResponseCache {
 
     /// Stores a successful result; errors are logged by the storage guard and ignored. A
     /// private result (one with an `owner`) also carries its owner's token tag, so revoking
-    /// the token retires it.
+    /// the token retires it, and lives no longer than a cached validation.
     #[allow(clippy::too_many_arguments)]
     async fn fill(
         &self,
@@ -293,7 +293,13 @@ impl ResponseCache {
             max_age: policy.max_age,
             body,
         };
-        let ttl = Duration::from_secs(u64::from(policy.max_age)).min(MAX_TTL);
+        let mut ttl = Duration::from_secs(u64::from(policy.max_age)).min(MAX_TTL);
+        // A private entry answers without a token lookup (`private_hit`), so it never outlives
+        // the validation it stands for: should a revocation ever reach the database but not
+        // the cache, it is served no longer than the cached validation would have been.
+        if let (Some(_), Some(token_ttl)) = (owner, self.inner.token_ttl) {
+            ttl = ttl.min(token_ttl);
+        }
         if self
             .inner
             .storage

@@ -180,6 +180,29 @@ async fn a_private_hit_is_one_plain_read_and_revoking_its_token_retires_it_on_ev
 }
 
 #[tokio::test]
+async fn a_private_entry_lives_no_longer_than_the_validation_it_stands_for() {
+    let Some(redis) = RedisProcess::start().await else {
+        return;
+    };
+    let (mut config, files) = test_config().await;
+    config.bind = "127.0.0.1:0".parse().expect("address");
+    config.redis_url = Some(redis.url());
+    config.token_cache_secs = 1;
+    let seed = catalog_api::db::seed::SeedPlan {
+        categories: 2,
+        products: 10,
+    };
+    let app = TestApp::start(config, files, Some(seed)).await;
+    let token = app.create_token("short-lived validations").await;
+    dashboard(&app, &token).await;
+    assert_eq!(dashboard(&app, &token).await, (200, "HIT".to_owned()));
+    // `dashboardStats` may be cached 1,800 s, but its entry answers without a token lookup,
+    // so it expires with the 1 s validation it stands for.
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    assert_eq!(dashboard(&app, &token).await, (200, "MISS".to_owned()));
+}
+
+#[tokio::test]
 async fn a_redis_restored_from_an_old_snapshot_never_serves_what_a_mutation_retired() {
     let Some(mut redis) = RedisProcess::start_persistent().await else {
         return;
