@@ -208,6 +208,10 @@ impl TestApp {
             state,
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
+                // The server closes a connection that sends no request for the header read
+                // timeout (10 s): a client must let idle connections go sooner, or a request
+                // sent on one as the server closes it fails in transit.
+                .pool_idle_timeout(Duration::from_secs(5))
                 .build()
                 .expect("client"),
             config,
