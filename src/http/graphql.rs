@@ -331,10 +331,6 @@ async fn respond(
     response
 }
 
-/// `Cache-Control` for a single result. A public result may be stored anywhere but reused
-/// only after revalidating with its ETag (a 304 costs a cache lookup, not an execution), so no
-/// browser or CDN keeps serving what a mutation has changed; an operator who accepts that
-/// delay lets shared caches reuse it for `shared_max_age` seconds, never beyond its max-age.
 /// The answer to credentials that did not check out; a database found unavailable trips the
 /// breaker, so the next requests are told at once.
 fn refused_credentials(state: &AppState, error: ApiError, request_id: &RequestId) -> Response {
@@ -344,6 +340,10 @@ fn refused_credentials(state: &AppState, error: ApiError, request_id: &RequestId
     TransportError::from_authentication(error, request_id).counted(&state.metrics)
 }
 
+/// `Cache-Control` for a single result. A public result may be stored anywhere but reused
+/// only after revalidating with its ETag (a 304 costs a cache lookup, not an execution), so no
+/// browser or CDN keeps serving what a mutation has changed; an operator who accepts that
+/// delay lets shared caches reuse it for `shared_max_age` seconds, never beyond its max-age.
 fn cache_control(policy: Option<Policy>, shared_max_age: u32) -> String {
     match policy {
         Some(policy) if !policy.private => {
