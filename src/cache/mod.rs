@@ -203,17 +203,6 @@ impl ResponseCache {
         found
     }
 
-    /// A look that counts only a hit (a request that misses goes on to its counted lookup).
-    async fn probe(&self, key: &key::ResponseKey) -> Option<Arc<Entry>> {
-        match self.recheck(key).await {
-            CacheLookup::Hit(entry) => {
-                self.record(Outcome::Hit);
-                Some(entry)
-            }
-            CacheLookup::Miss(_) | CacheLookup::Unavailable => None,
-        }
-    }
-
     /// Whether validated tokens are cached (and so revocations reach the cache at once).
     fn caches_validations(&self) -> bool {
         self.inner.token_ttl.is_some()
@@ -294,7 +283,7 @@ impl ResponseCache {
             body,
         };
         let mut ttl = Duration::from_secs(u64::from(policy.max_age)).min(MAX_TTL);
-        // A private entry answers without a token lookup (`private_hit`), so it never outlives
+        // A private entry answers without a token lookup (`private_look`), so it never outlives
         // the validation it stands for: should a revocation ever reach the database but not
         // the cache, it is served no longer than the cached validation would have been.
         if let (Some(_), Some(token_ttl)) = (owner, self.inner.token_ttl) {

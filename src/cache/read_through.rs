@@ -168,6 +168,19 @@ pub const NO_REQUIRED_POSITION: RequiredPosition = Some(0);
 type BoxedExecution =
     Box<dyn FnOnce(RequiredPosition) -> Pin<Box<dyn Future<Output = Executed> + Send>> + Send>;
 
+/// What a private look found: a fresh entry, answered; or not, and the lookup it made.
+pub enum PrivateLook {
+    Hit(Outcome),
+    Missed(EarlierLookup),
+}
+
+/// A lookup made before the caller's token was checked, handed on to `read_through` so the
+/// same key is not read twice.
+pub struct EarlierLookup {
+    key: ResponseKey,
+    found: CacheLookup,
+}
+
 /// Where a fill's sequence comes from, decided before the execution is shared.
 enum Ticket {
     /// Nothing proves freshness: execute alone and store nothing.
@@ -182,33 +195,39 @@ enum Ticket {
 }
 
 impl ResponseCache {
-    /// A fresh private entry of `token_hash`'s, answered before the token is checked. Every
-    /// private entry carries its owner's `Token:<hash>` tag, which revoking the token stamps,
-    /// and is filled only after the token was checked; so a fresh one proves the token was
-    /// valid at the fill and is unrevoked since, by the same rule that proves a cached
-    /// validation. Only where validations are cached (Redis), so that this is never later
-    /// than a token lookup: the in-process cache checks the database on every request.
-    pub async fn private_hit(
+    /// Looks up `token_hash`'s private entry before the token is checked. Every private entry
+    /// carries its owner's `Token:<hash>` tag, which revoking the token stamps, and is filled
+    /// only after the token was checked; so a fresh one proves the token was valid at the
+    /// fill and is unrevoked since, by the same rule that proves a cached validation. Only
+    /// where validations are cached (Redis), so that this is never later than a token lookup:
+    /// the in-process cache checks the database on every request. `None` where it does not
+    /// apply; a miss is handed back for `read_through` to go on from once the token checks
+    /// out (its watermark was read before anything executes, as a lookup's always is).
+    pub async fn private_look(
         &self,
         identity: &Identity,
         policy: Policy,
         token_hash: &str,
-    ) -> Option<Outcome> {
+    ) -> Option<PrivateLook> {
         if !policy.private || !self.caches_validations() {
             return None;
         }
         let key = identity.key(&Scope::Private(token_hash.to_owned()));
-        let entry = self.probe(&key).await?;
-        Some(Outcome::hit(&entry, policy))
+        Some(match self.lookup(&key).await {
+            CacheLookup::Hit(entry) => PrivateLook::Hit(Outcome::hit(&entry, policy)),
+            found => PrivateLook::Missed(EarlierLookup { key, found }),
+        })
     }
 
     /// Serves a query through the cache: a fresh entry, a share of an execution that observed
     /// at least what this request observed, or `execute` run and its result stored. `None`
-    /// when `deadline` passed while it waited for an execution (a hit arms no timer).
+    /// when `deadline` passed while it waited for an execution (a hit arms no timer). An
+    /// `earlier` lookup of the same key stands for this one's.
     pub async fn read_through<Execute, Running>(
         &self,
         identity: Arc<Identity>,
         requester: Requester,
+        earlier: Option<EarlierLookup>,
         deadline: tokio::time::Instant,
         execute: Execute,
     ) -> Option<Outcome>
@@ -223,7 +242,11 @@ impl ResponseCache {
                 None => (None, Ticket::Unproven),
                 Some(scope) => {
                     let key = identity.key(&scope);
-                    match self.lookup(&key).await {
+                    let found = match earlier.filter(|earlier| earlier.key == key) {
+                        Some(earlier) => earlier.found,
+                        None => self.lookup(&key).await,
+                    };
+                    match found {
                         CacheLookup::Hit(entry) => return Some(Outcome::hit(&entry, policy)),
                         CacheLookup::Miss(mark) => (
                             Some((key.as_str().to_owned(), mark.seq)),

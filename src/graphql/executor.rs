@@ -31,7 +31,7 @@ use super::schema::Schemas;
 use crate::auth::{Authenticator, Credentials, Principal};
 use crate::cache::key::document_hash;
 use crate::cache::read_through::{
-    Executed, Identity, NO_REQUIRED_POSITION, Requester, RequiredPosition,
+    Executed, Identity, NO_REQUIRED_POSITION, PrivateLook, Requester, RequiredPosition,
 };
 use crate::cache::tags::TagRecorder;
 use crate::cache::{Policy, ResponseCache};
@@ -303,14 +303,20 @@ impl Executor {
             operation_name,
             variables,
         });
-        if let (Some(cache), Some(policy), Some(token_hash)) = (
+        let earlier = match (
             cache.filter(|_| is_query),
             policy,
             caller.credentials.claimed_token_hash(),
-        ) && let Some(outcome) = cache.private_hit(&identity, policy, token_hash).await
-        {
-            return Ok(outcome);
-        }
+        ) {
+            (Some(cache), Some(policy), Some(token_hash)) => {
+                match cache.private_look(&identity, policy, token_hash).await {
+                    Some(PrivateLook::Hit(outcome)) => return Ok(outcome),
+                    Some(PrivateLook::Missed(earlier)) => Some(earlier),
+                    None => None,
+                }
+            }
+            _ => None,
+        };
         let principal = self.principal(caller).await?;
         let requester = match &principal {
             Principal::Token { token_hash, .. } => Requester::Token {
@@ -358,9 +364,13 @@ impl Executor {
         };
         let span = tracing::Span::current();
         cache
-            .read_through(identity, requester, caller.deadline, move |required| {
-                execution.run(required).instrument(span)
-            })
+            .read_through(
+                identity,
+                requester,
+                earlier,
+                caller.deadline,
+                move |required| execution.run(required).instrument(span),
+            )
             .await
             .ok_or(Refusal::Timeout)
     }
