@@ -547,7 +547,7 @@ def side_by_side(args, env, port, selected):
             for label in servers:
                 results[label].append(median_result(rounds[label]))
             # Paired: each round's ratio compares runs made moments apart, so the machine's own
-            # drift (it moves whole rounds by 20% here) cancels; the table gives their median.
+            # drift (it moves whole rounds by up to 30% here) cancels; the table gives their median.
             labels = [label for label, _, _ in setups]
             for i, first_label in enumerate(labels if args.rounds > 1 else []):
                 for other in labels[i + 1:]:

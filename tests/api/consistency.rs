@@ -99,6 +99,15 @@ async fn a_read_sent_after_a_mutation_never_joins_an_execution_that_started_befo
 }
 
 async fn spawn_on(redis: &RedisProcess, first: Option<&TestApp>) -> TestApp {
+    spawn_configured_on(redis, first, |_| {}).await
+}
+
+/// `spawn_on`, with `configure` applied last.
+async fn spawn_configured_on(
+    redis: &RedisProcess,
+    first: Option<&TestApp>,
+    configure: impl FnOnce(&mut catalog_api::Config),
+) -> TestApp {
     let (mut config, files) = match first {
         Some(first) => (first.config.clone(), None),
         None => test_config().await,
@@ -107,6 +116,7 @@ async fn spawn_on(redis: &RedisProcess, first: Option<&TestApp>) -> TestApp {
     config.redis_url = Some(redis.url());
     config.redis_command_timeout_ms = 100;
     config.redis_connect_timeout_ms = 200;
+    configure(&mut config);
     let seed = first.is_none().then_some(catalog_api::db::seed::SeedPlan {
         categories: 10,
         products: 1000,
@@ -184,15 +194,7 @@ async fn a_private_entry_lives_no_longer_than_the_validation_it_stands_for() {
     let Some(redis) = RedisProcess::start().await else {
         return;
     };
-    let (mut config, files) = test_config().await;
-    config.bind = "127.0.0.1:0".parse().expect("address");
-    config.redis_url = Some(redis.url());
-    config.token_cache_secs = 1;
-    let seed = catalog_api::db::seed::SeedPlan {
-        categories: 2,
-        products: 10,
-    };
-    let app = TestApp::start(config, files, Some(seed)).await;
+    let app = spawn_configured_on(&redis, None, |config| config.token_cache_secs = 1).await;
     let token = app.create_token("short-lived validations").await;
     dashboard(&app, &token).await;
     assert_eq!(dashboard(&app, &token).await, (200, "HIT".to_owned()));
