@@ -310,6 +310,27 @@ async fn a_cluster_failover_under_load_fails_no_request_and_loses_no_acknowledge
 /// beside a partition's data is not the serving node's. A hit is not checked (acknowledged
 /// invalidations reached the replica through `WAIT`), but everything else is: the next
 /// invalidation starts a new epoch in every partition, and nothing filled before it is served.
+/// A primary with no replica has nothing a failover could promote: its invalidations wait for
+/// none (a `WAIT 1` there would block each mutation for its whole timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_without_replicas_mutations_wait_for_no_replica() {
+    let Some(cluster) = RedisCluster::start_with_replicas(0).await else {
+        return;
+    };
+    let app = spawn_on(&cluster, None, false).await;
+    let token = app.create_token("writer").await;
+    assert_eq!(price_of(&app, "7").await.1, "MISS");
+    assert_eq!(price_of(&app, "7").await.1, "HIT");
+    for round in 1..=5 {
+        let price = format!("{round}.25");
+        app.gql_as(&token, UPDATE_PRICE, json!({ "id": "7", "price": price }))
+            .await
+            .assert_ok();
+        assert_eq!(price_of(&app, "7").await.0, price, "invalidated");
+    }
+    assert_eq!(cluster.calls_on_primaries("wait").await, 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bookkeeping_from_another_node_starts_a_new_epoch_before_anything_is_stored() {
     let Some(cluster) = RedisCluster::start().await else {

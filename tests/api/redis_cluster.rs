@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::helpers::eventually;
 use crate::redis_process::{free_port, installed};
 
-const NODES: usize = 6;
+const PRIMARIES: usize = 3;
 
 struct Node {
     port: u16,
@@ -19,6 +19,8 @@ struct Node {
 
 pub struct RedisCluster {
     nodes: Vec<Node>,
+    /// Replicas per primary: 1, or 0 for a cluster of primaries alone.
+    replicas: usize,
     directory: tempfile::TempDir,
 }
 
@@ -63,9 +65,14 @@ async fn command(port: u16, arguments: &[&str]) -> redis::RedisResult<String> {
 }
 
 impl RedisCluster {
-    /// Starts the cluster and waits until every slot is served, or returns `None` (after
-    /// saying so) when the binaries are missing.
+    /// Starts the cluster (3 primaries, a replica each) and waits until every slot is served,
+    /// or returns `None` (after saying so) when the binaries are missing.
     pub async fn start() -> Option<RedisCluster> {
+        Self::start_with_replicas(1).await
+    }
+
+    /// `start` with `replicas` replicas per primary (0 or 1).
+    pub async fn start_with_replicas(replicas: usize) -> Option<RedisCluster> {
         if !installed() || !cli_installed() {
             eprintln!(
                 "SKIPPED: redis-server and redis-cli are needed for the Redis Cluster tests (apt-get install redis-server)"
@@ -74,15 +81,16 @@ impl RedisCluster {
         }
         let directory = tempfile::tempdir().expect("cluster directory");
         let mut cluster = RedisCluster {
-            nodes: (0..NODES)
+            nodes: (0..PRIMARIES * (1 + replicas))
                 .map(|_| Node {
                     port: cluster_port(),
                     child: None,
                 })
                 .collect(),
+            replicas,
             directory,
         };
-        for index in 0..NODES {
+        for index in 0..cluster.nodes.len() {
             cluster.launch(index).await;
         }
         let addresses: Vec<String> = cluster
@@ -94,7 +102,7 @@ impl RedisCluster {
             .arg("--cluster")
             .arg("create")
             .args(&addresses)
-            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
@@ -179,8 +187,24 @@ impl RedisCluster {
             .collect()
     }
 
+    /// How many times the primaries ran `name` (lower case, as `INFO commandstats` names it).
+    pub async fn calls_on_primaries(&self, name: &str) -> u64 {
+        let mut calls = 0;
+        for port in self.primaries().await {
+            let stats = command(port, &["INFO", "commandstats"])
+                .await
+                .expect("INFO commandstats");
+            calls += stats
+                .lines()
+                .find_map(|line| line.strip_prefix(&format!("cmdstat_{name}:calls=")))
+                .and_then(|rest| rest.split(',').next()?.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+        calls
+    }
+
     /// Waits until every running node reports `cluster_state:ok`, three primaries serve, and
-    /// each has a replica in sync (`state=online`: a replica that never synced cannot take over).
+    /// with replicas, each has one in sync (`state=online`: a replica that never synced cannot take over).
     /// Up to 60 s: in CI several clusters start at once beside the shared one, and 30 s was
     /// once too short for one of them.
     pub async fn wait_healthy(&self) {
@@ -192,10 +216,10 @@ impl RedisCluster {
                 }
             }
             let primaries = self.primaries().await;
-            if primaries.len() != 3 {
+            if primaries.len() != PRIMARIES {
                 return false;
             }
-            for port in primaries {
+            for port in primaries.into_iter().filter(|_| self.replicas > 0) {
                 match command(port, &["INFO", "replication"]).await {
                     Ok(info)
                         if info.contains("connected_slaves:1") && info.contains("state=online") => {

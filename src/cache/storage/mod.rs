@@ -8,6 +8,7 @@ pub mod guarded;
 pub mod known_tags;
 pub mod memory;
 pub mod redis;
+pub mod replica_acks;
 pub mod tiered;
 pub mod versions;
 

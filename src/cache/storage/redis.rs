@@ -21,6 +21,7 @@ use redis::{AsyncCommands, Script};
 
 use super::cluster::{self, Partitions};
 use super::known_tags::{KnownTags, Verdict, judge};
+use super::replica_acks::ReplicaAcks;
 use super::{
     BackendStats, BoundedMember, Lookup, ResponseStore, StorageError, StorageResult, ValueStore,
     Watermark,
@@ -332,6 +333,8 @@ pub struct RedisStorage {
     tag_ttl: Duration,
     /// How long an invalidation waits for replicas (see `REPLICA_WAIT_SHARE`).
     replica_wait: Duration,
+    /// On a cluster, one `WAIT` per partition stands for every invalidation it covers.
+    replica_acks: ReplicaAcks,
     layout: Layout,
     set_bounded: Script,
     metrics: Arc<Metrics>,
@@ -547,6 +550,10 @@ impl RedisStorage {
             topology,
             tag_ttl,
             replica_wait: command_timeout / REPLICA_WAIT_SHARE,
+            replica_acks: ReplicaAcks::new(match &layout {
+                Layout::Cluster { partitions, .. } => partitions.count(),
+                Layout::Single { .. } => 0,
+            }),
             layout,
             set_bounded: Script::new(SET_BOUNDED),
             metrics,
@@ -1018,38 +1025,32 @@ impl RedisStorage {
             .into_iter()
             .collect::<Result<_, _>>()
             .map_err(|error| self.failed(error))?;
-        let acknowledged = futures::future::join_all((0..partitions.count()).map(|partition| {
-            let mut connection = connection.clone();
-            let slot = cluster::slot(partitions.tag(partition).as_bytes());
-            let mut wait = redis::cmd("WAIT");
-            wait.arg(1).arg(self.replica_wait.as_millis().max(1) as u64);
-            async move {
-                match &mut connection {
-                    Connection::Cluster(cluster) => cluster
-                        .route_command(
-                            wait,
-                            RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
-                                redis::cluster_routing::Route::new(
-                                    slot,
-                                    redis::cluster_routing::SlotAddr::Master,
-                                ),
-                            )),
-                        )
+        // A primary with no replica in sync has nothing a failover could promote: no WAIT
+        // (it would only block for its whole timeout).
+        let acknowledged = futures::future::join_all(stamped.iter().enumerate().map(
+            |(partition, (_, replicas))| {
+                let answered = self.replica_acks.answered(partition);
+                let in_sync = *replicas > 0;
+                async move {
+                    if !in_sync {
+                        return Ok(true);
+                    }
+                    self.replica_acks
+                        .acknowledged(partition, answered, async || {
+                            self.wait_for_replica(connection, partitions, partition)
+                                .await
+                        })
                         .await
-                        .and_then(|value| {
-                            redis::from_redis_value::<i64>(value).map_err(redis::RedisError::from)
-                        }),
-                    other => wait.query_async::<i64>(other).await,
                 }
-            }
-        }))
+            },
+        ))
         .await;
         let mut sequences = Vec::with_capacity(stamped.len());
-        for (partition, ((seq, replicas), acknowledged)) in
+        for (partition, ((seq, _), acknowledged)) in
             stamped.into_iter().zip(acknowledged).enumerate()
         {
             let acknowledged = acknowledged.map_err(|error| self.failed(error))?;
-            if acknowledged < replicas.min(1) {
+            if !acknowledged {
                 return Err(StorageError::Unavailable(format!(
                     "no replica acknowledged the invalidation of partition {partition} within {:?}",
                     self.replica_wait
@@ -1058,6 +1059,36 @@ impl RedisStorage {
             sequences.push(parse_sequence(&seq)?);
         }
         Ok(sequences)
+    }
+
+    /// `WAIT 1` on the primary of `partition`: how many replicas acknowledged every write it
+    /// took before.
+    async fn wait_for_replica(
+        &self,
+        connection: &Connection,
+        partitions: &Partitions,
+        partition: usize,
+    ) -> redis::RedisResult<i64> {
+        let slot = cluster::slot(partitions.tag(partition).as_bytes());
+        let mut wait = redis::cmd("WAIT");
+        wait.arg(1).arg(self.replica_wait.as_millis().max(1) as u64);
+        match &mut connection.clone() {
+            Connection::Cluster(cluster) => cluster
+                .route_command(
+                    wait,
+                    RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
+                        redis::cluster_routing::Route::new(
+                            slot,
+                            redis::cluster_routing::SlotAddr::Master,
+                        ),
+                    )),
+                )
+                .await
+                .and_then(|value| {
+                    redis::from_redis_value::<i64>(value).map_err(redis::RedisError::from)
+                }),
+            other => wait.query_async::<i64>(other).await,
+        }
     }
 }
 
