@@ -23,6 +23,8 @@ impl EntityId {
         id.map(|id| Self::parse(id).map(|id| id.0)).transpose()
     }
 
+    /// The id as clients see it, which `parse` reads back: every id in a response is written
+    /// here.
     pub fn to_graphql(self) -> ID {
         ID(self.0.to_string())
     }

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use super::ProductConnection;
 use super::connection::TotalCount;
 use crate::cache::tags::Tag;
-use crate::catalog::{Cursor, PageSize, ProductOrder};
+use crate::catalog::{Cursor, EntityId, PageSize, ProductOrder};
 use crate::entities::category;
 use crate::graphql::context::{RequestContext, load_one};
 use crate::graphql::loaders::CategoryPageKey;
@@ -27,7 +27,7 @@ impl Category {
 #[Object(cache_control(max_age = 600))]
 impl Category {
     async fn id(&self) -> ID {
-        ID(self.0.id.to_string())
+        EntityId(self.0.id).to_graphql()
     }
 
     async fn name(&self) -> &str {

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 
 use super::Category;
-use crate::catalog::Price;
+use crate::catalog::{EntityId, Price};
 use crate::entities::product;
 
 pub struct Product(pub product::Model);
@@ -14,7 +14,7 @@ pub struct Product(pub product::Model);
 #[Object(cache_control(max_age = 600))]
 impl Product {
     async fn id(&self) -> ID {
-        ID(self.0.id.to_string())
+        EntityId(self.0.id).to_graphql()
     }
 
     async fn name(&self) -> &str {

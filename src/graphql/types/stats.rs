@@ -4,6 +4,7 @@
 use async_graphql::{ID, SimpleObject};
 use rust_decimal::Decimal;
 
+use crate::catalog::EntityId;
 use crate::catalog::stats::DashboardTotals;
 
 #[derive(SimpleObject)]
@@ -35,7 +36,7 @@ impl From<DashboardTotals> for DashboardStats {
                 .by_category
                 .into_iter()
                 .map(|row| CategoryProductCount {
-                    category_id: ID(row.category_id.to_string()),
+                    category_id: EntityId(row.category_id).to_graphql(),
                     name: row.name,
                     product_count: row.product_count.min(i32::MAX as u64) as i32,
                 })
