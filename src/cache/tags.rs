@@ -11,10 +11,16 @@
 //! [`MAX_TAGS_PER_ENTRY`] tags (many entity tags collapse into the list tags that cover them)
 //! and an invalidation stamps at most [`MAX_TAGS_PER_INVALIDATION`] (many products collapse
 //! into `Products:any`, which every entry holding a product tag also carries).
+//!
+//! What a mutation wrote says what it changed ([`Announce`]), so a resolver cannot write
+//! without retiring the tags its write touched.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use parking_lot::Mutex;
+
+use crate::catalog::products::ProductWrite;
+use crate::entities::category;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Tag {
@@ -219,9 +225,44 @@ impl Changes {
     }
 }
 
+/// A value a committed write returned, which knows what the write changed.
+pub trait Announce {
+    /// Adds the tags the write of `self` changed to `changes`.
+    fn announce(&self, changes: &mut Changes);
+}
+
+/// A category created, renamed or deleted.
+impl Announce for category::Model {
+    fn announce(&self, changes: &mut Changes) {
+        changes.category(self.id);
+    }
+}
+
+/// A product created, updated or deleted, with the categories it left and is now in.
+impl Announce for ProductWrite {
+    fn announce(&self, changes: &mut Changes) {
+        changes.product(
+            self.product.id,
+            self.before_category_id,
+            self.after_category_id,
+        );
+    }
+}
+
+/// The items of a bulk write: each announces its own change.
+impl<T: Announce> Announce for Vec<T> {
+    fn announce(&self, changes: &mut Changes) {
+        for written in self {
+            written.announce(changes);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalog::products::now;
+    use crate::entities::product;
 
     /// Whether the change `describe` announces stamps at least one of the `kept` tags, so that
     /// it retires an entry that kept only those.
@@ -293,5 +334,35 @@ mod tests {
         single.record(Tag::Category(17));
         let kept = single.take().normalized();
         assert!(stamped.iter().any(|tag| kept.contains(tag)), "{kept:?}");
+    }
+
+    /// A product write stamps the lists of the category it left and of the one it entered:
+    /// none left by a creation, none entered by a deletion.
+    #[test]
+    fn a_product_write_announces_the_categories_it_left_and_entered() {
+        let in_category = |category_id| product::Model {
+            id: 42,
+            name: "Lamp".to_owned(),
+            price_cents: 1_999,
+            category_id,
+            created_at: now(),
+            updated_at: now(),
+        };
+        let stamped = |written: ProductWrite| {
+            let mut changes = Changes::default();
+            written.announce(&mut changes);
+            changes.tags()
+        };
+        let lists = |categories: &[i32]| {
+            let mut tags = vec![Tag::Product(42), Tag::AllProducts];
+            tags.extend(categories.iter().map(|id| Tag::CategoryProducts(*id)));
+            tags
+        };
+        let created = ProductWrite::created(in_category(7));
+        assert_eq!(stamped(created), lists(&[7]));
+        let moved = ProductWrite::updated(Some(7), in_category(8));
+        assert_eq!(stamped(moved), lists(&[7, 8]));
+        let deleted = ProductWrite::deleted(in_category(8));
+        assert_eq!(stamped(deleted), lists(&[8]));
     }
 }

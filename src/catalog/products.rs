@@ -42,10 +42,42 @@ pub struct ProductChanges {
     pub category_id: Option<i32>,
 }
 
-/// A product as it was before a write and as it is after: both categories matter to the cache.
+/// A product write: the product, and the category it was in before and is in after (none
+/// before a creation, none after a deletion). Both categories matter to the cache.
 pub struct ProductWrite {
     pub before_category_id: Option<i32>,
+    pub after_category_id: Option<i32>,
+    /// The product as written; for a deletion, as it was.
     pub product: product::Model,
+}
+
+impl ProductWrite {
+    /// A new product: it was in no category before.
+    pub fn created(product: product::Model) -> Self {
+        Self {
+            before_category_id: None,
+            after_category_id: Some(product.category_id),
+            product,
+        }
+    }
+
+    /// A changed product, which was in `before_category_id`.
+    pub fn updated(before_category_id: Option<i32>, product: product::Model) -> Self {
+        Self {
+            before_category_id,
+            after_category_id: Some(product.category_id),
+            product,
+        }
+    }
+
+    /// A removed product, as it was: it is in no category after.
+    pub fn deleted(product: product::Model) -> Self {
+        Self {
+            before_category_id: Some(product.category_id),
+            after_category_id: None,
+            product,
+        }
+    }
 }
 
 /// Now, truncated to microseconds so that every backend stores and returns the same instant.
@@ -275,7 +307,7 @@ async fn require_categories<C: ConnectionTrait>(
     }
 }
 
-pub async fn create<C: ConnectionTrait>(db: &C, new: NewProduct) -> ApiResult<product::Model> {
+pub async fn create<C: ConnectionTrait>(db: &C, new: NewProduct) -> ApiResult<ProductWrite> {
     create_many(db, vec![new])
         .await?
         .into_iter()
@@ -287,7 +319,7 @@ pub async fn create<C: ConnectionTrait>(db: &C, new: NewProduct) -> ApiResult<pr
 pub async fn create_many<C: ConnectionTrait>(
     db: &C,
     products: Vec<NewProduct>,
-) -> ApiResult<Vec<product::Model>> {
+) -> ApiResult<Vec<ProductWrite>> {
     if products.is_empty() {
         return Ok(Vec::new());
     }
@@ -301,9 +333,10 @@ pub async fn create_many<C: ConnectionTrait>(
         updated_at: Set(now),
         ..Default::default()
     });
-    Ok(product::Entity::insert_many(rows)
+    let created = product::Entity::insert_many(rows)
         .exec_with_returning(db)
-        .await?)
+        .await?;
+    Ok(created.into_iter().map(ProductWrite::created).collect())
 }
 
 pub async fn update<C: ConnectionTrait>(
@@ -333,13 +366,10 @@ pub async fn update<C: ConnectionTrait>(
     }
     active.updated_at = Set(now());
     let product = product::Entity::update(active).exec(db).await?;
-    Ok(ProductWrite {
-        before_category_id,
-        product,
-    })
+    Ok(ProductWrite::updated(before_category_id, product))
 }
 
-pub async fn delete<C: ConnectionTrait>(db: &C, id: i32) -> ApiResult<product::Model> {
+pub async fn delete<C: ConnectionTrait>(db: &C, id: i32) -> ApiResult<ProductWrite> {
     let existing = product::Entity::find_by_id(id)
         .one(db)
         .await?
@@ -350,7 +380,7 @@ pub async fn delete<C: ConnectionTrait>(db: &C, id: i32) -> ApiResult<product::M
     if deleted.rows_affected == 0 {
         return Err(ApiError::NotFound(format!("product {id} does not exist")));
     }
-    Ok(existing)
+    Ok(ProductWrite::deleted(existing))
 }
 
 /// Sets many prices at once: one SELECT to check the ids, one UPDATE ... CASE, one SELECT back.
@@ -409,10 +439,7 @@ pub async fn update_prices<C: ConnectionTrait>(
             let product = updated.remove(id).ok_or_else(|| {
                 ApiError::Internal(format!("product {id} vanished inside its transaction"))
             })?;
-            Ok(ProductWrite {
-                before_category_id: before.get(id).copied(),
-                product,
-            })
+            Ok(ProductWrite::updated(before.get(id).copied(), product))
         })
         .collect()
 }

@@ -21,13 +21,9 @@ impl CategoryMutation {
         input: CategoryInput,
     ) -> async_graphql::Result<Category> {
         let name = input.parse()?;
-        let category = write(
-            ctx,
-            async move |transaction| categories::create(transaction, name).await,
-            |category, changes| {
-                changes.category(category.id);
-            },
-        )
+        let category = write(ctx, async move |transaction| {
+            categories::create(transaction, name).await
+        })
         .await?;
         Ok(Category(category))
     }
@@ -40,13 +36,9 @@ impl CategoryMutation {
     ) -> async_graphql::Result<Category> {
         let id = EntityId::parse(&id)?;
         let name = input.parse()?;
-        let category = write(
-            ctx,
-            async move |transaction| categories::update(transaction, id.0, name).await,
-            |category, changes| {
-                changes.category(category.id);
-            },
-        )
+        let category = write(ctx, async move |transaction| {
+            categories::update(transaction, id.0, name).await
+        })
         .await?;
         Ok(Category(category))
     }
@@ -54,13 +46,9 @@ impl CategoryMutation {
     /// Deletes an empty category and returns its id; a category with products is refused.
     async fn delete_category(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<ID> {
         let id = EntityId::parse(&id)?;
-        write(
-            ctx,
-            async |transaction| categories::delete(transaction, id.0).await,
-            |_, changes| {
-                changes.category(id.0);
-            },
-        )
+        write(ctx, async |transaction| {
+            categories::delete(transaction, id.0).await
+        })
         .await?;
         Ok(id.to_graphql())
     }

@@ -18,7 +18,7 @@ pub use category::CategoryMutation;
 pub use product::ProductMutation;
 
 use crate::cache::ResponseCache;
-use crate::cache::tags::Changes;
+use crate::cache::tags::{Announce, Changes};
 use crate::db::replicas::Replicas;
 use crate::error::ApiError;
 use crate::graphql::context::RequestContext;
@@ -42,16 +42,15 @@ pub(crate) async fn begin(ctx: &Context<'_>) -> Result<DatabaseTransaction, ApiE
 }
 
 /// Every mutation's shape: `statements` run in one write transaction, and after the commit the
-/// cache retires what `changed` says the written result touched.
-pub(crate) async fn write<T>(
+/// cache retires what the written result announces it changed.
+pub(crate) async fn write<T: Announce>(
     ctx: &Context<'_>,
     statements: impl AsyncFnOnce(&DatabaseTransaction) -> Result<T, ApiError>,
-    changed: impl FnOnce(&T, &mut Changes),
 ) -> Result<T, ApiError> {
     let transaction = begin(ctx).await?;
     let written = statements(&transaction).await?;
     let mut changes = Changes::default();
-    changed(&written, &mut changes);
+    written.announce(&mut changes);
     commit(ctx, transaction, changes).await?;
     Ok(written)
 }

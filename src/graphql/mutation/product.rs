@@ -5,23 +5,12 @@ use async_graphql::{Context, ID, Object};
 
 use super::{parse_bulk, write};
 use crate::auth::RequireToken;
-use crate::cache::tags::Changes;
-use crate::catalog::products::ProductWrite;
 use crate::catalog::{EntityId, products};
 use crate::graphql::types::Product;
 use crate::graphql::types::inputs::{CreateProductInput, PriceUpdateInput, UpdateProductInput};
 
 #[derive(Default)]
 pub struct ProductMutation;
-
-/// What a product write touched: the product, and the categories it left and is now in.
-fn announce(write: &ProductWrite, changes: &mut Changes) {
-    changes.product(
-        write.product.id,
-        write.before_category_id,
-        Some(write.product.category_id),
-    );
-}
 
 #[Object(guard = "RequireToken")]
 impl ProductMutation {
@@ -31,15 +20,11 @@ impl ProductMutation {
         input: CreateProductInput,
     ) -> async_graphql::Result<Product> {
         let new = input.parse()?;
-        let product = write(
-            ctx,
-            async move |transaction| products::create(transaction, new).await,
-            |product, changes| {
-                changes.product(product.id, None, Some(product.category_id));
-            },
-        )
+        let created = write(ctx, async move |transaction| {
+            products::create(transaction, new).await
+        })
         .await?;
-        Ok(Product(product))
+        Ok(created.into())
     }
 
     /// Changes only the fields given in `input`.
@@ -50,28 +35,20 @@ impl ProductMutation {
         input: UpdateProductInput,
     ) -> async_graphql::Result<Product> {
         let id = EntityId::parse(&id)?;
-        let changes_requested = input.parse()?;
-        let written = write(
-            ctx,
-            async move |transaction| products::update(transaction, id.0, changes_requested).await,
-            |written, changes| {
-                announce(written, changes);
-            },
-        )
+        let changes = input.parse()?;
+        let updated = write(ctx, async move |transaction| {
+            products::update(transaction, id.0, changes).await
+        })
         .await?;
-        Ok(Product(written.product))
+        Ok(updated.into())
     }
 
     /// Deletes a product and returns its id.
     async fn delete_product(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<ID> {
         let id = EntityId::parse(&id)?;
-        write(
-            ctx,
-            async |transaction| products::delete(transaction, id.0).await,
-            |deleted, changes| {
-                changes.product(deleted.id, Some(deleted.category_id), None);
-            },
-        )
+        write(ctx, async |transaction| {
+            products::delete(transaction, id.0).await
+        })
         .await?;
         Ok(id.to_graphql())
     }
@@ -83,17 +60,11 @@ impl ProductMutation {
         inputs: Vec<CreateProductInput>,
     ) -> async_graphql::Result<Vec<Product>> {
         let new = parse_bulk(inputs, CreateProductInput::parse)?;
-        let created = write(
-            ctx,
-            async move |transaction| products::create_many(transaction, new).await,
-            |created, changes| {
-                for product in created {
-                    changes.product(product.id, None, Some(product.category_id));
-                }
-            },
-        )
+        let created = write(ctx, async move |transaction| {
+            products::create_many(transaction, new).await
+        })
         .await?;
-        Ok(created.into_iter().map(Product).collect())
+        Ok(created.into_iter().map(Product::from).collect())
     }
 
     /// Sets up to 1,000 prices in one transaction: all of them or none. Answers in the order
@@ -104,19 +75,10 @@ impl ProductMutation {
         updates: Vec<PriceUpdateInput>,
     ) -> async_graphql::Result<Vec<Product>> {
         let updates = parse_bulk(updates, PriceUpdateInput::parse)?;
-        let written = write(
-            ctx,
-            async |transaction| products::update_prices(transaction, &updates).await,
-            |written, changes| {
-                for write in written {
-                    announce(write, changes);
-                }
-            },
-        )
+        let updated = write(ctx, async |transaction| {
+            products::update_prices(transaction, &updates).await
+        })
         .await?;
-        Ok(written
-            .into_iter()
-            .map(|write| Product(write.product))
-            .collect())
+        Ok(updated.into_iter().map(Product::from).collect())
     }
 }

@@ -6,10 +6,18 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 
 use super::Category;
+use crate::catalog::products::ProductWrite;
 use crate::catalog::{EntityId, Price};
 use crate::entities::product;
 
 pub struct Product(pub product::Model);
+
+/// The product as a write left it (as it was, for a deletion).
+impl From<ProductWrite> for Product {
+    fn from(written: ProductWrite) -> Self {
+        Product(written.product)
+    }
+}
 
 #[Object(cache_control(max_age = 600))]
 impl Product {
