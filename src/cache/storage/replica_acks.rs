@@ -1,8 +1,8 @@
 //! Replica acknowledgements on a cluster, with group commit. An invalidation counts only once
 //! a replica of its partition's primary holds it (`WAIT 1`), so a failover cannot lose it.
-//! `WAIT` answers for every write its primary took before it, and it blocks the connection it
-//! is sent on; so one `WAIT` stands for every invalidation whose script had answered before
-//! it was sent. Concurrent invalidations of a partition queue for the next `WAIT` instead of
+//! `WAIT` answers for every write its connection sent before it, and it blocks that
+//! connection; invalidations share one connection (`RedisStorage::invalidations`), so one
+//! `WAIT` stands for every invalidation whose script had answered before it was sent. Concurrent invalidations of a partition queue for the next `WAIT` instead of
 //! sending one each: one round trip to the replica per batch, not per write.
 
 use std::sync::atomic::{AtomicU64, Ordering};
