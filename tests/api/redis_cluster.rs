@@ -203,34 +203,63 @@ impl RedisCluster {
         calls
     }
 
-    /// Waits until every running node reports `cluster_state:ok`, three primaries serve, and
-    /// with replicas, each has one in sync (`state=online`: a replica that never synced cannot take over).
-    /// Up to 60 s: in CI several clusters start at once beside the shared one, and 30 s was
-    /// once too short for one of them.
+    /// Waits until every running node reports `cluster_state:ok`, three primaries serve, and,
+    /// with replicas, each has one in sync (`state=online`: a replica that never synced cannot
+    /// take over). Up to 120 s: in CI several clusters start at once beside the shared one on
+    /// two cores (30 s, then 60 s, were each once too short). A cluster that never becomes
+    /// healthy fails with what was still missing.
     pub async fn wait_healthy(&self) {
-        let healthy = eventually(Duration::from_secs(60), || async {
-            for node in self.nodes.iter().filter(|node| node.child.is_some()) {
-                match command(node.port, &["CLUSTER", "INFO"]).await {
-                    Ok(info) if info.contains("cluster_state:ok") => {}
-                    _ => return false,
+        let missing = parking_lot::Mutex::new(String::new());
+        let healthy = eventually(Duration::from_secs(120), || async {
+            match self.unhealthy().await {
+                None => true,
+                Some(reason) => {
+                    *missing.lock() = reason;
+                    false
                 }
             }
-            let primaries = self.primaries().await;
-            if primaries.len() != PRIMARIES {
-                return false;
-            }
-            for port in primaries.into_iter().filter(|_| self.replicas > 0) {
-                match command(port, &["INFO", "replication"]).await {
-                    Ok(info)
-                        if info.contains("connected_slaves:1") && info.contains("state=online") => {
-                    }
-                    _ => return false,
-                }
-            }
-            true
         })
         .await;
-        assert!(healthy, "the Redis Cluster did not become healthy");
+        assert!(
+            healthy,
+            "the Redis Cluster did not become healthy: {}",
+            missing.lock()
+        );
+    }
+
+    /// What keeps the cluster from being healthy (see `wait_healthy`), or `None`.
+    async fn unhealthy(&self) -> Option<String> {
+        for node in self.nodes.iter().filter(|node| node.child.is_some()) {
+            match command(node.port, &["CLUSTER", "INFO"]).await {
+                Ok(info) if info.contains("cluster_state:ok") => {}
+                Ok(info) => {
+                    let state = info.lines().find(|line| line.starts_with("cluster_state"));
+                    return Some(format!("node {}: {state:?}", node.port));
+                }
+                Err(error) => return Some(format!("node {}: {error}", node.port)),
+            }
+        }
+        let primaries = self.primaries().await;
+        if primaries.len() != PRIMARIES {
+            return Some(format!("primaries serving: {primaries:?}"));
+        }
+        for port in primaries.into_iter().filter(|_| self.replicas > 0) {
+            match command(port, &["INFO", "replication"]).await {
+                Ok(info)
+                    if info.contains("connected_slaves:1") && info.contains("state=online") => {}
+                Ok(info) => {
+                    let replicas: Vec<&str> = info
+                        .lines()
+                        .filter(|line| {
+                            line.starts_with("connected_slaves") || line.starts_with("slave0")
+                        })
+                        .collect();
+                    return Some(format!("primary {port}: {replicas:?}"));
+                }
+                Err(error) => return Some(format!("primary {port}: {error}")),
+            }
+        }
+        None
     }
 
     /// `kill -9` of a primary, then waits until its replica serves its slots; the killed node
