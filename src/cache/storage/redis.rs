@@ -992,10 +992,9 @@ impl RedisStorage {
     }
 
     /// Every partition's invalidation on a cluster, in two waves sent at once: the stamp
-    /// scripts (the cluster connection pipelines them per node), then `WAIT 1` routed to each
-    /// partition's primary on the same connection, after its script. The waits of one node
-    /// resolve together on the first replica acknowledgement, so a mutation pays about one
-    /// replica round trip per node, not one per partition.
+    /// scripts (the cluster connection pipelines them per node), then, for each partition
+    /// whose primary has a replica in sync, a `WAIT 1` on the same connection that covers its
+    /// script: one sent after it, or shared with concurrent invalidations (`ReplicaAcks`).
     async fn invalidate_cluster(
         &self,
         connection: &Connection,
@@ -1061,8 +1060,8 @@ impl RedisStorage {
         Ok(sequences)
     }
 
-    /// `WAIT 1` on the primary of `partition`: how many replicas acknowledged every write it
-    /// took before.
+    /// `WAIT 1` on the primary of `partition`: how many replicas acknowledged every write this
+    /// connection sent it before.
     async fn wait_for_replica(
         &self,
         connection: &Connection,
