@@ -2,8 +2,9 @@
 //! a replica of its partition's primary holds it (`WAIT 1`), so a failover cannot lose it.
 //! `WAIT` answers for every write its connection sent before it, and it blocks that
 //! connection; invalidations share one connection (`RedisStorage::invalidations`), so one
-//! `WAIT` stands for every invalidation whose script had answered before it was sent. Concurrent invalidations of a partition queue for the next `WAIT` instead of
-//! sending one each: one round trip to the replica per batch, not per write.
+//! `WAIT` stands for every invalidation whose script had answered before it was sent.
+//! Concurrent invalidations of a partition queue for the next `WAIT` instead of sending one
+//! each: one round trip to the replica per batch, not per write.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
