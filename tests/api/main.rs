@@ -24,6 +24,7 @@ mod http;
 mod introspection;
 mod limits;
 mod pg_replica;
+mod ports;
 mod products;
 mod redis_cluster;
 mod redis_process;

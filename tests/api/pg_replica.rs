@@ -15,6 +15,7 @@ use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
 use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, eventually};
+use crate::ports::restartable_port;
 
 const PRODUCT_PRICE: &str = "query Price($id: ID!) { product(id: $id) { id name price } }";
 const PRODUCT_LIST: &str = "query List { products(first: 20) { edges { node { id price } } } }";
@@ -42,13 +43,6 @@ fn postgres_user_exists() -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|status| status.success())
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .expect("a free port")
 }
 
 /// A primary and a replica of its own, stopped when dropped.
@@ -118,8 +112,8 @@ impl Cluster {
         let cluster = Cluster {
             binaries,
             root,
-            primary_port: free_port(),
-            replica_port: free_port(),
+            primary_port: restartable_port(),
+            replica_port: restartable_port(),
         };
         let primary = cluster.primary_dir();
         let primary_path = primary.to_str().expect("path");

@@ -8,7 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::helpers::eventually;
-use crate::redis_process::{free_port, installed};
+use crate::ports::restartable_port;
+use crate::redis_process::installed;
 
 const PRIMARIES: usize = 3;
 
@@ -22,16 +23,6 @@ pub struct RedisCluster {
     /// Replicas per primary: 1, or 0 for a cluster of primaries alone.
     replicas: usize,
     directory: tempfile::TempDir,
-}
-
-/// A port whose cluster bus port (+10000) is free too.
-fn cluster_port() -> u16 {
-    loop {
-        let port = free_port();
-        if port < 55_000 && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
-            return port;
-        }
-    }
 }
 
 fn cli_installed() -> bool {
@@ -83,7 +74,7 @@ impl RedisCluster {
         let mut cluster = RedisCluster {
             nodes: (0..PRIMARIES * (1 + replicas))
                 .map(|_| Node {
-                    port: cluster_port(),
+                    port: restartable_port(),
                     child: None,
                 })
                 .collect(),

@@ -7,6 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use crate::helpers::eventually;
+use crate::ports::restartable_port;
 
 pub struct RedisProcess {
     child: Option<Child>,
@@ -24,13 +25,6 @@ pub fn installed() -> bool {
         .stdout(Stdio::null())
         .status()
         .is_ok()
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .expect("a free port")
 }
 
 impl RedisProcess {
@@ -52,7 +46,7 @@ impl RedisProcess {
         }
         let mut process = RedisProcess {
             child: None,
-            port: free_port(),
+            port: restartable_port(),
             snapshots,
         };
         process.restart().await;
@@ -185,9 +179,15 @@ impl RedisProcess {
             .spawn()
             .expect("start redis-server");
         self.child = Some(child);
+        let answered = eventually(Duration::from_secs(10), || self.answers()).await;
+        let exited = self
+            .child
+            .as_mut()
+            .and_then(|child| child.try_wait().ok().flatten());
         assert!(
-            eventually(Duration::from_secs(10), || self.answers()).await,
-            "redis-server did not start"
+            answered && exited.is_none(),
+            "redis-server on port {} did not start (exit status: {exited:?}; answered: {answered})",
+            self.port
         );
     }
 
