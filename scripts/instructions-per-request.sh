@@ -5,11 +5,12 @@
 # valgrind, sends wrk's Lua script for 5 s to warm up, then counts 10 s of requests.
 #   scripts/instructions-per-request.sh BINARY DATABASE_URL SCRIPT.lua [PATH]
 # Prints: requests=<n> instructions/request=<n>. Needs valgrind and wrk (Debian packages).
+# KEEP_CALLGRIND=DIR keeps the callgrind output there, for callgrind_annotate.
 set -euo pipefail
 BINARY="$1"; DATABASE="$2"; SCRIPT="$3"; URL_PATH="${4:-/graphql}"
 PORT=$((19300 + RANDOM % 500))
 OUT="$(mktemp -d)"
-trap 'kill "$PID" 2>/dev/null || true; rm -rf "$OUT"' EXIT
+trap 'kill "$PID" 2>/dev/null || true; if [ -n "${KEEP_CALLGRIND:-}" ]; then cp "$OUT"/callgrind.* "$KEEP_CALLGRIND"/ 2>/dev/null; fi; rm -rf "$OUT"' EXIT
 DATABASE_URL="$DATABASE" REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}" CATALOG_BIND="127.0.0.1:$PORT" \
   CATALOG_ALLOW_CACHE_BYPASS=true CATALOG_DEMO_DATA=false RUST_LOG=warn CATALOG_DB_POOL_SIZE=4 \
   CATALOG_CACHE_PREFIX="instructions:$PORT:" CATALOG_REQUEST_TIMEOUT_MS=60000 \

@@ -177,6 +177,8 @@ pub enum PrivateLook {
 /// A lookup made before the caller's token was checked, handed on to `read_through` so the
 /// same key is not read twice.
 pub struct EarlierLookup {
+    /// The scope the key was made for: a request in the same scope reuses the key unhashed.
+    scope: Scope,
     key: ResponseKey,
     found: CacheLookup,
 }
@@ -212,10 +214,11 @@ impl ResponseCache {
         if !policy.private || !self.caches_validations() {
             return None;
         }
-        let key = identity.key(&Scope::Private(token_hash.to_owned()));
+        let scope = Scope::Private(token_hash.to_owned());
+        let key = identity.key(&scope);
         Some(match self.lookup(&key).await {
             CacheLookup::Hit(entry) => PrivateLook::Hit(Outcome::hit(&entry, policy)),
-            found => PrivateLook::Missed(EarlierLookup { key, found }),
+            found => PrivateLook::Missed(EarlierLookup { scope, key, found }),
         })
     }
 
@@ -241,10 +244,13 @@ impl ResponseCache {
                 // A private document without a token is refused by its guard: run it uncached.
                 None => (None, Ticket::Unproven),
                 Some(scope) => {
-                    let key = identity.key(&scope);
-                    let found = match earlier.filter(|earlier| earlier.key == key) {
-                        Some(earlier) => earlier.found,
-                        None => self.lookup(&key).await,
+                    let (key, found) = match earlier.filter(|earlier| earlier.scope == scope) {
+                        Some(earlier) => (earlier.key, earlier.found),
+                        None => {
+                            let key = identity.key(&scope);
+                            let found = self.lookup(&key).await;
+                            (key, found)
+                        }
                     };
                     match found {
                         CacheLookup::Hit(entry) => return Some(Outcome::hit(&entry, policy)),
