@@ -245,11 +245,15 @@ def check_no_stale_reads(server):
     return stale
 
 
+def apq_registration():
+    """The POST body that registers W6's persisted query (W1's document with its hash)."""
+    return json.dumps({"query": Q_PRODUCT, "variables": {"id": "42"}, "operationName": "ProductById",
+                       "extensions": {"persistedQuery": {"version": 1, "sha256Hash": sha256(Q_PRODUCT)}}})
+
+
 def prime(server, token):
     """Registers the APQ hash, fills W2's 1,000 ids, and checks each workload answers without errors."""
-    apq = json.dumps({"query": Q_PRODUCT, "variables": {"id": "42"}, "operationName": "ProductById",
-                      "extensions": {"persistedQuery": {"version": 1, "sha256Hash": sha256(Q_PRODUCT)}}})
-    server.post(apq)
+    server.post(apq_registration())
     for product_id in range(1, 1001):
         server.post(body(Q_PRODUCT, {"id": str(product_id)}, "ProductById"))
     checks = [

@@ -14,7 +14,6 @@ speed; W6 registers its persisted query with the first request of each connectio
 """
 
 import argparse
-import json
 import os
 import re
 import subprocess
@@ -47,12 +46,8 @@ def scripts(token, directory):
         if name in ("W2", "W7"):
             lua = lua.replace("math.random(1, 1000)", "math.random(1, 100)")
         if name == "W6":
-            register = json.dumps({"query": bench.Q_PRODUCT, "variables": {"id": "42"},
-                                   "operationName": "ProductById",
-                                   "extensions": {"persistedQuery": {"version": 1,
-                                                                     "sha256Hash": bench.sha256(bench.Q_PRODUCT)}}})
             lua = ("local registered = false\n"
-                   f"local register = {bench.lua_string(register)}\n"
+                   f"local register = {bench.lua_string(bench.apq_registration())}\n"
                    "request = function()\n"
                    "  if not registered then\n"
                    "    registered = true\n"
@@ -67,11 +62,10 @@ def scripts(token, directory):
     return out
 
 
-def count(binary, database, lua, path):
+def instructions(binary, database, lua, path):
     report = subprocess.run(["bash", COUNTER, binary, database, lua, path], check=True,
                             capture_output=True, text=True).stdout
-    match = re.search(r"requests=(\d+) instructions/request=(\d+)", report)
-    return int(match.group(1)), int(match.group(2))
+    return int(re.search(r"instructions/request=(\d+)", report).group(1))
 
 
 def main():
@@ -93,11 +87,8 @@ def main():
         for name in lua["baseline"]:
             if only and name not in only:
                 continue
-            counted = {}
-            for label, binary in builds.items():
-                file, path = lua[label][name]
-                counted[label] = count(binary, prepared[label][0], file, path)
-            base, cand = counted["baseline"][1], counted["candidate"][1]
+            base, cand = (instructions(binary, prepared[label][0], *lua[label][name])
+                          for label, binary in builds.items())
             print(f"| {name} | {base:,} | {cand:,} | {cand / base:.3f} |", flush=True)
 
 

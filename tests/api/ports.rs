@@ -5,7 +5,7 @@
 //! reaches someone else's server. So these ports come from below the ephemeral range, each
 //! handed out once per test process, and with its cluster bus port (+10000) free too.
 
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 use std::net::TcpListener;
 use std::sync::Mutex;
 
@@ -15,7 +15,7 @@ const FIRST: u16 = 12_000;
 const SPAN: u16 = 10_000;
 const CLUSTER_BUS_OFFSET: u16 = 10_000;
 
-static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
 
 fn is_free(port: u16) -> bool {
     TcpListener::bind(("127.0.0.1", port)).is_ok()
@@ -27,7 +27,6 @@ pub fn restartable_port() -> u16 {
     let mut handed_out = HANDED_OUT
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let handed_out = handed_out.get_or_insert_with(HashSet::new);
     // Start where this process' id points, so two test processes at once rarely meet.
     let start = std::process::id();
     (0..u32::from(SPAN))
