@@ -388,7 +388,7 @@ pub async fn delete<C: ConnectionTrait>(db: &C, id: i32) -> ApiResult<ProductWri
 /// than resolved by position, since two prices for one product in one call is a client bug.
 pub async fn update_prices<C: ConnectionTrait>(
     db: &C,
-    updates: &[(i32, Price)],
+    updates: Vec<(i32, Price)>,
 ) -> ApiResult<Vec<ProductWrite>> {
     if updates.is_empty() {
         return Ok(Vec::new());
@@ -418,7 +418,7 @@ pub async fn update_prices<C: ConnectionTrait>(
     }
     let mut price_case = CaseStatement::new();
     for (id, price) in updates {
-        price_case = price_case.case(product::Column::Id.eq(*id), Expr::val(price.cents()));
+        price_case = price_case.case(product::Column::Id.eq(id), Expr::val(price.cents()));
     }
     let price_case = price_case.finally(Expr::col(product::Column::PriceCents));
     product::Entity::update_many()

@@ -4,24 +4,68 @@
 //! commit announces its `Changes` to the response cache, before the response is sent: a
 //! client that sees the mutation's answer can no longer read what it made stale. With read
 //! replicas the announcement carries the primary's WAL position after the commit, so no read
-//! that follows it is served by a replica that has not replayed the commit. Every mutation
-//! needs a bearer token: `RequireToken` guards each mutation object as a whole, so a new field
-//! cannot be added without it.
+//! that follows it is served by a replica that has not replayed the commit. Every field is
+//! declared with `mutation_fields!`, which writes these steps once for all of them and puts
+//! the `RequireToken` guard on the object as a whole: a new field cannot skip a step.
+
+use async_graphql::{Context, ID};
+use sea_orm::{DatabaseTransaction, SqliteTransactionMode, TransactionOptions, TransactionTrait};
+
+use crate::cache::ResponseCache;
+use crate::cache::tags::{Announce, Changes};
+use crate::catalog::EntityId;
+use crate::catalog::products::ProductWrite;
+use crate::db::replicas::Replicas;
+use crate::entities::category::Model as CategoryRow;
+use crate::error::ApiError;
+use crate::graphql::context::RequestContext;
+use crate::graphql::types::inputs::Argument;
+use crate::graphql::types::{Category, Product};
+
+/// Declares a mutation object from a table of its fields: each names its arguments, its
+/// answer and the catalog write behind it. Every field has the same body: parse each argument
+/// (`Argument`), run the write in one transaction (`write`: commit, then invalidation), and
+/// make the answer from what was written (`Answer`).
+macro_rules! mutation_fields {
+    (
+        $(#[$object_attribute:meta])*
+        $object:ident {
+            $(
+                $(#[$field_attribute:meta])*
+                $field:ident($($argument:ident: $argument_type:ty),+) -> $answer:ty = $catalog_write:path;
+            )+
+        }
+    ) => {
+        $(#[$object_attribute])*
+        #[derive(Default)]
+        pub struct $object;
+
+        #[async_graphql::Object(guard = "crate::auth::RequireToken")]
+        impl $object {
+            $(
+                $(#[$field_attribute])*
+                async fn $field(
+                    &self,
+                    ctx: &async_graphql::Context<'_>,
+                    $($argument: $argument_type),+
+                ) -> async_graphql::Result<$answer> {
+                    $(let $argument = $crate::graphql::types::inputs::Argument::parse($argument)?;)+
+                    let written = $crate::graphql::mutation::write(ctx, async move |transaction| {
+                        $catalog_write(transaction, $($argument),+).await
+                    })
+                    .await?;
+                    Ok($crate::graphql::mutation::Answer::answer(written))
+                }
+            )+
+        }
+    };
+}
 
 mod category;
 mod product;
 
-use async_graphql::Context;
-use sea_orm::{DatabaseTransaction, SqliteTransactionMode, TransactionOptions, TransactionTrait};
-
 pub use category::CategoryMutation;
 pub use product::ProductMutation;
-
-use crate::cache::ResponseCache;
-use crate::cache::tags::{Announce, Changes};
-use crate::db::replicas::Replicas;
-use crate::error::ApiError;
-use crate::graphql::context::RequestContext;
 
 /// Most items one bulk mutation may carry.
 pub const MAX_BULK_ITEMS: usize = 1_000;
@@ -83,14 +127,14 @@ pub(crate) async fn commit(
     Ok(())
 }
 
-/// The items of a bulk mutation, each validated by `parse`: 1 to `MAX_BULK_ITEMS` of them, and
-/// all valid, before anything is written.
-pub(crate) fn parse_bulk<I, T>(
-    items: Vec<I>,
-    parse: impl Fn(I) -> Result<T, ApiError>,
-) -> Result<Vec<T>, ApiError> {
-    check_bulk_size(items.len())?;
-    items.into_iter().map(parse).collect()
+/// A list argument is a bulk: 1 to `MAX_BULK_ITEMS` items, each parsed, all valid before
+/// anything is written.
+impl<T: Argument> Argument for Vec<T> {
+    type Parsed = Vec<T::Parsed>;
+    fn parse(self) -> Result<Self::Parsed, ApiError> {
+        check_bulk_size(self.len())?;
+        self.into_iter().map(T::parse).collect()
+    }
 }
 
 fn check_bulk_size(len: usize) -> Result<(), ApiError> {
@@ -105,4 +149,42 @@ fn check_bulk_size(len: usize) -> Result<(), ApiError> {
         )));
     }
     Ok(())
+}
+
+/// What a mutation field answers, made from what its write returned.
+pub(crate) trait Answer<Written> {
+    fn answer(written: Written) -> Self;
+}
+
+impl Answer<CategoryRow> for Category {
+    fn answer(written: CategoryRow) -> Self {
+        Category(written)
+    }
+}
+
+/// A deletion answers with the id of the row it removed.
+impl Answer<CategoryRow> for ID {
+    fn answer(written: CategoryRow) -> Self {
+        EntityId(written.id).to_graphql()
+    }
+}
+
+/// The product as the write left it (as it was, for a deletion).
+impl Answer<ProductWrite> for Product {
+    fn answer(written: ProductWrite) -> Self {
+        Product(written.product)
+    }
+}
+
+impl Answer<ProductWrite> for ID {
+    fn answer(written: ProductWrite) -> Self {
+        EntityId(written.product.id).to_graphql()
+    }
+}
+
+/// A bulk write answers item by item, in the order of its input.
+impl<Written, T: Answer<Written>> Answer<Vec<Written>> for Vec<T> {
+    fn answer(written: Vec<Written>) -> Self {
+        written.into_iter().map(T::answer).collect()
+    }
 }

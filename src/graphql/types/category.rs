@@ -1,13 +1,13 @@
 //! The `Category` GraphQL type: its product count and product pages come from DataLoaders, so
 //! a list of categories costs a constant number of statements.
 
-use async_graphql::{Context, ID, Object};
-use chrono::{DateTime, Utc};
+use async_graphql::{Context, Object};
 
 use super::ProductConnection;
 use super::connection::TotalCount;
+use super::record::{Identity, Timestamps};
 use crate::cache::tags::Tag;
-use crate::catalog::{Cursor, EntityId, PageSize, ProductOrder};
+use crate::catalog::{Cursor, PageSize, ProductOrder};
 use crate::entities::category;
 use crate::graphql::context::{RequestContext, load_one};
 use crate::graphql::loaders::CategoryPageKey;
@@ -26,12 +26,9 @@ impl Category {
 
 #[Object(cache_control(max_age = 600))]
 impl Category {
-    async fn id(&self) -> ID {
-        EntityId(self.0.id).to_graphql()
-    }
-
-    async fn name(&self) -> &str {
-        &self.0.name
+    #[graphql(flatten)]
+    async fn identity(&self) -> Identity<'_> {
+        Identity::new(self.0.id, &self.0.name)
     }
 
     /// Number of products in the category, counted for all categories of a request at once.
@@ -76,11 +73,8 @@ impl Category {
         ))
     }
 
-    async fn created_at(&self) -> DateTime<Utc> {
-        self.0.created_at
-    }
-
-    async fn updated_at(&self) -> DateTime<Utc> {
-        self.0.updated_at
+    #[graphql(flatten)]
+    async fn timestamps(&self) -> Timestamps {
+        Timestamps::new(self.0.created_at, self.0.updated_at)
     }
 }

@@ -1,4 +1,5 @@
-//! Input types, each with the one function that turns it into validated domain values.
+//! Input types, each with the one function that turns it into validated domain values: the
+//! `Argument` trait, which mutation fields apply to every argument before anything is written.
 
 use async_graphql::{ID, InputObject};
 use rust_decimal::Decimal;
@@ -6,6 +7,20 @@ use rust_decimal::Decimal;
 use crate::catalog::products::{NewProduct, ProductChanges, ProductFilter};
 use crate::catalog::{CategoryName, EntityId, Price, ProductName, SearchText};
 use crate::error::{ApiError, ApiResult};
+
+/// An argument as the client sent it, and the validated value the catalog takes instead.
+pub trait Argument {
+    type Parsed;
+    fn parse(self) -> ApiResult<Self::Parsed>;
+}
+
+/// An id argument is a row id; anything else is refused with BAD_USER_INPUT.
+impl Argument for ID {
+    type Parsed = i32;
+    fn parse(self) -> ApiResult<i32> {
+        Ok(EntityId::parse(&self)?.0)
+    }
+}
 
 #[derive(InputObject, Default)]
 #[graphql(name = "ProductFilter")]
@@ -51,8 +66,9 @@ pub struct CreateProductInput {
     pub category_id: ID,
 }
 
-impl CreateProductInput {
-    pub fn parse(self) -> ApiResult<NewProduct> {
+impl Argument for CreateProductInput {
+    type Parsed = NewProduct;
+    fn parse(self) -> ApiResult<NewProduct> {
         Ok(NewProduct {
             name: ProductName::parse(&self.name)?,
             price: Price::parse(self.price)?,
@@ -69,8 +85,9 @@ pub struct UpdateProductInput {
     pub category_id: Option<ID>,
 }
 
-impl UpdateProductInput {
-    pub fn parse(self) -> ApiResult<ProductChanges> {
+impl Argument for UpdateProductInput {
+    type Parsed = ProductChanges;
+    fn parse(self) -> ApiResult<ProductChanges> {
         Ok(ProductChanges {
             name: self.name.as_deref().map(ProductName::parse).transpose()?,
             price: self.price.map(Price::parse).transpose()?,
@@ -84,8 +101,9 @@ pub struct CategoryInput {
     pub name: String,
 }
 
-impl CategoryInput {
-    pub fn parse(self) -> ApiResult<CategoryName> {
+impl Argument for CategoryInput {
+    type Parsed = CategoryName;
+    fn parse(self) -> ApiResult<CategoryName> {
         CategoryName::parse(&self.name)
     }
 }
@@ -96,8 +114,9 @@ pub struct PriceUpdateInput {
     pub price: Decimal,
 }
 
-impl PriceUpdateInput {
-    pub fn parse(self) -> ApiResult<(i32, Price)> {
+impl Argument for PriceUpdateInput {
+    type Parsed = (i32, Price);
+    fn parse(self) -> ApiResult<(i32, Price)> {
         Ok((EntityId::parse(&self.id)?.0, Price::parse(self.price)?))
     }
 }

@@ -5,6 +5,7 @@ pub mod category;
 pub mod connection;
 pub mod inputs;
 pub mod product;
+pub mod record;
 pub mod stats;
 
 pub use category::Category;

@@ -1,32 +1,21 @@
 //! The `Product` GraphQL type: fields over the row, its category through the DataLoader, and
 //! the cache tags each resolved product records.
 
-use async_graphql::{Context, ID, Object};
-use chrono::{DateTime, Utc};
+use async_graphql::{Context, Object};
 use rust_decimal::Decimal;
 
 use super::Category;
-use crate::catalog::products::ProductWrite;
-use crate::catalog::{EntityId, Price};
+use super::record::{Identity, Timestamps};
+use crate::catalog::Price;
 use crate::entities::product;
 
 pub struct Product(pub product::Model);
 
-/// The product as a write left it (as it was, for a deletion).
-impl From<ProductWrite> for Product {
-    fn from(written: ProductWrite) -> Self {
-        Product(written.product)
-    }
-}
-
 #[Object(cache_control(max_age = 600))]
 impl Product {
-    async fn id(&self) -> ID {
-        EntityId(self.0.id).to_graphql()
-    }
-
-    async fn name(&self) -> &str {
-        &self.0.name
+    #[graphql(flatten)]
+    async fn identity(&self) -> Identity<'_> {
+        Identity::new(self.0.id, &self.0.name)
     }
 
     /// Price with two decimal places, as a string-encoded decimal (exact; no float rounding).
@@ -39,11 +28,8 @@ impl Product {
         Category::load(ctx, self.0.category_id).await
     }
 
-    async fn created_at(&self) -> DateTime<Utc> {
-        self.0.created_at
-    }
-
-    async fn updated_at(&self) -> DateTime<Utc> {
-        self.0.updated_at
+    #[graphql(flatten)]
+    async fn timestamps(&self) -> Timestamps {
+        Timestamps::new(self.0.created_at, self.0.updated_at)
     }
 }
