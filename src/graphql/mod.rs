@@ -4,6 +4,7 @@
 pub mod context;
 pub mod document_cost;
 pub mod executor;
+pub mod field_errors;
 pub mod loaders;
 pub mod mutation;
 pub mod query;

@@ -1,11 +1,13 @@
 //! The bytes of an executed operation's response, shaped as the specs ask: fields in the
-//! order the query selected them (`response_order`), and no `data` entry at all when the
-//! request failed before execution (a parse, validation or variable error), which is what
-//! tells a GraphQL-over-HTTP client that nothing ran.
+//! order the query selected them (`response_order`), a failed field answered `null` in its
+//! place (`field_errors`), and no `data` entry at all when the request failed before
+//! execution (a parse, validation or variable error), which is what tells a
+//! GraphQL-over-HTTP client that nothing ran.
 
 use bytes::Bytes;
 use serde::Serialize;
 
+use super::field_errors;
 use super::response_order::ResponseOrder;
 
 /// A response ready to send.
@@ -40,6 +42,9 @@ pub fn encode(
         })
     } else {
         if let Some(order) = order {
+            if !response.errors.is_empty() {
+                field_errors::complete(&mut response.data, &response.errors, order);
+            }
             order.apply(&mut response.data);
         }
         serde_json::to_vec(&*response)

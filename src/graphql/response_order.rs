@@ -7,7 +7,8 @@
 use std::collections::HashMap;
 
 use async_graphql::parser::types::{
-    DocumentOperations, ExecutableDocument, FragmentDefinition, Selection, SelectionSet,
+    DocumentOperations, ExecutableDocument, FragmentDefinition, OperationType, Selection,
+    SelectionSet,
 };
 use async_graphql::{Name, Positioned, Value};
 
@@ -19,20 +20,22 @@ const SCAN_LIMIT: usize = 8;
 /// The selection order of one operation, ready to apply to its responses.
 #[derive(Debug)]
 pub struct ResponseOrder {
-    root: SelectionOrder,
+    pub(super) operation: OperationType,
+    pub(super) root: SelectionOrder,
 }
 
-/// The response keys of one (merged) selection set in selection order, with the order of
-/// each key's own merged sub-selections.
+/// The response keys of one (merged) selection set in selection order, with the field each
+/// key answers and the order of each key's own merged sub-selections.
 #[derive(Debug, Default)]
-struct SelectionOrder {
+pub(super) struct SelectionOrder {
     keys: Vec<Name>,
+    pub(super) fields: Vec<Name>,
     positions: HashMap<Name, usize>,
-    children: Vec<Option<SelectionOrder>>,
+    pub(super) children: Vec<Option<SelectionOrder>>,
 }
 
 impl SelectionOrder {
-    fn position(&self, key: &str) -> Option<usize> {
+    pub(super) fn position(&self, key: &str) -> Option<usize> {
         if self.keys.len() <= SCAN_LIMIT {
             self.keys
                 .iter()
@@ -69,7 +72,10 @@ impl ResponseOrder {
             budget: MAX_EXPANDED_FIELDS,
         };
         let root = expansion.merge(&[&operation.node.selection_set.node])?;
-        Some(ResponseOrder { root })
+        Some(ResponseOrder {
+            operation: operation.node.ty,
+            root,
+        })
     }
 
     /// Reorders `data` in place. Work is linear in the size of the response (plus a sort of
@@ -123,6 +129,7 @@ impl<'a> Expansion<'a> {
                         Some(position) => position,
                         None => {
                             order.keys.push(key.clone());
+                            order.fields.push(field.node.name.node.clone());
                             sub_sets.push(Vec::new());
                             order.keys.len() - 1
                         }

@@ -16,6 +16,7 @@ mod consistency;
 mod database_outage;
 mod dataloader;
 mod errors;
+mod field_errors;
 mod graphiql_browser;
 mod graphql_http_audit;
 mod hostile;
