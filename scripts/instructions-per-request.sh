@@ -4,9 +4,14 @@
 # Serves BINARY on DATABASE_URL (an already seeded PostgreSQL database) and REDIS_URL under
 # valgrind, sends wrk's Lua script for 5 s to warm up, then counts 10 s of requests.
 #   scripts/instructions-per-request.sh BINARY DATABASE_URL SCRIPT.lua [PATH]
-# Prints: requests=<n> instructions/request=<n>. Needs valgrind and wrk (Debian packages).
+# Prints: requests=<n> instructions/request=<n>. Needs valgrind and wrk (Debian packages; both
+# are installed when missing).
 # KEEP_CALLGRIND=DIR keeps the callgrind output (for callgrind_annotate) and the server's log there.
 set -euo pipefail
+for tool in valgrind wrk; do
+  command -v "$tool" >/dev/null ||
+    apt-get install -y "$tool" >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y "$tool" >/dev/null; }
+done
 BINARY="$1"; DATABASE="$2"; SCRIPT="$3"; URL_PATH="${4:-/graphql}"
 PORT=$((19300 + RANDOM % 500))
 OUT="$(mktemp -d)"
