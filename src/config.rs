@@ -88,7 +88,8 @@ settings! {
     /// Log format: human-readable or one JSON object per line.
     log_format: LogFormat = "CATALOG_LOG_FORMAT" [value_enum, default_value_t = LogFormat::Pretty],
 
-    /// Origins allowed by CORS, comma separated; `*` allows any origin.
+    /// Origins allowed by CORS, comma separated; `*` allows any origin. Unset: pages served
+    /// from this machine (`localhost`, `127.0.0.1`, `[::1]`, any port) only.
     cors_origins: Vec<String> = "CATALOG_CORS_ORIGINS" [value_delimiter = ','],
 
     /// Serve schema introspection (GraphiQL and codegen need it).

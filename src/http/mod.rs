@@ -149,11 +149,41 @@ fn cors_layer(origins: &[String]) -> CorsLayer {
     if origins.iter().any(|origin| origin == "*") {
         return base.allow_origin(Any);
     }
+    if origins.is_empty() {
+        return base.allow_origin(AllowOrigin::predicate(|origin, _| {
+            is_loopback_origin(origin)
+        }));
+    }
     let allowed: Vec<HeaderValue> = origins
         .iter()
         .filter_map(|origin| HeaderValue::from_str(origin.trim()).ok())
         .collect();
     base.allow_origin(AllowOrigin::list(allowed))
+}
+
+/// A page served from this machine (`localhost`, `127.0.0.1` or `[::1]`, any port): the
+/// origins allowed when none are configured, so a front end in development can call the
+/// server out of the box while other sites cannot. Tokens are bearer tokens, never cookies,
+/// so an allowed origin gains nothing a page could not already do with its own token.
+fn is_loopback_origin(origin: &HeaderValue) -> bool {
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
+    let Some(authority) = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    let (host, port) = match authority.strip_prefix("[::1]") {
+        Some(port) => ("[::1]", port),
+        None => authority.split_at(authority.find(':').unwrap_or(authority.len())),
+    };
+    let port_is_valid = port.is_empty()
+        || port.strip_prefix(':').is_some_and(|digits| {
+            !digits.is_empty() && digits.bytes().all(|byte| byte.is_ascii_digit())
+        });
+    matches!(host, "localhost" | "127.0.0.1" | "[::1]") && port_is_valid
 }
 
 async fn healthz() -> &'static str {

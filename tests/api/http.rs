@@ -319,28 +319,77 @@ async fn cors_answers_only_the_configured_origins() {
         ("https://shop.example", true),
         ("https://evil.example", false),
     ] {
-        let preflight = app
-            .client
-            .request(reqwest::Method::OPTIONS, app.url("/graphql"))
-            .header(ORIGIN, origin)
-            .header("access-control-request-method", "POST")
-            .header(
-                "access-control-request-headers",
-                "content-type, authorization",
-            )
-            .send()
-            .await
-            .expect("preflight");
-        let allow_origin = preflight
-            .headers()
-            .get("access-control-allow-origin")
-            .and_then(|value| value.to_str().ok());
         assert_eq!(
-            allow_origin,
-            allowed.then_some(origin),
+            preflight_allows(&app, origin).await,
+            allowed.then_some(origin.to_owned()),
             "preflight from {origin}"
         );
     }
+}
+
+/// The `Access-Control-Allow-Origin` a preflight for a JSON POST with a token gets.
+async fn preflight_allows(app: &TestApp, origin: &str) -> Option<String> {
+    let preflight = app
+        .client
+        .request(reqwest::Method::OPTIONS, app.url("/graphql"))
+        .header(ORIGIN, origin)
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "content-type, authorization",
+        )
+        .send()
+        .await
+        .expect("preflight");
+    preflight
+        .headers()
+        .get("access-control-allow-origin")
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// With no origins configured, a front end in development (a page on this machine, any port)
+/// can call the server out of the box, and no other site can.
+#[tokio::test]
+async fn by_default_pages_served_from_this_machine_may_call_and_other_sites_may_not() {
+    let app = TestApp::spawn().await;
+    for origin in [
+        "http://localhost:5173",
+        "http://127.0.0.1:3000",
+        "http://[::1]:8080",
+        "https://localhost",
+    ] {
+        assert_eq!(
+            preflight_allows(&app, origin).await.as_deref(),
+            Some(origin),
+            "preflight from {origin}"
+        );
+    }
+    for origin in [
+        "https://evil.example",
+        "http://localhost.evil.example",
+        "http://127.0.0.1.evil.example:3000",
+        "http://localhost:abc",
+        "null",
+    ] {
+        assert_eq!(
+            preflight_allows(&app, origin).await,
+            None,
+            "preflight from {origin}"
+        );
+    }
+    let response = app
+        .post_json(
+            json!({ "query": "{ categories { id } }" }),
+            None,
+            &[("origin", "http://localhost:5173")],
+        )
+        .await;
+    response.assert_ok();
+    assert_eq!(
+        response.header("access-control-allow-origin"),
+        Some("http://localhost:5173")
+    );
 }
 
 /// The default `Cache-Control` of a public result: browsers and CDNs may store it but must
