@@ -5,6 +5,7 @@
 
 mod helpers;
 
+mod apollo_client;
 mod apq;
 mod auth;
 mod bounded_work;
@@ -24,6 +25,7 @@ mod hostile_input;
 mod http;
 mod introspection;
 mod limits;
+mod node_tools;
 mod pg_replica;
 mod ports;
 mod products;

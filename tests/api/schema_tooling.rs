@@ -6,64 +6,20 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
-use std::time::Duration;
 
 use crate::helpers::TestApp;
-
-fn tooling_directory() -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/scripts/graphql-tooling"
-    ))
-}
+use crate::node_tools::NodeTools;
 
 fn checked_in_schema() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/schema.graphql"))
 }
 
-/// Whether `node` runs and the tools are installed; says why not when not.
-fn tooling_available() -> bool {
-    let node = std::process::Command::new("node").arg("--version").output();
-    if !node.is_ok_and(|output| output.status.success()) {
-        eprintln!("skipped: `node` is not installed (graphql-codegen and Inspector need Node.js)");
-        return false;
-    }
-    let installed = ["@graphql-codegen/cli", "@graphql-inspector/cli"]
-        .iter()
-        .all(|package| {
-            tooling_directory()
-                .join("node_modules")
-                .join(package)
-                .join("package.json")
-                .exists()
-        });
-    if !installed {
-        eprintln!(
-            "skipped: run `npm ci --prefix scripts/graphql-tooling` to install graphql-codegen and Inspector"
-        );
-        return false;
-    }
-    true
-}
-
-/// Runs one of the tooling folder's programs (a `node_modules/.bin` name, or `node` itself).
-async fn run(program: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let directory = tooling_directory();
-    let executable = if program == "node" {
-        PathBuf::from("node")
-    } else {
-        directory.join("node_modules/.bin").join(program)
-    };
-    let mut command = tokio::process::Command::new(executable);
-    command
-        .args(args)
-        .envs(env.iter().copied())
-        .current_dir(&directory)
-        .kill_on_drop(true);
-    tokio::time::timeout(Duration::from_secs(120), command.output())
-        .await
-        .unwrap_or_else(|_| panic!("{program} finishes within two minutes"))
-        .unwrap_or_else(|error| panic!("{program} runs: {error}"))
+/// graphql-codegen and Inspector, when installed (says why not when not).
+fn tooling() -> Option<NodeTools> {
+    NodeTools::installed(
+        "graphql-tooling",
+        &["@graphql-codegen/cli", "@graphql-inspector/cli"],
+    )
 }
 
 fn printed(output: &Output) -> String {
@@ -76,9 +32,9 @@ fn printed(output: &Output) -> String {
 }
 
 /// The SDL file in graphql-js's canonical layout (`print-sdl.mjs`).
-async fn canonical_sdl(file: &Path) -> String {
+async fn canonical_sdl(tooling: &NodeTools, file: &Path) -> String {
     let file = file.to_str().expect("a UTF-8 path");
-    let output = run("node", &["print-sdl.mjs", file], &[]).await;
+    let output = tooling.run("node", &["print-sdl.mjs", file], &[]).await;
     assert!(
         output.status.success(),
         "print-sdl.mjs {file}: {}",
@@ -108,29 +64,30 @@ fn differing_lines(expected: &str, actual: &str) -> String {
 
 #[tokio::test]
 async fn graphql_inspector_finds_no_change_between_schema_graphql_and_the_live_url() {
-    if !tooling_available() {
+    let Some(tooling) = tooling() else {
         return;
-    }
+    };
     let app = TestApp::spawn().await;
-    let directory = tooling_directory();
+    let directory = &tooling.directory;
     let schema = checked_in_schema();
     let on_complete = directory.join("fail-on-any-change.cjs");
     let introspection = directory.join("inspector-introspection.cjs");
     let url = app.url("/graphql");
-    let output = run(
-        "graphql-inspector",
-        &[
-            "diff",
-            schema.to_str().expect("a UTF-8 path"),
-            &url,
-            "--onComplete",
-            on_complete.to_str().expect("a UTF-8 path"),
-            "--require",
-            introspection.to_str().expect("a UTF-8 path"),
-        ],
-        &[],
-    )
-    .await;
+    let output = tooling
+        .run(
+            "graphql-inspector",
+            &[
+                "diff",
+                schema.to_str().expect("a UTF-8 path"),
+                &url,
+                "--onComplete",
+                on_complete.to_str().expect("a UTF-8 path"),
+                "--require",
+                introspection.to_str().expect("a UTF-8 path"),
+            ],
+            &[],
+        )
+        .await;
     assert!(output.status.success(), "inspector: {}", printed(&output));
     assert!(
         String::from_utf8_lossy(&output.stdout).contains("No changes detected"),
@@ -141,25 +98,26 @@ async fn graphql_inspector_finds_no_change_between_schema_graphql_and_the_live_u
 
 #[tokio::test]
 async fn graphql_codegen_against_the_live_url_prints_what_schema_graphql_says() {
-    if !tooling_available() {
+    let Some(tooling) = tooling() else {
         return;
-    }
+    };
     let app = TestApp::spawn().await;
     let files = tempfile::tempdir().expect("a temporary directory");
     let generated = files.path().join("schema.graphql");
     let url = app.url("/graphql");
-    let output = run(
-        "graphql-codegen",
-        &["--config", "codegen.cjs"],
-        &[
-            ("CATALOG_GRAPHQL_URL", url.as_str()),
-            (
-                "CATALOG_CODEGEN_OUTPUT",
-                generated.to_str().expect("a UTF-8 path"),
-            ),
-        ],
-    )
-    .await;
+    let output = tooling
+        .run(
+            "graphql-codegen",
+            &["--config", "codegen.cjs"],
+            &[
+                ("CATALOG_GRAPHQL_URL", url.as_str()),
+                (
+                    "CATALOG_CODEGEN_OUTPUT",
+                    generated.to_str().expect("a UTF-8 path"),
+                ),
+            ],
+        )
+        .await;
     assert!(output.status.success(), "codegen: {}", printed(&output));
     let raw = std::fs::read_to_string(&generated).expect("codegen wrote its output");
     assert!(
@@ -167,8 +125,8 @@ async fn graphql_codegen_against_the_live_url_prints_what_schema_graphql_says() 
         "codegen printed a schema: {raw}"
     );
 
-    let expected = canonical_sdl(&checked_in_schema()).await;
-    let actual = canonical_sdl(&generated).await;
+    let expected = canonical_sdl(&tooling, &checked_in_schema()).await;
+    let actual = canonical_sdl(&tooling, &generated).await;
     assert!(
         expected == actual,
         "codegen's SDL of the live server differs from schema.graphql:\n{}",
@@ -180,11 +138,11 @@ async fn graphql_codegen_against_the_live_url_prints_what_schema_graphql_says() 
 /// newline compares equal, and a copy that says one thing differently does not.
 #[tokio::test]
 async fn the_codegen_comparison_ignores_layout_and_catches_every_kind_of_change() {
-    if !tooling_available() {
+    let Some(tooling) = tooling() else {
         return;
-    }
+    };
     let original = std::fs::read_to_string(checked_in_schema()).expect("schema.graphql");
-    let canonical = canonical_sdl(&checked_in_schema()).await;
+    let canonical = canonical_sdl(&tooling, &checked_in_schema()).await;
     let files = tempfile::tempdir().expect("a temporary directory");
     let write = |name: &str, text: &str| {
         let path = files.path().join(name);
@@ -196,7 +154,7 @@ async fn the_codegen_comparison_ignores_layout_and_catches_every_kind_of_change(
     let relaid = original.replace('\t', "    ");
     let relaid = write("relaid.graphql", relaid.trim_end());
     assert_eq!(
-        canonical_sdl(&relaid).await,
+        canonical_sdl(&tooling, &relaid).await,
         canonical,
         "layout is not a difference"
     );
@@ -211,6 +169,10 @@ async fn the_codegen_comparison_ignores_layout_and_catches_every_kind_of_change(
     for (what, from, to) in changes {
         assert!(original.contains(from), "schema.graphql has {from:?}");
         let changed = write("changed.graphql", &original.replacen(from, to, 1));
-        assert_ne!(canonical_sdl(&changed).await, canonical, "{what} changed");
+        assert_ne!(
+            canonical_sdl(&tooling, &changed).await,
+            canonical,
+            "{what} changed"
+        );
     }
 }
