@@ -28,7 +28,6 @@ use crate::graphql::types::{Category, Product};
 /// make the answer from what was written (`Answer`).
 macro_rules! mutation_fields {
     (
-        $(#[$object_attribute:meta])*
         $object:ident {
             $(
                 $(#[$field_attribute:meta])*
@@ -36,7 +35,6 @@ macro_rules! mutation_fields {
             )+
         }
     ) => {
-        $(#[$object_attribute])*
         #[derive(Default)]
         pub struct $object;
 
