@@ -189,6 +189,84 @@ settings! {
     /// Milliseconds between two polls of the database for revoked tokens: a revoked token is
     /// refused by every server within this interval plus one request, however it was revoked.
     revocation_poll_ms: u64 = "CATALOG_REVOCATION_POLL_MS" [default_value_t = 1000],
+
+    /// Whether public cacheable responses carry their cache tags for CDNs (see
+    /// `CATALOG_EDGE_TAG_HEADERS`), so that an edge can purge exactly what a mutation changed.
+    edge_tags: bool = "CATALOG_EDGE_TAGS" [default_value_t = true, action = ArgAction::Set],
+
+    /// The response headers that carry the tags, comma separated: `Surrogate-Key` (Fastly,
+    /// Varnish's xkey; space separated) and `Cache-Tag` (Cloudflare; comma separated, as is
+    /// Akamai's `Edge-Cache-Tag`).
+    edge_tag_headers: Vec<String> = "CATALOG_EDGE_TAG_HEADERS"
+        [value_delimiter = ',', default_value = "Surrogate-Key,Cache-Tag"],
+
+    /// Prepended to every edge tag, so several deployments can share one CDN service
+    /// (letters, digits, `-`, `_` and `.`; at most 32).
+    edge_tag_prefix: String = "CATALOG_EDGE_TAG_PREFIX" [default_value = ""],
+
+    /// Most bytes of tags one header may carry (Cloudflare and Fastly: 16 KB); past it, fine
+    /// tags are replaced by the coarser tags that cover them, never dropped without them.
+    edge_tag_max_bytes: usize = "CATALOG_EDGE_TAG_MAX_BYTES" [default_value_t = 16 * 1024],
+
+    /// Most tags one response may carry (Akamai: 128); past it, tags are coarsened likewise.
+    edge_tag_max_count: usize = "CATALOG_EDGE_TAG_MAX_COUNT" [default_value_t = 128],
+
+    /// The edge to purge when a mutation commits: `none`, `varnish`, `fastly` or
+    /// `cloudflare`. With one, public results get `s-maxage` up to their TTL.
+    edge_purge: EdgePurgeBackend = "CATALOG_EDGE_PURGE"
+        [value_enum, default_value_t = EdgePurgeBackend::None],
+
+    /// Varnish servers to send `PURGE` requests to (the xkey module's `xkey-purge` header),
+    /// comma separated, e.g. `http://127.0.0.1:6081`.
+    edge_varnish_urls: Vec<String> = "CATALOG_EDGE_VARNISH_URLS" [value_delimiter = ','],
+
+    /// Soft purges: Varnish's `xkey.softpurge`, Fastly's `Fastly-Soft-Purge: 1`. The edge keeps
+    /// a purged object only to revalidate it (a 304 instead of a body), never to serve it.
+    edge_soft_purge: bool = "CATALOG_EDGE_SOFT_PURGE"
+        [default_value_t = false, action = ArgAction::Set],
+
+    /// Fastly's service id (purge by surrogate key).
+    edge_fastly_service_id: Option<String> = "CATALOG_EDGE_FASTLY_SERVICE_ID",
+
+    /// Fastly API token with purge rights (sent as `Fastly-Key`).
+    edge_fastly_api_token: Option<String> = "CATALOG_EDGE_FASTLY_API_TOKEN" [hide_env_values = true],
+
+    /// Fastly's API address.
+    edge_fastly_api_url: String = "CATALOG_EDGE_FASTLY_API_URL"
+        [default_value = "https://api.fastly.com"],
+
+    /// Cloudflare's zone id (purge by cache tag).
+    edge_cloudflare_zone_id: Option<String> = "CATALOG_EDGE_CLOUDFLARE_ZONE_ID",
+
+    /// Cloudflare API token with the Cache Purge permission (sent as a bearer token).
+    edge_cloudflare_api_token: Option<String> = "CATALOG_EDGE_CLOUDFLARE_API_TOKEN"
+        [hide_env_values = true],
+
+    /// Cloudflare's API address.
+    edge_cloudflare_api_url: String = "CATALOG_EDGE_CLOUDFLARE_API_URL"
+        [default_value = "https://api.cloudflare.com/client/v4"],
+
+    /// Milliseconds a mutation waits for the edge to acknowledge its purge before it answers
+    /// with the purge pending (kept in the outbox and retried until it succeeds).
+    edge_purge_wait_ms: u64 = "CATALOG_EDGE_PURGE_WAIT_MS" [default_value_t = 2_000],
+
+    /// Milliseconds purges are gathered before they are sent: a burst of mutations in this
+    /// window costs one request per batch of tags.
+    edge_purge_coalesce_ms: u64 = "CATALOG_EDGE_PURGE_COALESCE_MS" [default_value_t = 5],
+
+    /// Milliseconds after which a mutation's tags are purged a second time: an edge fetch that
+    /// was in flight while the mutation committed may have stored a result computed before
+    /// it. 0 turns the second purge off.
+    edge_repurge_after_ms: u64 = "CATALOG_EDGE_REPURGE_AFTER_MS" [default_value_t = 1_000],
+}
+
+/// Where committed mutations' purges go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EdgePurgeBackend {
+    None,
+    Varnish,
+    Fastly,
+    Cloudflare,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -212,6 +290,15 @@ pub enum ConfigError {
     ReplicaUrl(String),
     #[error("DATABASE_REPLICA_URLS needs a PostgreSQL DATABASE_URL (replicas stream from it)")]
     ReplicasWithoutPostgres,
+    #[error("CATALOG_EDGE_TAG_PREFIX may hold at most 32 letters, digits, `-`, `_` or `.`")]
+    EdgeTagPrefix,
+    #[error("CATALOG_EDGE_TAG_HEADERS must name valid HTTP headers (got {0:?})")]
+    EdgeTagHeader(String),
+    #[error("CATALOG_EDGE_PURGE={backend} needs {missing}")]
+    EdgePurgeIncomplete {
+        backend: &'static str,
+        missing: &'static str,
+    },
 }
 
 impl Config {
@@ -345,7 +432,67 @@ impl Config {
         if !prefix_ok {
             return Err(ConfigError::CachePrefix);
         }
-        Ok(())
+        self.validate_edge()
+    }
+
+    fn validate_edge(&self) -> Result<(), ConfigError> {
+        let prefix_ok = self.edge_tag_prefix.len() <= 32
+            && self
+                .edge_tag_prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !prefix_ok {
+            return Err(ConfigError::EdgeTagPrefix);
+        }
+        for name in &self.edge_tag_headers {
+            if http::HeaderName::from_bytes(name.trim().as_bytes()).is_err() {
+                return Err(ConfigError::EdgeTagHeader(name.clone()));
+            }
+        }
+        // 64 bytes and one tag always fit the cover tag every other tag falls back to.
+        for (name, value, low) in [
+            ("CATALOG_EDGE_TAG_MAX_BYTES", self.edge_tag_max_bytes, 64),
+            ("CATALOG_EDGE_TAG_MAX_COUNT", self.edge_tag_max_count, 1),
+        ] {
+            if value < low {
+                return Err(ConfigError::OutOfRange {
+                    name,
+                    low: low as u64,
+                    high: u64::MAX,
+                    value: value as u64,
+                });
+            }
+        }
+        let missing = match self.edge_purge {
+            EdgePurgeBackend::None => None,
+            EdgePurgeBackend::Varnish => self
+                .edge_varnish_urls
+                .iter()
+                .all(|url| url.trim().is_empty())
+                .then_some(("varnish", "CATALOG_EDGE_VARNISH_URLS")),
+            EdgePurgeBackend::Fastly => {
+                if self.edge_fastly_service_id.is_none() {
+                    Some(("fastly", "CATALOG_EDGE_FASTLY_SERVICE_ID"))
+                } else {
+                    self.edge_fastly_api_token
+                        .is_none()
+                        .then_some(("fastly", "CATALOG_EDGE_FASTLY_API_TOKEN"))
+                }
+            }
+            EdgePurgeBackend::Cloudflare => {
+                if self.edge_cloudflare_zone_id.is_none() {
+                    Some(("cloudflare", "CATALOG_EDGE_CLOUDFLARE_ZONE_ID"))
+                } else {
+                    self.edge_cloudflare_api_token
+                        .is_none()
+                        .then_some(("cloudflare", "CATALOG_EDGE_CLOUDFLARE_API_TOKEN"))
+                }
+            }
+        };
+        match missing {
+            Some((backend, missing)) => Err(ConfigError::EdgePurgeIncomplete { backend, missing }),
+            None => Ok(()),
+        }
     }
 
     /// The connection bound: the configured one, or three quarters of the open-file limit, so
@@ -398,6 +545,9 @@ durations! {
     body_read_timeout: from_millis(body_read_timeout_ms),
     shutdown_grace: from_millis(shutdown_grace_ms),
     db_acquire_timeout: from_millis(db_acquire_timeout_ms),
+    edge_purge_wait: from_millis(edge_purge_wait_ms),
+    edge_purge_coalesce: from_millis(edge_purge_coalesce_ms),
+    edge_repurge_after: from_millis(edge_repurge_after_ms),
     replica_max_lag: from_millis(replica_max_lag_ms),
     replica_check_interval: from_millis(replica_check_interval_ms),
 }

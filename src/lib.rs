@@ -14,6 +14,7 @@ pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod edge;
 pub mod entities;
 pub mod error;
 pub mod graphql;

@@ -5,7 +5,7 @@
 //! distinct label values is capped to keep `/metrics` bounded.
 
 use std::collections::HashSet;
-use std::sync::atomic::AtomicI64;
+use std::sync::atomic::{AtomicI64, AtomicU64};
 
 use parking_lot::Mutex;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -78,6 +78,7 @@ pub struct Metrics {
     pub redis_seconds: Histogram,
     pub redis_pool_size: Gauge<i64, AtomicI64>,
     pub redis_pool_available: Gauge<i64, AtomicI64>,
+    pub edge: EdgeMetrics,
     known_operations: Mutex<HashSet<String>>,
 }
 
@@ -203,6 +204,7 @@ impl Metrics {
             redis_pool_available.clone(),
         );
 
+        let edge = EdgeMetrics::registered(&mut registry);
         Metrics {
             registry,
             requests,
@@ -223,6 +225,7 @@ impl Metrics {
             redis_seconds,
             redis_pool_size,
             redis_pool_available,
+            edge,
             known_operations: Mutex::new(HashSet::new()),
         }
     }
@@ -268,6 +271,69 @@ impl Metrics {
             tracing::error!("could not encode metrics");
         }
         text
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: String,
+}
+
+/// The edge purger's counts: requests sent to the edge by result, purges waiting in the
+/// outbox and the age of the oldest, mutations answered before their purge was acknowledged.
+#[derive(Clone)]
+pub struct EdgeMetrics {
+    pub requests: Family<ResultLabels, Counter>,
+    pub outbox: Gauge<i64, AtomicI64>,
+    pub oldest_seconds: Gauge<f64, AtomicU64>,
+    pub answered_pending: Counter,
+    pub retried: Counter,
+}
+
+impl EdgeMetrics {
+    fn registered(registry: &mut Registry) -> Self {
+        let metrics = EdgeMetrics {
+            requests: Family::default(),
+            outbox: Gauge::default(),
+            oldest_seconds: Gauge::default(),
+            answered_pending: Counter::default(),
+            retried: Counter::default(),
+        };
+        registry.register(
+            "catalog_edge_purge_requests",
+            "Purge requests sent to the edge, by result (ok or failed)",
+            metrics.requests.clone(),
+        );
+        registry.register(
+            "catalog_edge_purge_pending",
+            "Purges in the outbox: not yet acknowledged by the edge (or by its second purge)",
+            metrics.outbox.clone(),
+        );
+        registry.register(
+            "catalog_edge_purge_oldest_seconds",
+            "Age of the oldest purge in the outbox (0 when it is empty)",
+            metrics.oldest_seconds.clone(),
+        );
+        registry.register(
+            "catalog_edge_purge_answered_pending",
+            "Mutations answered before the edge acknowledged their purge",
+            metrics.answered_pending.clone(),
+        );
+        registry.register(
+            "catalog_edge_purge_retried",
+            "Outbox purges retried after their writer did not see them through",
+            metrics.retried.clone(),
+        );
+        metrics
+    }
+
+    pub fn record_request(&self, ok: bool) {
+        let result = if ok { "ok" } else { "failed" };
+        self.requests
+            .get_or_create(&ResultLabels {
+                result: result.to_owned(),
+            })
+            .inc();
     }
 }
 

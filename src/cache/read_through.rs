@@ -61,6 +61,9 @@ pub struct Outcome {
     pub etag: Option<String>,
     /// True when the response has no `data` (the request failed before execution).
     pub data_absent: bool,
+    /// The tags a public result depends on (its entry's), for the edge's surrogate keys;
+    /// empty for private results and errors.
+    pub tags: Vec<String>,
 }
 
 impl Outcome {
@@ -74,6 +77,7 @@ impl Outcome {
             policy: None,
             etag: None,
             data_absent: true,
+            tags: Vec::new(),
         }
     }
 
@@ -84,6 +88,11 @@ impl Outcome {
             policy: Some(policy),
             etag: Some(entry.etag.clone()),
             data_absent: false,
+            tags: if policy.private {
+                Vec::new()
+            } else {
+                entry.tags.clone()
+            },
         }
     }
 }
@@ -154,6 +163,16 @@ pub struct Executed {
     /// The operation's label for execution-time statistics, and how long it took.
     pub timed_as: String,
     pub elapsed_ms: f64,
+}
+
+impl Executed {
+    /// The tags of a public result, by their names in the cache; none for anything else.
+    pub fn public_tags(&self) -> Vec<String> {
+        match self.policy {
+            Some(policy) if !policy.private => self.tags.iter().map(Tag::key).collect(),
+            _ => Vec::new(),
+        }
+    }
 }
 
 /// The WAL position an execution must read at or after (see `Watermark::lsn`): `Some(0)`
@@ -332,6 +351,7 @@ impl ResponseCache {
         let executed = execute(required).await;
         self.record_execution(&executed.timed_as, executed.elapsed_ms);
         let mut outcome = Outcome {
+            tags: executed.public_tags(),
             body: executed.outcome_body,
             cache: CacheStatus::Bypass,
             policy: executed.policy,

@@ -2,4 +2,5 @@
 
 pub mod api_token;
 pub mod category;
+pub mod edge_purge;
 pub mod product;

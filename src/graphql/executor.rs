@@ -520,6 +520,14 @@ impl Execution {
         }
         let is_query = facts.operation_type(self.identity.operation_name.as_deref())
             == Some(OperationType::Query);
+        if let Some(state) = response
+            .http_headers
+            .get(super::mutation::EDGE_PURGE_HEADER)
+            .and_then(|value| value.to_str().ok())
+        {
+            let state = async_graphql::Value::String(state.to_owned());
+            response.extensions.insert("edgePurge".to_owned(), state);
+        }
         let EncodedResponse { body, data_absent } =
             response_body::encode(&mut response, order.as_ref());
         let etag = is_query.then(|| etag_of(&body));
@@ -553,6 +561,7 @@ impl IntoUncached for Executed {
     /// The outcome of an execution the cache never saw.
     fn into_uncached(self) -> Outcome {
         Outcome {
+            tags: self.public_tags(),
             body: self.outcome_body,
             cache: CacheStatus::Bypass,
             policy: self.policy,

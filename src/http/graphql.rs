@@ -288,7 +288,13 @@ async fn respond(
         return TransportError::NoOperation.counted(&state.metrics);
     };
     tracing::Span::current().record("cache", outcome.cache.as_str());
-    let cache_control = cache_control(outcome.policy, state.config.http_shared_max_age_secs);
+    // With an edge that is purged on commit, shared caches keep a public result for its
+    // whole TTL: a mutation's purge, not time, retires it there.
+    let shared_max_age = match state.edge_purger {
+        Some(_) => u32::MAX,
+        None => state.config.http_shared_max_age_secs,
+    };
+    let cache_control = cache_control(outcome.policy, shared_max_age);
     // Only a GET is a cacheable request an HTTP cache revalidates; a POST always gets the body.
     let not_modified = transport == Transport::Get
         && outcome
@@ -324,6 +330,11 @@ async fn respond(
         response_headers.insert(header::ETAG, etag);
     }
     response_headers.insert("x-cache", HeaderValue::from_static(outcome.cache.as_str()));
+    if let Some(surrogate_keys) = &state.surrogate_keys
+        && outcome.policy.is_some_and(|policy| !policy.private)
+    {
+        surrogate_keys.insert(response_headers, &outcome.tags);
+    }
     response_headers.insert(
         header::VARY,
         HeaderValue::from_static("Authorization, Accept"),

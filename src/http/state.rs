@@ -11,11 +11,12 @@ use sea_orm::DatabaseConnection;
 use crate::auth::Authenticator;
 use crate::cache::ResponseCache;
 use crate::cache::key::document_hash;
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, EdgePurgeBackend};
 use crate::db::breaker::DatabaseBreaker;
 use crate::db::replicas::Replicas;
 use crate::db::seed::{self, SeedPlan};
 use crate::db::{self, DatabaseError};
+use crate::edge::{EdgePurger, SurrogateKeys};
 use crate::graphql;
 use crate::graphql::SchemaLimits;
 use crate::graphql::executor::Executor;
@@ -58,6 +59,10 @@ pub struct AppState {
     /// Polls the database for revoked tokens while this state lives (only when token
     /// validations are cached, that is in Redis).
     pub revocation_watcher: Option<Arc<RevocationWatcher>>,
+    /// Writes public responses' cache tags for CDNs, when they are on.
+    pub surrogate_keys: Option<Arc<SurrogateKeys>>,
+    /// Purges the edge after each mutation, when an edge is configured.
+    pub edge_purger: Option<EdgePurger>,
 }
 
 impl AppState {
@@ -110,11 +115,30 @@ impl AppState {
             max_complexity: config.max_complexity,
             introspection: config.introspection,
         };
+        let edge_purger = match config.edge_purge {
+            EdgePurgeBackend::None => None,
+            _ => {
+                // The outbox's retries and clean-ups on a connection of their own (an
+                // in-memory SQLite database exists only on the shared one).
+                let outbox = if config.database_url.contains(":memory:") {
+                    db.clone()
+                } else {
+                    let mut outbox_config = config.clone();
+                    outbox_config.db_pool_size = 2;
+                    db::connect(&outbox_config, None).await?
+                };
+                EdgePurger::start(&config, outbox, Arc::clone(&metrics))
+            }
+        };
+        let surrogate_keys = SurrogateKeys::from_config(&config).map(Arc::new);
         let db_breaker = DatabaseBreaker::new(db.clone(), 2 * config.db_acquire_timeout());
         let schemas = graphql::schema::Schemas::build(limits, |builder| {
             let mut builder = builder.data(db.clone()).data(db_breaker.clone());
             if let Some(replicas) = &replicas {
                 builder = builder.data(replicas.clone());
+            }
+            if let Some(purger) = &edge_purger {
+                builder = builder.data(purger.clone());
             }
             match &cache {
                 Some(cache) => builder.data(cache.clone()),
@@ -143,6 +167,8 @@ impl AppState {
             cache,
             redis_pool,
             revocation_watcher,
+            surrogate_keys,
+            edge_purger,
         })
     }
 }

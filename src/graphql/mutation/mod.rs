@@ -16,6 +16,7 @@ use crate::cache::tags::{Announce, Changes};
 use crate::catalog::EntityId;
 use crate::catalog::products::ProductWrite;
 use crate::db::replicas::Replicas;
+use crate::edge::{EdgePurger, PurgeState};
 use crate::entities::category::Model as CategoryRow;
 use crate::error::ApiError;
 use crate::graphql::context::RequestContext;
@@ -93,8 +94,33 @@ pub(crate) async fn write<T: Announce>(
     let written = statements(&transaction).await?;
     let mut changes = Changes::default();
     written.announce(&mut changes);
+    // The edge's purge is written in the same transaction: durable exactly when the data is.
+    let purge = match ctx.data_opt::<EdgePurger>().filter(|_| !changes.is_empty()) {
+        Some(purger) => {
+            let recorded = purger
+                .record(&transaction, &changes.tags())
+                .await
+                .map_err(|error| ctx.database_error(&error))?;
+            Some((purger, recorded))
+        }
+        None => None,
+    };
     commit(ctx, transaction, changes).await?;
+    if let Some((purger, recorded)) = purge {
+        report_purge(ctx, purger.purge(recorded).await);
+    }
     Ok(written)
+}
+
+/// The response header the executor turns into `extensions.edgePurge`.
+pub const EDGE_PURGE_HEADER: &str = "x-catalog-edge-purge";
+
+/// Tells the client whether the edge acknowledged the purges of its mutations: `PENDING` if
+/// any is still pending (several mutation fields in one operation), else `ACKNOWLEDGED`.
+fn report_purge(ctx: &Context<'_>, state: PurgeState) {
+    if state == PurgeState::Pending || !ctx.http_header_contains(EDGE_PURGE_HEADER) {
+        ctx.insert_http_header(EDGE_PURGE_HEADER, state.as_str());
+    }
 }
 
 /// Commits, then invalidates what the mutation changed. With replicas, one more statement
