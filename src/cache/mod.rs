@@ -304,10 +304,11 @@ impl ResponseCache {
     /// and records `lsn`, the primary's WAL position after the commit (with read replicas).
     /// A failed attempt is retried (past the circuit breaker) until the invalidation deadline;
     /// only then does the mutation answer with the invalidation kept for replay, and this
-    /// instance stops reading the cache until the replay succeeds.
-    pub async fn invalidate(&self, changes: &Changes, lsn: Option<u64>) {
+    /// instance stops reading the cache until the replay succeeds. Returns whether the backend
+    /// acknowledged it (false: deferred).
+    pub async fn invalidate(&self, changes: &Changes, lsn: Option<u64>) -> bool {
         if changes.is_empty() {
-            return;
+            return true;
         }
         let tags: Vec<String> = changes.tags().iter().map(Tag::key).collect();
         self.inner
@@ -318,7 +319,7 @@ impl ResponseCache {
         let mut pause = Duration::from_millis(20);
         loop {
             if self.inner.storage.invalidate_now(&tags, lsn).await.is_ok() {
-                return;
+                return true;
             }
             let now = tokio::time::Instant::now();
             if now >= deadline {
@@ -337,6 +338,7 @@ impl ResponseCache {
         pending.extend(tags);
         let mut position = self.inner.pending_position.lock();
         *position = (*position).max(lsn);
+        false
     }
 
     async fn replay_invalidations(&self) {

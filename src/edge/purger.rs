@@ -141,9 +141,20 @@ impl EdgePurger {
     }
 
     /// Purges what a committed mutation recorded, waiting for the edge at most the configured
-    /// bound.
-    pub async fn purge(&self, recorded: Recorded) -> PurgeState {
-        let state = self.send(vec![recorded.row], recorded.tags).await;
+    /// bound. `invalidated` is false when the origin cache deferred the mutation's
+    /// invalidation: an edge fetch may then still find the old entry at the origin, so the
+    /// purge is sent now but stays in the outbox (purged again once overdue) and the answer
+    /// says it is pending.
+    pub async fn purge(&self, recorded: Recorded, invalidated: bool) -> PurgeState {
+        let rows = if invalidated {
+            vec![recorded.row]
+        } else {
+            Vec::new()
+        };
+        let mut state = self.send(rows, recorded.tags).await;
+        if !invalidated {
+            state = PurgeState::Pending;
+        }
         if state == PurgeState::Pending {
             self.inner.metrics.edge.answered_pending.inc();
         }

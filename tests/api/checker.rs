@@ -23,6 +23,7 @@ use serde_json::{Value, json};
 use crate::helpers::{GqlResponse, PRODUCT_BY_ID, TestApp, test_config};
 use crate::redis_cluster::RedisCluster;
 use crate::redis_process::RedisProcess;
+use crate::varnish_process::{VarnishProcess, reserve_port};
 
 /// With the first tier on, another instance hears of an invalidation through pub/sub: its
 /// reads must reflect a mutation once this long has passed since the mutation's response.
@@ -126,13 +127,42 @@ async fn a_seeded_random_workload_on_a_redis_cluster_with_failovers_never_breaks
         let Some(mut cluster) = RedisCluster::start().await else {
             return;
         };
-        let run = Arc::new(Run::start_on(settings.seed, local_tier, &cluster.url(), true).await);
+        let url = cluster.url();
+        let run = Arc::new(Run::start_on(settings.seed, local_tier, &url, true, None).await);
         run.warm_up().await;
         let deadline = Instant::now() + settings.duration();
         let faults = inject_cluster_faults(&run, &mut cluster, deadline);
         violations.extend(drive(&run, deadline, faults).await);
     }
     settings.assert_none(" on a cluster", &violations);
+}
+
+/// The same workload with a Varnish (the shipped VCL) in front of the first instance: every
+/// anonymous read sent there is a GET that Varnish answers or fetches, and every mutation
+/// purges it before it answers, so an edge hit is judged like any answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seeded_random_workload_through_varnish_never_breaks_a_cache_promise() {
+    let settings = CheckSettings::from_env(" through Varnish");
+    let Some(port) = reserve_port() else {
+        return;
+    };
+    let Some(mut redis) = RedisProcess::start_persistent().await else {
+        return;
+    };
+    let run = Arc::new(Run::start_on(settings.seed, false, &redis.url(), false, Some(port)).await);
+    run.warm_up().await;
+    if let Err(error) = redis.save().await {
+        run.violation(format!("the first snapshot failed: {error}"));
+    }
+    let deadline = Instant::now() + settings.duration();
+    let faults = inject_faults(&run, &mut redis, deadline);
+    let violations = drive(&run, deadline, faults).await;
+    let hits = run.tally.edge.lock().get("hit").copied().unwrap_or(0);
+    assert!(
+        hits > 0,
+        "Varnish answered no read: the run proved nothing about the edge"
+    );
+    settings.assert_none(" through Varnish", &violations);
 }
 
 async fn check(seed: u64, local_tier: bool, duration: Duration) -> Option<Vec<String>> {
@@ -699,6 +729,9 @@ struct Tally {
     /// Per operation: how many ran, and how many of them the checker could judge.
     operations: Mutex<BTreeMap<&'static str, (u64, u64)>>,
     faults: Mutex<BTreeMap<&'static str, u64>>,
+    /// In the edge run: reads Varnish answered from its cache, fetched, and mutations whose
+    /// purge was still pending when they answered.
+    edge: Mutex<BTreeMap<&'static str, u64>>,
     violations: Mutex<Vec<String>>,
 }
 
@@ -710,6 +743,9 @@ impl Tally {
         }
         for (fault, count) in self.faults.lock().iter() {
             eprintln!("  fault {fault:<18} {count:>6}");
+        }
+        for (outcome, count) in self.edge.lock().iter() {
+            eprintln!("  edge {outcome:<19} {count:>6}");
         }
         let violations = self.violations.lock();
         eprintln!("  violations {:>6}", violations.len());
@@ -731,14 +767,25 @@ struct Run {
     categories: Vec<i32>,
     model: Model,
     tally: Tally,
+    /// The Varnish in front of the first instance, in the edge run.
+    edge: Option<VarnishProcess>,
 }
 
 impl Run {
     async fn start(seed: u64, local_tier: bool, redis: &RedisProcess) -> Run {
-        Self::start_on(seed, local_tier, &redis.url(), false).await
+        Self::start_on(seed, local_tier, &redis.url(), false, None).await
     }
 
-    async fn start_on(seed: u64, local_tier: bool, url: &str, cluster: bool) -> Run {
+    /// With `edge_port`, a Varnish running the shipped VCL listens there in front of the first
+    /// instance, both instances purge it, and anonymous reads sent to the first instance go
+    /// through it as GETs (what a CDN caches).
+    async fn start_on(
+        seed: u64,
+        local_tier: bool,
+        url: &str,
+        cluster: bool,
+        edge_port: Option<u16>,
+    ) -> Run {
         let (mut config, files) = test_config().await;
         config.redis_url = Some(url.to_owned());
         config.redis_command_timeout_ms = COMMAND_TIMEOUT_MS;
@@ -751,6 +798,11 @@ impl Run {
             config.redis_command_timeout_ms = 250;
         }
         config.cache_local_tier = local_tier;
+        if let Some(port) = edge_port {
+            config.edge_purge = catalog_api::config::EdgePurgeBackend::Varnish;
+            config.edge_varnish_urls = vec![format!("http://127.0.0.1:{port}")];
+            config.edge_repurge_after_ms = 300;
+        }
         let plan = catalog_api::db::seed::SeedPlan {
             categories: CATEGORIES,
             products: PRODUCTS,
@@ -769,6 +821,10 @@ impl Run {
             .await
             .expect("read the seed");
         let categories = snapshot.categories.iter().map(|(id, _)| *id).collect();
+        let edge = match edge_port {
+            Some(port) => Some(VarnishProcess::start(port, first.address).await),
+            None => None,
+        };
         let apps = vec![first, second];
         let revoked = revoked_token(&apps).await;
         Run {
@@ -782,6 +838,7 @@ impl Run {
             categories,
             model: Model::new(snapshot.products, local_tier),
             tally: Tally::default(),
+            edge,
         }
     }
 
@@ -834,15 +891,36 @@ impl Run {
         variables: Value,
     ) -> GqlResponse {
         let app = &self.apps[instance];
-        let mut request = app
-            .client
-            .post(app.url("/graphql"))
-            .json(&json!({ "query": query, "variables": variables }));
+        let mut request = match &self.edge {
+            Some(varnish) if instance == 0 && token.is_none() && query.starts_with("query") => {
+                let variables = variables.to_string();
+                let parameters = [("query", query), ("variables", variables.as_str())];
+                app.client.get(varnish.url("/graphql")).query(&parameters)
+            }
+            _ => app
+                .client
+                .post(app.url("/graphql"))
+                .json(&json!({ "query": query, "variables": variables })),
+        };
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
         match request.send().await {
-            Ok(response) => TestApp::read(response).await,
+            Ok(response) => {
+                let response = TestApp::read(response).await;
+                let edge = match response.header("x-edge-cache") {
+                    Some("HIT") => Some("hit"),
+                    Some(_) => Some("fetch"),
+                    None if response.body["extensions"]["edgePurge"] == "PENDING" => {
+                        Some("purge pending")
+                    }
+                    None => None,
+                };
+                if let Some(edge) = edge {
+                    *self.tally.edge.lock().entry(edge).or_default() += 1;
+                }
+                response
+            }
             Err(error) => GqlResponse {
                 status: reqwest::StatusCode::BAD_GATEWAY,
                 headers: Default::default(),

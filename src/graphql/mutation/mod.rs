@@ -105,9 +105,9 @@ pub(crate) async fn write<T: Announce>(
         }
         None => None,
     };
-    commit(ctx, transaction, changes).await?;
+    let invalidated = commit(ctx, transaction, changes).await?;
     if let Some((purger, recorded)) = purge {
-        report_purge(ctx, purger.purge(recorded).await);
+        report_purge(ctx, purger.purge(recorded, invalidated).await);
     }
     Ok(written)
 }
@@ -125,12 +125,12 @@ fn report_purge(ctx: &Context<'_>, state: PurgeState) {
 
 /// Commits, then invalidates what the mutation changed. With replicas, one more statement
 /// reads the primary's WAL position (at or past the commit) for the invalidation to carry;
-/// without replicas there is none.
+/// without replicas there is none. Returns false when the cache deferred the invalidation.
 pub(crate) async fn commit(
     ctx: &Context<'_>,
     transaction: DatabaseTransaction,
     changes: Changes,
-) -> Result<(), ApiError> {
+) -> Result<bool, ApiError> {
     transaction
         .commit()
         .await
@@ -140,15 +140,18 @@ pub(crate) async fn commit(
         Some(replicas) => replicas.commit_position().await.map(Some),
         None => Ok(None),
     };
-    if let Some(cache) = ctx.data_opt::<ResponseCache>() {
-        cache
-            .invalidate(&changes, position.as_ref().ok().copied().flatten())
-            .await;
-    }
+    let invalidated = match ctx.data_opt::<ResponseCache>() {
+        Some(cache) => {
+            cache
+                .invalidate(&changes, position.as_ref().ok().copied().flatten())
+                .await
+        }
+        None => true,
+    };
     // Committed, but without its position a replica might hide it from a later read: the
     // primary just stopped answering, so the client is told it is unavailable.
     position.map_err(|error| ctx.database_error(&error))?;
-    Ok(())
+    Ok(invalidated)
 }
 
 /// A list argument is a bulk: 1 to `MAX_BULK_ITEMS` items, each parsed, all valid before
