@@ -364,6 +364,9 @@ def main():
                         "3 replicas, started by scripts/redis-cluster.sh), same binary, same run")
     parser.add_argument("--rounds", type=int, default=1, help="side-by-side runs: measure each workload this "
                         "many times, alternating the two setups, and report medians")
+    parser.add_argument("--edge", action="store_true", help="W1, W3, W5 as GETs straight to the server and "
+                        "through Varnish (the shipped VCL, purged on commit), then a mixed 1%%-write workload "
+                        "through Varnish: its hit rate, purges/s and origin requests/s (scripts/bench_edge.py)")
     parser.add_argument("--replica", action="store_true", help="PostgreSQL primary alone next to primary plus a "
                         "streaming read replica (started by scripts/pg-replica.sh), same binary, same run")
     args = parser.parse_args()
@@ -391,6 +394,11 @@ def main():
     print(f"seeded 50 categories and {args.products} products on PostgreSQL in {seconds:.1f} s", flush=True)
     token = subprocess.run([BINARY, "token", "create", "bench"], env=env, check=True, capture_output=True,
                            text=True).stdout.strip()
+
+    if args.edge:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import bench_edge
+        return bench_edge.run(sys.modules[__name__], args, env, port, token)
 
     server = Server(env, port)
     server.start()

@@ -16,5 +16,9 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
   redis-server --daemonize yes --bind 127.0.0.1 -::1 --port 6379 --save "" --appendonly no \
     --dir /var/lib/redis --logfile /var/log/redis/ci.log
 fi
+if [[ " $* " == *" --edge "* ]] && ! command -v varnishd >/dev/null; then
+  apt-get install -y varnish varnish-modules >/dev/null 2>&1 ||
+    { apt-get update >/dev/null && apt-get install -y varnish varnish-modules >/dev/null; }
+fi
 cargo build --release --quiet
 exec python3 scripts/bench.py "$@"
