@@ -70,7 +70,8 @@ pub enum CacheCommand {
         #[arg(long, env = "CATALOG_WARM_UP_TOKEN")]
         token: Option<String>,
     },
-    /// Delete every key under this server's prefix (never FLUSHDB).
+    /// Delete every key under this server's prefix (never FLUSHDB), and purge the edge's copies
+    /// (the deployment's `all` tag) when an edge purger is configured.
     Clear,
     /// Backend and prefix statistics, and today's hit rate.
     Stats,
@@ -267,6 +268,11 @@ async fn cache(config: Config, command: CacheCommand) -> Result<(), CliError> {
                 "deleted {deleted} keys under prefix {:?}",
                 state.config.cache_prefix
             );
+            // The edge keeps what the origin just dropped: purge this deployment's `all` tag.
+            if let Some(purger) = &state.edge_purger {
+                let purged = purger.purge_all().await;
+                eprintln!("edge purge of every tagged response: {}", purged.as_str());
+            }
         }
         CacheCommand::Stats => {
             let stats = cache.storage().stats().await.map_err(failed)?;

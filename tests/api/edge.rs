@@ -661,3 +661,43 @@ async fn a_purge_left_by_a_stopped_instance_is_delivered_by_another() {
     .await;
     assert!(drained);
 }
+
+/// `catalog-api cache clear` drops the origin's entries and purges the edge's copies too (the
+/// deployment's `all` tag, which every tagged response carries).
+#[tokio::test]
+async fn cache_clear_also_purges_every_edge_copy() {
+    if !crate::helpers::redis_configured() {
+        eprintln!("cache commands need the shared cache: set CATALOG_TEST_REDIS_URL");
+        return;
+    }
+    let (api, address) = FakeEdgeApi::start().await;
+    let app = TestApp::spawn_with(|config| {
+        fastly_config(config, address);
+        config.edge_tag_prefix = "clear.".to_owned();
+    })
+    .await;
+    let read = get(&app, app.url("/graphql"), PRODUCT, json!({ "id": "5" })).await;
+    let tags = read.header("surrogate-key").expect("tags").to_owned();
+    assert!(tags.split(' ').any(|tag| tag == "clear.all"), "{tags}");
+    let config = &app.config;
+    let api_url = format!("http://{address}");
+    let output = crate::helpers::run_binary(
+        &["cache", "clear"],
+        &[
+            ("DATABASE_URL", config.database_url.as_str()),
+            ("REDIS_URL", config.redis_url.as_deref().unwrap_or_default()),
+            ("CATALOG_CACHE_PREFIX", config.cache_prefix.as_str()),
+            ("CATALOG_DEMO_DATA", "false"),
+            ("CATALOG_EDGE_TAG_PREFIX", "clear."),
+            ("CATALOG_EDGE_PURGE", "fastly"),
+            ("CATALOG_EDGE_FASTLY_SERVICE_ID", "svc-1"),
+            ("CATALOG_EDGE_FASTLY_API_TOKEN", "fastly-token"),
+            ("CATALOG_EDGE_FASTLY_API_URL", api_url.as_str()),
+        ],
+    )
+    .await;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("ACKNOWLEDGED"), "{stderr}");
+    assert_eq!(api.purged("surrogate_keys"), vec!["clear.all".to_owned()]);
+}
