@@ -701,3 +701,51 @@ async fn cache_clear_also_purges_every_edge_copy() {
     assert!(stderr.contains("ACKNOWLEDGED"), "{stderr}");
     assert_eq!(api.purged("surrogate_keys"), vec!["clear.all".to_owned()]);
 }
+
+/// What Apollo Client sends with `useGETForHashedQueries`: a persisted query's hash over GET,
+/// which Varnish caches by URL and a mutation purges like any other public result. A POST of
+/// the same operation is passed through, never stored.
+#[tokio::test]
+async fn varnish_caches_persisted_queries_sent_as_get_and_passes_posts() {
+    let Some((app, varnish)) = behind_varnish(|_| {}).await else {
+        return;
+    };
+    let token = app.create_token("edge").await;
+    let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(PRODUCT.as_bytes()));
+    let extensions = json!({ "persistedQuery": { "version": 1, "sha256Hash": hash } });
+    let register =
+        json!({ "query": PRODUCT, "variables": { "id": "9" }, "extensions": extensions });
+    app.post_json(register, None, &[]).await.assert_ok();
+    let by_hash = || async {
+        let response = app
+            .client
+            .get(varnish.url("/graphql"))
+            .query(&[
+                ("operationName", "Product"),
+                ("variables", "{\"id\":\"9\"}"),
+                ("extensions", &extensions.to_string()),
+            ])
+            .send()
+            .await
+            .expect("GET by hash");
+        TestApp::read(response).await
+    };
+    assert_eq!(by_hash().await.header("x-edge-cache"), Some("MISS"));
+    let hit = by_hash().await;
+    assert_eq!(hit.header("x-edge-cache"), Some("HIT"));
+    assert_ne!(hit.data()["product"]["price"], "3.21");
+    set_price(&app, &token, 9, "3.21").await;
+    let fresh = by_hash().await;
+    assert_eq!(fresh.data()["product"]["price"], "3.21");
+
+    for _ in 0..2 {
+        let post = app
+            .client
+            .post(varnish.url("/graphql"))
+            .json(&json!({ "query": PRODUCT, "variables": { "id": "9" } }))
+            .send()
+            .await
+            .expect("POST through Varnish");
+        assert_eq!(post.headers()["x-edge-cache"], "MISS");
+    }
+}
