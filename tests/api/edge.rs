@@ -749,3 +749,25 @@ async fn varnish_caches_persisted_queries_sent_as_get_and_passes_posts() {
         assert_eq!(post.headers()["x-edge-cache"], "MISS");
     }
 }
+
+/// A soft purge keeps the object only to revalidate it: the next read through Varnish asks
+/// the API (with the kept ETag) and gets the new result, never the purged one.
+#[tokio::test]
+async fn a_soft_purged_object_is_revalidated_never_served() {
+    let Some((app, varnish)) = behind_varnish(|config| config.edge_soft_purge = true).await else {
+        return;
+    };
+    let token = app.create_token("edge").await;
+    for round in 0..5u32 {
+        let id = 20 + round;
+        let before = via_varnish(&app, &varnish, PRODUCT, json!({ "id": id.to_string() })).await;
+        before.assert_ok();
+        let cached = via_varnish(&app, &varnish, PRODUCT, json!({ "id": id.to_string() })).await;
+        assert_eq!(cached.header("x-edge-cache"), Some("HIT"));
+        let price = format!("{}.25", 600 + round);
+        let answer = set_price(&app, &token, id, &price).await;
+        assert_eq!(purge_state(&answer), "ACKNOWLEDGED");
+        let after = via_varnish(&app, &varnish, PRODUCT, json!({ "id": id.to_string() })).await;
+        assert_eq!(after.data()["product"]["price"], price, "round {round}");
+    }
+}
