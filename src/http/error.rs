@@ -9,6 +9,7 @@ use std::fmt::Display;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use super::request_shape::JsonSyntax;
 use crate::error::{ApiError, codes, report_internal, request_error_body};
 use crate::telemetry::{Metrics, RequestId};
 
@@ -30,13 +31,13 @@ pub enum TransportError {
     #[error("POST bodies must be `Content-Type: application/json`")]
     UnsupportedMediaType,
     #[error("the body is not valid JSON: {0}")]
-    BodyNotJson(serde_json::Error),
+    BodyNotJson(JsonSyntax),
     #[error("the body must be a JSON object or array")]
     BodyNotObjectOrArray,
     #[error("a batch holds 1 to {max} operations (got {got})")]
     BatchSize { max: usize, got: usize },
     #[error("not a GraphQL request: {0}")]
-    NotGraphQLRequest(serde_json::Error),
+    NotGraphQLRequest(String),
     /// An operation without a document, or with `variables` that are not a map.
     #[error("{0}")]
     MalformedOperation(&'static str),

@@ -19,6 +19,7 @@ use serde_json::Value;
 use tower_http::request_id::RequestId as TowerRequestId;
 
 use super::error::TransportError;
+use super::request_shape::{JsonSyntax, operation_shape};
 use super::state::AppState;
 use super::{RequestId, graphiql};
 use crate::auth::Credentials;
@@ -149,7 +150,10 @@ pub async fn post_graphql(
     }
     let value: Value = match serde_json::from_slice(&bytes) {
         Ok(value) => value,
-        Err(error) => return TransportError::BodyNotJson(error).counted(&state.metrics),
+        Err(error) => {
+            let syntax = JsonSyntax::of(&error, &bytes);
+            return TransportError::BodyNotJson(syntax).counted(&state.metrics);
+        }
     };
     let (items, batch) = match value {
         Value::Array(items) => (items, true),
@@ -162,10 +166,11 @@ pub async fn post_graphql(
     }
     let mut operations = Vec::with_capacity(items.len());
     for item in items {
-        match serde_json::from_value::<Operation>(item) {
+        match <Operation as serde::Deserialize>::deserialize(&item) {
             Ok(operation) => operations.push(operation),
-            Err(error) => {
-                return TransportError::NotGraphQLRequest(error).counted(&state.metrics);
+            Err(_) => {
+                let shape = operation_shape(&item);
+                return TransportError::NotGraphQLRequest(shape).counted(&state.metrics);
             }
         }
     }

@@ -5,6 +5,7 @@
 pub mod error;
 pub mod graphiql;
 pub mod graphql;
+mod request_shape;
 pub mod server;
 pub mod state;
 

@@ -214,3 +214,54 @@ async fn an_internal_error_while_checking_a_token_carries_the_request_id_and_no_
     let anonymous = app.gql("{ __typename }", Value::Null).await;
     assert_eq!(anonymous.assert_ok()["__typename"], "Query");
 }
+
+/// A malformed body is explained in the request's terms (where the JSON breaks and what
+/// belongs there, which member has the wrong type), never with the parser's own words or a
+/// Rust type name.
+#[tokio::test]
+async fn malformed_bodies_are_explained_in_the_requests_terms() {
+    let app = TestApp::spawn().await;
+    for (body, expected) in [
+        (
+            &b"{ nope"[..],
+            "unexpected `n` at line 1, column 3: object keys are strings in double quotes",
+        ),
+        (
+            b"{\"query\": \"{ a }\"",
+            "ends at line 1, column 17 before the JSON is complete (an object is not closed)",
+        ),
+        (
+            b"[{\"query\": 5}]",
+            "`query` must be a string (got a number)",
+        ),
+        (
+            b"{\"query\": \"{ a }\", \"extensions\": [1]}",
+            "`extensions` must be an object (got an array)",
+        ),
+        (
+            b"[7]",
+            "an operation is a JSON object with a `query` string (got a number)",
+        ),
+    ] {
+        let response = app
+            .client
+            .post(app.url("/graphql"))
+            .header("content-type", "application/json")
+            .body(body.to_vec())
+            .send()
+            .await
+            .expect("POST");
+        assert_eq!(response.status(), 400);
+        let answer: serde_json::Value = response.json().await.expect("JSON error body");
+        let message = answer["errors"][0]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(expected),
+            "{message:?} for {}",
+            String::from_utf8_lossy(body)
+        );
+        for jargon in ["EOF", "struct", "Operation", "invalid type"] {
+            assert!(!message.contains(jargon), "{message:?}");
+        }
+        assert_eq!(answer["errors"][0]["extensions"]["code"], "BAD_REQUEST");
+    }
+}
