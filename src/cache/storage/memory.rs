@@ -18,7 +18,7 @@ use super::versions::{TagVersions, Verdict};
 use super::{
     BackendStats, BoundedMember, Lookup, ResponseStore, StorageResult, ValueStore, Watermark,
 };
-use crate::cache::entry::Entry;
+use crate::cache::entry::{Entry, now_millis};
 use crate::telemetry::Metrics;
 
 /// A value with its own time to live: raw bytes (persisted queries, tokens, operation
@@ -130,7 +130,8 @@ impl ResponseStore for MemoryStorage {
             return Ok(Lookup::Miss(mark));
         };
         match self.tag_versions.verdict(&entry) {
-            Verdict::Fresh => Ok(Lookup::Hit(entry)),
+            Verdict::Fresh if entry.is_fresh_at(now_millis()) => Ok(Lookup::Hit(entry)),
+            Verdict::Fresh => Ok(Lookup::Stale(entry, mark)),
             Verdict::Stale => {
                 self.values.invalidate(key).await;
                 Ok(Lookup::Miss(mark))

@@ -87,6 +87,7 @@ mod tests {
             tags: tags.iter().map(|tag| (*tag).to_owned()).collect(),
             etag: String::new(),
             max_age: 60,
+            fresh_until: u64::MAX,
             body: bytes::Bytes::new(),
         }
     }
