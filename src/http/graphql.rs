@@ -20,7 +20,7 @@ use tower_http::request_id::RequestId as TowerRequestId;
 
 use super::error::TransportError;
 use super::state::AppState;
-use super::{RequestId, graphiql};
+use super::{RequestId, cache_status, graphiql};
 use crate::auth::Credentials;
 use crate::cache::Policy;
 use crate::error::ApiError;
@@ -273,6 +273,11 @@ async fn respond(
             .any(|outcome| outcome.cache == CacheStatus::Miss)
         {
             CacheStatus::Miss
+        } else if outcomes
+            .iter()
+            .any(|outcome| outcome.cache == CacheStatus::Stale)
+        {
+            CacheStatus::Stale
         } else {
             CacheStatus::Bypass
         };
@@ -281,6 +286,9 @@ async fn respond(
         response_headers.insert(header::CONTENT_TYPE, content_type);
         response_headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         response_headers.insert("x-cache", HeaderValue::from_static(status.as_str()));
+        if let Ok(value) = HeaderValue::from_str(&cache_status::batch_cache_status(status)) {
+            response_headers.insert(cache_status::HEADER, value);
+        }
         return response;
     }
 
@@ -289,6 +297,11 @@ async fn respond(
     };
     tracing::Span::current().record("cache", outcome.cache.as_str());
     let cache_control = cache_control(outcome.policy, state.config.http_shared_max_age_secs);
+    let freshness = crate::cache::Freshness::from_config(&state.config);
+    let cache_control = match cache_status::stale_directives(outcome.policy, freshness) {
+        Some(stale) => format!("{cache_control}, {stale}"),
+        None => cache_control,
+    };
     // Only a GET is a cacheable request an HTTP cache revalidates; a POST always gets the body.
     let not_modified = transport == Transport::Get
         && outcome
@@ -324,6 +337,9 @@ async fn respond(
         response_headers.insert(header::ETAG, etag);
     }
     response_headers.insert("x-cache", HeaderValue::from_static(outcome.cache.as_str()));
+    if let Ok(value) = HeaderValue::from_str(&cache_status::cache_status(&outcome)) {
+        response_headers.insert(cache_status::HEADER, value);
+    }
     response_headers.insert(
         header::VARY,
         HeaderValue::from_static("Authorization, Accept"),
@@ -426,6 +442,7 @@ fn with_cache_info(outcome: &Outcome, wanted: bool) -> Bytes {
         "status": outcome.cache.as_str(),
         "maxAge": outcome.policy.map(|policy| policy.max_age),
         "scope": outcome.policy.map(|policy| if policy.private { "PRIVATE" } else { "PUBLIC" }),
+        "cacheStatus": cache_status::cache_status(outcome),
     });
     let body = &outcome.body[..outcome.body.len() - 1];
     let has_members = body.len() > 1;

@@ -2,6 +2,7 @@
 //! metrics and the shutdown signal. GraphQL transport rules live in `graphql`; connection
 //! limits and graceful shutdown in `server`.
 
+pub mod cache_status;
 pub mod error;
 pub mod graphiql;
 pub mod graphql;
@@ -38,13 +39,19 @@ pub fn router(state: AppState) -> Router {
     // One `Arc` for every request to clone, not the state's dozen fields.
     let state = std::sync::Arc::new(state);
     let cors = cors_layer(&state.config.cors_origins);
-    let mut routes = Router::new()
-        .route(
-            "/graphql",
-            get(graphql::get_graphql).post(graphql::post_graphql),
-        )
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz));
+    let mut routes =
+        Router::new()
+            .route(
+                "/graphql",
+                get(graphql::get_graphql).post(graphql::post_graphql).layer(
+                    middleware::map_response(|mut response: Response| async move {
+                        cache_status::ensure_cache_status(&mut response);
+                        response
+                    }),
+                ),
+            )
+            .route("/healthz", get(healthz))
+            .route("/readyz", get(readyz));
     if state.config.metrics_bind.is_none() {
         routes = routes.route("/metrics", get(metrics));
     }
