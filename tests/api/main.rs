@@ -35,5 +35,6 @@ mod response_order;
 mod schema_file;
 mod schema_introspection;
 mod schema_tooling;
+mod stale;
 mod tcp_proxy;
 mod transport_errors;
