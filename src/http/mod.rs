@@ -150,6 +150,7 @@ fn cors_layer(origins: &[String]) -> CorsLayer {
         .expose_headers([
             header::ETAG,
             header::HeaderName::from_static("x-cache"),
+            header::HeaderName::from_static(cache_status::HEADER),
             header::HeaderName::from_static("x-request-id"),
         ])
         .max_age(Duration::from_secs(600));
