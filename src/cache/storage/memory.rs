@@ -1,8 +1,8 @@
 //! The in-process backend (moka): the embedded default when no Redis is configured, and the
 //! model the Redis backend follows: the same versioned-tag freshness rule, in memory.
 //!
-//! Entries are bounded in bytes and expire per entry; tag versions expire after the longest
-//! entry TTL, so bookkeeping never outgrows the entries it guards.
+//! Entries are bounded in bytes and expire per entry; tag versions expire after the longest an
+//! entry is kept (`TAG_TTL`), so bookkeeping never outgrows the entries it guards.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -81,7 +81,8 @@ pub struct MemoryStorage {
 }
 
 impl MemoryStorage {
-    /// `capacity_bytes` bounds entries; `tag_ttl` must exceed the longest entry TTL.
+    /// `capacity_bytes` bounds entries; `tag_ttl` must exceed the longest an entry is kept
+    /// (its TTL plus the longest stale window, see `crate::cache::TAG_TTL`).
     pub fn new(capacity_bytes: u64, tag_ttl: Duration, metrics: Option<Arc<Metrics>>) -> Self {
         let values = moka::future::Cache::builder()
             .max_capacity(capacity_bytes)
