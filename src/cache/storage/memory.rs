@@ -294,3 +294,51 @@ impl ValueStore for MemoryStorage {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(seq: u64, fresh_until: u64) -> Arc<Entry> {
+        Arc::new(Entry {
+            seq,
+            tags: vec!["Product:1".into()],
+            etag: "\"e\"".into(),
+            max_age: 60,
+            fresh_until,
+            body: bytes::Bytes::from_static(b"{}"),
+        })
+    }
+
+    #[tokio::test]
+    async fn an_expired_entry_is_stale_until_a_tag_retires_it_then_a_miss() {
+        let storage = MemoryStorage::new(1 << 20, Duration::from_secs(60), None);
+        let now = now_millis();
+        storage
+            .store("fresh", entry(0, now + 60_000), Duration::from_secs(60))
+            .await
+            .expect("store");
+        storage
+            .store("expired", entry(0, now - 1_000), Duration::from_secs(60))
+            .await
+            .expect("store");
+        assert!(matches!(storage.lookup("fresh").await, Ok(Lookup::Hit(_))));
+        assert!(matches!(
+            storage.lookup("expired").await,
+            Ok(Lookup::Stale(_, Watermark { seq: 0, .. }))
+        ));
+        storage
+            .invalidate(&["Product:1".into()], None)
+            .await
+            .expect("invalidate");
+        for key in ["fresh", "expired"] {
+            assert!(
+                matches!(
+                    storage.lookup(key).await,
+                    Ok(Lookup::Miss(Watermark { seq: 1, .. }))
+                ),
+                "{key} is retired"
+            );
+        }
+    }
+}
