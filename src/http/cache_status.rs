@@ -81,20 +81,14 @@ pub fn stale_directives(policy: Option<Policy>, freshness: Freshness) -> Option<
 mod tests {
     use std::time::Duration;
 
-    use bytes::Bytes;
-
     use super::*;
     use crate::graphql::executor::{CacheDetail, StaleReason};
 
     fn outcome(cache: CacheStatus, detail: CacheDetail) -> Outcome {
         Outcome {
-            body: Bytes::new(),
             cache,
-            policy: None,
-            etag: None,
-            data_absent: false,
             detail,
-            unavailable: false,
+            ..Outcome::request_error("unused", "UNUSED")
         }
     }
 
