@@ -169,7 +169,7 @@ impl Fixture {
             .expect("the in-process response cache is enabled");
         match self.runtime.block_on(cache.lookup(&workload.key())) {
             CacheLookup::Hit(entry) => (*entry).clone(),
-            CacheLookup::Miss { .. } | CacheLookup::Unavailable => {
+            CacheLookup::Stale(..) | CacheLookup::Miss { .. } | CacheLookup::Unavailable => {
                 panic!("{} is not in the cache after warming", workload.label)
             }
         }

@@ -370,7 +370,8 @@ async fn warm_up(state: &AppState, top: usize, token: Option<String>) -> Result<
             if let Ok(outcome) = state.executor.execute(operation.clone(), &caller).await {
                 match outcome.cache {
                     crate::graphql::executor::CacheStatus::Miss => filled += 1,
-                    crate::graphql::executor::CacheStatus::Hit => already += 1,
+                    crate::graphql::executor::CacheStatus::Hit
+                    | crate::graphql::executor::CacheStatus::Stale => already += 1,
                     crate::graphql::executor::CacheStatus::Bypass => {}
                 }
             }

@@ -14,6 +14,11 @@ use clap::{ArgAction, Args, ValueEnum};
 /// `crate::revocations` checks at compile time that this stays within the cache's bound.
 pub const MAX_TOKEN_CACHE_SECS: u64 = 3600;
 
+/// The longest stale window (`CATALOG_CACHE_STALE_WHILE_REVALIDATE_SECS`,
+/// `CATALOG_CACHE_STALE_IF_ERROR_SECS`): tag stamps must outlive every entry that could still
+/// be served, so `crate::cache::TAG_TTL` is sized for the longest TTL plus this, and checks it.
+pub const MAX_STALE_WINDOW_SECS: u64 = 3600;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Pretty,
@@ -150,6 +155,21 @@ settings! {
     /// reading the cache until it succeeds; other instances could then read stale entries
     /// only while Redis answers them but not this instance.
     invalidation_deadline_ms: u64 = "CATALOG_INVALIDATION_DEADLINE_MS" [default_value_t = 1000],
+
+    /// Longest time a response entry stays fresh, in seconds (1 to 3600): caps every cache
+    /// hint's max-age for the response cache (`Cache-Control` still says the hint's max-age).
+    cache_max_ttl_secs: u64 = "CATALOG_CACHE_MAX_TTL_SECS" [default_value_t = 3600],
+
+    /// Seconds an expired public entry that no mutation invalidated may still answer while one
+    /// background refill replaces it (RFC 5861 `stale-while-revalidate`, also sent in
+    /// `Cache-Control`). 0, the default, turns it off; at most 3600.
+    cache_stale_while_revalidate_secs: u64 = "CATALOG_CACHE_STALE_WHILE_REVALIDATE_SECS"
+        [default_value_t = 0],
+
+    /// Seconds an expired public entry that no mutation invalidated may still answer when the
+    /// database is unavailable or too slow (its breaker open, a timeout): RFC 5861
+    /// `stale-if-error`, also sent in `Cache-Control`. 0, the default, turns it off; at most 3600.
+    cache_stale_if_error_secs: u64 = "CATALOG_CACHE_STALE_IF_ERROR_SECS" [default_value_t = 0],
 
     /// Cached values larger than this many bytes are compressed (lz4).
     cache_compress_above: usize = "CATALOG_CACHE_COMPRESS_ABOVE" [default_value_t = 1024],
@@ -403,6 +423,24 @@ impl Config {
                 1024,
             ),
             (
+                "CATALOG_CACHE_MAX_TTL_SECS",
+                self.cache_max_ttl_secs,
+                1,
+                3600,
+            ),
+            (
+                "CATALOG_CACHE_STALE_WHILE_REVALIDATE_SECS",
+                self.cache_stale_while_revalidate_secs,
+                0,
+                MAX_STALE_WINDOW_SECS,
+            ),
+            (
+                "CATALOG_CACHE_STALE_IF_ERROR_SECS",
+                self.cache_stale_if_error_secs,
+                0,
+                MAX_STALE_WINDOW_SECS,
+            ),
+            (
                 "CATALOG_REPLICA_MAX_LAG_MS",
                 self.replica_max_lag_ms,
                 1,
@@ -540,6 +578,9 @@ durations! {
     redis_connect_timeout: from_millis(redis_connect_timeout_ms),
     revocation_poll_interval: from_millis(revocation_poll_ms),
     token_cache_ttl: from_secs(token_cache_secs),
+    cache_max_ttl: from_secs(cache_max_ttl_secs),
+    stale_while_revalidate: from_secs(cache_stale_while_revalidate_secs),
+    stale_if_error: from_secs(cache_stale_if_error_secs),
     header_read_timeout: from_millis(header_read_timeout_ms),
     request_timeout: from_millis(request_timeout_ms),
     body_read_timeout: from_millis(body_read_timeout_ms),
@@ -599,6 +640,20 @@ mod tests {
         assert_eq!(
             error.to_string(),
             "CATALOG_TOKEN_CACHE_SECS must be between 0 and 3600 (got 3601)"
+        );
+    }
+
+    #[test]
+    fn stale_windows_are_off_by_default_and_bounded() {
+        let mut config = Config::for_database("sqlite::memory:");
+        assert_eq!(config.stale_while_revalidate(), Duration::ZERO);
+        assert_eq!(config.stale_if_error(), Duration::ZERO);
+        config.cache_stale_if_error_secs = MAX_STALE_WINDOW_SECS;
+        assert!(config.validate().is_ok());
+        config.cache_stale_while_revalidate_secs = MAX_STALE_WINDOW_SECS + 1;
+        assert_eq!(
+            config.validate().expect_err("over the bound").to_string(),
+            "CATALOG_CACHE_STALE_WHILE_REVALIDATE_SECS must be between 0 and 3600 (got 3601)"
         );
     }
 

@@ -73,6 +73,10 @@ pub struct Metrics {
     pub cache_invalidations: Counter,
     pub cache_evictions: Counter,
     pub cache_unprovable: Counter,
+    /// Stale entries served while a refill replaced them.
+    pub cache_stale_while_revalidate: Counter,
+    /// Stale entries served because the database failed or timed out.
+    pub cache_stale_if_error: Counter,
     pub cache_epochs: Counter,
     pub cache_first_tier_gaps: Counter,
     pub redis_seconds: Histogram,
@@ -107,6 +111,8 @@ impl Metrics {
         let cache_invalidations = Counter::default();
         let cache_evictions = Counter::default();
         let cache_unprovable = Counter::default();
+        let cache_stale_while_revalidate = Counter::default();
+        let cache_stale_if_error = Counter::default();
         let cache_epochs = Counter::default();
         let cache_first_tier_gaps = Counter::default();
         let redis_seconds = latency_histogram();
@@ -179,6 +185,16 @@ impl Metrics {
             cache_unprovable.clone(),
         );
         registry.register(
+            "catalog_cache_stale_while_revalidate",
+            "Expired entries that no mutation invalidated, served while one refill replaced them",
+            cache_stale_while_revalidate.clone(),
+        );
+        registry.register(
+            "catalog_cache_stale_if_error",
+            "Expired entries that no mutation invalidated, served because the database was unavailable or too slow",
+            cache_stale_if_error.clone(),
+        );
+        registry.register(
             "catalog_cache_epochs",
             "New cache epochs this instance started (the backend restarted, was restored, failed over or lost its bookkeeping)",
             cache_epochs.clone(),
@@ -220,6 +236,8 @@ impl Metrics {
             cache_invalidations,
             cache_evictions,
             cache_unprovable,
+            cache_stale_while_revalidate,
+            cache_stale_if_error,
             cache_epochs,
             cache_first_tier_gaps,
             redis_seconds,

@@ -1,6 +1,9 @@
 //! A cached response as stored in a backend: a one-line text header that Redis' Lua can read
 //! (the invalidation sequence at fill time and the entry's tags), a second header line
-//! (ETag, compression flag, max-age), then the response body, lz4-compressed when large.
+//! (ETag, compression flag, max-age, fresh-until), then the response body, lz4-compressed when
+//! large. An entry is kept past its freshness for the stale windows (`read_through`), so it
+//! carries the time its freshness ends: whether it is fresh is a question of that time, whether
+//! it may be served at all is a question of its tags.
 
 use bytes::Bytes;
 
@@ -11,8 +14,20 @@ pub struct Entry {
     pub tags: Vec<String>,
     pub etag: String,
     pub max_age: u32,
+    /// When the entry stops being fresh, in milliseconds since the Unix epoch (wall clock, so
+    /// that every instance reads the same time). Entries written before this field existed
+    /// decode as fresh until their backend expires them, which is what their TTL meant.
+    pub fresh_until: u64,
     /// The serialized GraphQL response, exactly as sent to clients.
     pub body: Bytes,
+}
+
+/// Now, in milliseconds since the Unix epoch: the clock `Entry::fresh_until` is read against.
+pub fn now_millis() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +35,24 @@ pub struct Entry {
 pub struct DecodeError(&'static str);
 
 impl Entry {
+    /// Whether the entry is still fresh at `now` (milliseconds, see `now_millis`).
+    pub fn is_fresh_at(&self, now: u64) -> bool {
+        now < self.fresh_until
+    }
+
+    /// Milliseconds since the entry stopped being fresh (0 while it is fresh).
+    pub fn stale_for(&self, now: u64) -> u64 {
+        now.saturating_sub(self.fresh_until)
+    }
+
+    /// Whole seconds of freshness left at `now`, negative once stale (RFC 9211's `ttl`,
+    /// rounded down: an entry 0.5 s past its freshness has `ttl=-1`).
+    pub fn ttl_at(&self, now: u64) -> i64 {
+        let left = i128::from(self.fresh_until) - i128::from(now);
+        left.div_euclid(1000)
+            .clamp(i128::from(i64::MIN), i128::from(i64::MAX)) as i64
+    }
+
     /// Approximate bytes held in memory, for caches bounded by size.
     pub fn weight(&self) -> usize {
         self.body.len() + self.etag.len() + self.tags.iter().map(String::len).sum::<usize>() + 64
@@ -40,7 +73,14 @@ impl Entry {
         }
         out.push(b'\n');
         out.extend_from_slice(
-            format!("{} {} {}\n", self.etag, u8::from(compressed), self.max_age).as_bytes(),
+            format!(
+                "{} {} {} {}\n",
+                self.etag,
+                u8::from(compressed),
+                self.max_age,
+                self.fresh_until
+            )
+            .as_bytes(),
         );
         out.extend_from_slice(&payload);
         out
@@ -60,6 +100,10 @@ impl Entry {
         else {
             return Err(DecodeError("short second header"));
         };
+        let fresh_until = match fields.next() {
+            Some(field) => field.parse().map_err(|_| DecodeError("bad fresh-until"))?,
+            None => u64::MAX,
+        };
         let payload = &rest[newline + 1..];
         let body = match flag {
             "1" => Bytes::from(
@@ -73,6 +117,7 @@ impl Entry {
             tags,
             etag: etag.to_owned(),
             max_age: max_age.parse().map_err(|_| DecodeError("bad max-age"))?,
+            fresh_until,
             body,
         })
     }
@@ -112,6 +157,7 @@ mod tests {
             tags: vec!["Products:category:7".into(), "Category:7".into()],
             etag: "\"abc\"".into(),
             max_age: 600,
+            fresh_until: 1_700_000_000_123,
             body: Bytes::from(format!("{{\"data\":{}}}", "[1,2,3],".repeat(500))),
         };
         for threshold in [0, usize::MAX] {
@@ -122,5 +168,33 @@ mod tests {
             entry.encode(0).len() < entry.body.len() / 4,
             "repetitive JSON compresses"
         );
+    }
+
+    #[test]
+    fn an_entry_without_a_fresh_until_is_fresh_until_its_backend_expires_it() {
+        let written_before = Bytes::from_static(b"7 Product:1\n\"e\" 0 600\n{\"data\":{}}");
+        let entry = Entry::decode(written_before).expect("decodes");
+        assert_eq!(entry.fresh_until, u64::MAX);
+        assert!(entry.is_fresh_at(now_millis()));
+    }
+
+    #[test]
+    fn ttl_counts_whole_seconds_left_and_goes_negative_once_stale() {
+        let entry = Entry {
+            seq: 1,
+            tags: Vec::new(),
+            etag: String::new(),
+            max_age: 60,
+            fresh_until: 10_000,
+            body: Bytes::new(),
+        };
+        assert_eq!(entry.ttl_at(9_000), 1);
+        assert_eq!(entry.ttl_at(9_999), 0);
+        assert!(!entry.is_fresh_at(10_000));
+        assert_eq!(entry.ttl_at(10_000), 0);
+        assert_eq!(entry.ttl_at(10_500), -1);
+        assert_eq!(entry.ttl_at(13_000), -3);
+        assert_eq!(entry.stale_for(13_000), 3_000);
+        assert_eq!(entry.stale_for(9_000), 0);
     }
 }

@@ -10,6 +10,9 @@
 //! With read replicas, an invalidation also records the primary's WAL position after the
 //! commit, and a fill reads only a database that has replayed the position it observed
 //! (`storage::Watermark`), so a lagging replica cannot store data older than an invalidation.
+//! Time only decides whether an entry that passes this rule is fresh or stale: a public entry
+//! is kept past its TTL for the stale windows (`Freshness`), and `read_through` decides when a
+//! stale one may answer. An entry a tag stamp retired is never served, fresh or stale.
 
 pub mod entry;
 pub mod key;
@@ -41,18 +44,66 @@ pub struct Policy {
 
 pub enum CacheLookup {
     Hit(Arc<Entry>),
+    /// Unretired but past its freshness; a refill (or a miss) records this watermark.
+    Stale(Arc<Entry>, Watermark),
     /// Not cached; a fill must record this watermark.
     Miss(Watermark),
     /// The backend is unavailable: execute without caching.
     Unavailable,
 }
 
-/// Longest TTL any entry may have; tag stamps live a little longer than that.
+/// Longest TTL (freshness) any entry may have.
 pub const MAX_TTL: Duration = Duration::from_secs(3600);
-pub const TAG_TTL: Duration = Duration::from_secs(3600 + 60);
+/// Longest stale window: an entry is kept at most this long past its freshness.
+pub const MAX_STALE_WINDOW: Duration = Duration::from_secs(crate::config::MAX_STALE_WINDOW_SECS);
+/// How long a tag stamp lives: longer than any entry it may retire is kept (its TTL plus the
+/// longest stale window) plus `MAX_FILL_AGE`. Raised by `MAX_STALE_WINDOW` when stale windows
+/// came, so that the rule holds whatever windows any instance of a fleet is configured with.
+pub const TAG_TTL: Duration = Duration::from_secs(3600 + 3600 + 60);
 /// Longest time from a fill's sequence read to its store; older fills are dropped, so no
-/// entry can outlive a tag stamp newer than its sequence (`TAG_TTL - MAX_TTL` > this).
+/// entry can outlive a tag stamp newer than its sequence
+/// (`TAG_TTL - (MAX_TTL + MAX_STALE_WINDOW)` > this).
 pub const MAX_FILL_AGE: Duration = Duration::from_secs(30);
+const _: () = assert!(
+    TAG_TTL.as_secs() > MAX_TTL.as_secs() + MAX_STALE_WINDOW.as_secs() + MAX_FILL_AGE.as_secs()
+);
+
+/// How long entries are fresh, and how long past that an unretired public entry may answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Freshness {
+    /// Caps every cache hint's max-age (at most `MAX_TTL`).
+    pub max_ttl: Duration,
+    /// An expired entry answers while one background refill replaces it.
+    pub stale_while_revalidate: Duration,
+    /// An expired entry answers when the execution finds the database unavailable or slow.
+    pub stale_if_error: Duration,
+}
+
+impl Freshness {
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        Freshness {
+            max_ttl: config.cache_max_ttl().min(MAX_TTL),
+            stale_while_revalidate: config.stale_while_revalidate().min(MAX_STALE_WINDOW),
+            stale_if_error: config.stale_if_error().min(MAX_STALE_WINDOW),
+        }
+    }
+
+    /// How long past its freshness a public entry is kept.
+    fn longest_window(&self) -> Duration {
+        self.stale_while_revalidate.max(self.stale_if_error)
+    }
+}
+
+impl Default for Freshness {
+    /// Hints capped only by `MAX_TTL`, no stale windows.
+    fn default() -> Self {
+        Freshness {
+            max_ttl: MAX_TTL,
+            stale_while_revalidate: Duration::ZERO,
+            stale_if_error: Duration::ZERO,
+        }
+    }
+}
 /// A registered persisted query lives this long after its last registration.
 const PERSISTED_QUERY_TTL: Duration = Duration::from_secs(24 * 3600);
 /// The bounded collection (see `CacheStorage::set_bounded`) of persisted-query documents.
@@ -95,6 +146,10 @@ struct Inner {
     /// The highest WAL position among the pending invalidations.
     pending_position: Mutex<Option<u64>>,
     flights: single_flight::SingleFlight<read_through::Outcome>,
+    freshness: Freshness,
+    /// By key, the freshness end of the stale entry a stale-while-revalidate refill replaces
+    /// (running, or done and stored): that entry starts no other refill. Kept `MAX_FILL_AGE`.
+    refreshing: moka::sync::Cache<String, u64>,
     /// Fault injection for tests: how long a fill is held back after its execution.
     fault_fill_delay: Duration,
 }
@@ -114,6 +169,7 @@ impl ResponseCache {
         invalidation_deadline: Duration,
         fault_fill_delay: Duration,
         limits: Limits,
+        freshness: Freshness,
     ) -> Self {
         let cache = ResponseCache {
             inner: Arc::new(Inner {
@@ -133,6 +189,11 @@ impl ResponseCache {
                 pending_invalidations: Mutex::new(BTreeSet::new()),
                 pending_position: Mutex::new(None),
                 flights: single_flight::SingleFlight::default(),
+                freshness,
+                refreshing: moka::sync::Cache::builder()
+                    .max_capacity(100_000)
+                    .time_to_live(MAX_FILL_AGE)
+                    .build(),
                 fault_fill_delay,
             }),
         };
@@ -197,7 +258,9 @@ impl ResponseCache {
         let found = self.recheck(key).await;
         self.record(match found {
             CacheLookup::Hit(_) => Outcome::Hit,
-            CacheLookup::Miss { .. } => Outcome::Miss,
+            // Counted as a miss: only `read_through` knows whether it answers (and counts it
+            // in `catalog_cache_stale_*` then).
+            CacheLookup::Miss { .. } | CacheLookup::Stale(..) => Outcome::Miss,
             CacheLookup::Unavailable => Outcome::Error,
         });
         found
@@ -215,6 +278,7 @@ impl ResponseCache {
         }
         match self.inner.storage.lookup(key.as_str()).await {
             Ok(Lookup::Hit(entry)) => CacheLookup::Hit(entry),
+            Ok(Lookup::Stale(entry, mark)) => CacheLookup::Stale(entry, mark),
             Ok(Lookup::Miss(mark)) => CacheLookup::Miss(mark),
             Ok(Lookup::Unprovable(mark)) => {
                 self.inner.metrics.cache_unprovable.inc();
@@ -257,9 +321,11 @@ impl ResponseCache {
         self.inner.metrics.cache_bypasses.inc();
     }
 
-    /// Stores a successful result; errors are logged by the storage guard and ignored. A
-    /// private result (one with an `owner`) also carries its owner's token tag, so revoking
-    /// the token retires it, and lives no longer than a cached validation.
+    /// Stores a successful result, fresh for its max-age (capped) from now; errors are
+    /// logged by the storage guard and ignored (`false`). A private result (one with an
+    /// `owner`) also carries its owner's token tag, so revoking the token retires it, and
+    /// lives no longer than a cached validation; only a public one is kept for the stale
+    /// windows after its freshness.
     #[allow(clippy::too_many_arguments)]
     async fn fill(
         &self,
@@ -270,7 +336,22 @@ impl ResponseCache {
         body: Bytes,
         etag: String,
         policy: Policy,
-    ) {
+    ) -> bool {
+        let freshness = self.inner.freshness;
+        let mut ttl = Duration::from_secs(u64::from(policy.max_age))
+            .min(freshness.max_ttl)
+            .min(MAX_TTL);
+        // A private entry answers without a token lookup (`private_look`), so it never outlives
+        // the validation it stands for: should a revocation ever reach the database but not
+        // the cache, it is served no longer than the cached validation would have been.
+        if let (Some(_), Some(token_ttl)) = (owner, self.inner.token_ttl) {
+            ttl = ttl.min(token_ttl);
+        }
+        let kept = if policy.private {
+            ttl
+        } else {
+            ttl + freshness.longest_window()
+        };
         let entry = Entry {
             seq,
             tags: tags
@@ -280,24 +361,19 @@ impl ResponseCache {
                 .collect(),
             etag,
             max_age: policy.max_age,
+            fresh_until: entry::now_millis() + ttl.as_millis() as u64,
             body,
         };
-        let mut ttl = Duration::from_secs(u64::from(policy.max_age)).min(MAX_TTL);
-        // A private entry answers without a token lookup (`private_look`), so it never outlives
-        // the validation it stands for: should a revocation ever reach the database but not
-        // the cache, it is served no longer than the cached validation would have been.
-        if let (Some(_), Some(token_ttl)) = (owner, self.inner.token_ttl) {
-            ttl = ttl.min(token_ttl);
-        }
-        if self
+        let stored = self
             .inner
             .storage
-            .store(key.as_str(), Arc::new(entry), ttl)
+            .store(key.as_str(), Arc::new(entry), kept)
             .await
-            .is_ok()
-        {
+            .is_ok();
+        if stored {
             self.inner.metrics.cache_fills.inc();
         }
+        stored
     }
 
     /// Invalidates everything a committed mutation made stale, before its response is sent,
@@ -458,9 +534,12 @@ impl ResponseCache {
                 Some(token_id) => TokenLookup::Valid(token_id),
                 None => TokenLookup::Unknown { seq: None },
             },
-            Ok(Lookup::Miss(mark) | Lookup::Unprovable(mark)) => TokenLookup::Unknown {
-                seq: Some(mark.seq),
-            },
+            // A validation is never served past its freshness.
+            Ok(Lookup::Miss(mark) | Lookup::Unprovable(mark) | Lookup::Stale(_, mark)) => {
+                TokenLookup::Unknown {
+                    seq: Some(mark.seq),
+                }
+            }
             Err(_) => TokenLookup::Unknown { seq: None },
         }
     }
@@ -483,6 +562,7 @@ impl ResponseCache {
             tags: vec![token_tag(token_hash)],
             etag: String::from("-"),
             max_age: ttl.as_secs().min(u64::from(u32::MAX)) as u32,
+            fresh_until: entry::now_millis() + ttl.as_millis() as u64,
             body: Bytes::from(token_id.to_string()),
         };
         let _ = self
@@ -595,6 +675,7 @@ pub fn from_config(
             Duration::from_millis(config.invalidation_deadline_ms),
             Duration::from_millis(config.fault_fill_delay_ms),
             Limits::from_config(config),
+            Freshness::from_config(config),
         ),
         pool,
     )))

@@ -18,15 +18,25 @@
 //! 6. Sequences are compared only within one partition (a Redis Cluster has one sequence per
 //!    partition, `storage::cluster`): a flight's key and every key its fill may store share
 //!    the placement of the response key the sequence was read for.
+//! 7. A stale entry answers only when rule 1 still holds for it (the backend found no tag
+//!    stamped after its fill: a mutation's invalidation retires it, fresh or stale), only in
+//!    the public scope (a private entry never outlives its cached validation), and only within
+//!    a window past its freshness (`Freshness`): stale-while-revalidate answers at once and
+//!    starts one refill (rule 1's watermark read with the stale entry, through the single
+//!    flight); stale-if-error answers when the execution found the database unavailable or
+//!    the request's deadline passed. A refill stores a new entry with its own freshness; the
+//!    stale entry is never stored again.
 
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use moka::ops::compute::{CompResult, Op};
 use serde_json::Value;
 
 use super::entry::Entry;
+use super::entry::now_millis;
 use super::key::{ResponseKey, Scope};
 use super::monitor::RecordedOperation;
 use super::storage::Watermark;
@@ -37,6 +47,8 @@ use super::{CacheLookup, MAX_FILL_AGE, Policy, ResponseCache};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CacheStatus {
     Hit,
+    /// An entry past its freshness that no mutation invalidated (see rule 7).
+    Stale,
     Miss,
     Bypass,
 }
@@ -45,10 +57,38 @@ impl CacheStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             CacheStatus::Hit => "HIT",
+            CacheStatus::Stale => "STALE",
             CacheStatus::Miss => "MISS",
             CacheStatus::Bypass => "BYPASS",
         }
     }
+}
+
+/// Why a stale entry answered (RFC 5861's names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StaleReason {
+    WhileRevalidate,
+    IfError,
+}
+
+impl StaleReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StaleReason::WhileRevalidate => "stale-while-revalidate",
+            StaleReason::IfError => "stale-if-error",
+        }
+    }
+}
+
+/// What the cache did beyond its status, as RFC 9211's `Cache-Status` reports it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheDetail {
+    /// For an entry that answered: whole seconds of freshness left, negative once stale.
+    pub ttl: Option<i64>,
+    /// An executed result was stored.
+    pub stored: bool,
+    /// Why a stale entry answered.
+    pub stale: Option<StaleReason>,
 }
 
 /// A finished operation, ready to become an HTTP response.
@@ -64,6 +104,10 @@ pub struct Outcome {
     /// The tags a public result depends on (its entry's), for the edge's surrogate keys;
     /// empty for private results and errors.
     pub tags: Vec<String>,
+    pub detail: CacheDetail,
+    /// The execution failed because the database was unavailable (`SERVICE_UNAVAILABLE`):
+    /// a stale entry may answer instead (stale-if-error).
+    pub unavailable: bool,
 }
 
 impl Outcome {
@@ -78,6 +122,8 @@ impl Outcome {
             etag: None,
             data_absent: true,
             tags: Vec::new(),
+            detail: CacheDetail::default(),
+            unavailable: false,
         }
     }
 
@@ -93,6 +139,23 @@ impl Outcome {
             } else {
                 entry.tags.clone()
             },
+            detail: CacheDetail {
+                ttl: Some(entry.ttl_at(now_millis())),
+                ..CacheDetail::default()
+            },
+            unavailable: false,
+        }
+    }
+
+    fn stale(entry: &Entry, policy: Policy, reason: StaleReason) -> Self {
+        Outcome {
+            cache: CacheStatus::Stale,
+            detail: CacheDetail {
+                ttl: Some(entry.ttl_at(now_millis())),
+                stored: false,
+                stale: Some(reason),
+            },
+            ..Outcome::hit(entry, policy)
         }
     }
 }
@@ -160,6 +223,8 @@ pub struct Executed {
     pub policy: Option<Policy>,
     pub tags: Vec<Tag>,
     pub data_absent: bool,
+    /// An error said the database was unavailable (`SERVICE_UNAVAILABLE`).
+    pub unavailable: bool,
     /// The operation's label for execution-time statistics, and how long it took.
     pub timed_as: String,
     pub elapsed_ms: f64,
@@ -258,6 +323,8 @@ impl ResponseCache {
         Running: Future<Output = Executed> + Send + 'static,
     {
         let policy = self.policy(&identity.document, identity.operation_name.as_deref());
+        // A stale entry that may answer if the execution finds the database unavailable.
+        let mut if_error = None;
         let (flight, ticket) = match policy {
             Some(policy) => match requester.scope(policy) {
                 // A private document without a token is refused by its guard: run it uncached.
@@ -271,9 +338,29 @@ impl ResponseCache {
                             (key, found)
                         }
                     };
+                    let found = match found {
+                        CacheLookup::Stale(entry, mark) => match self.stale_use(&entry, policy) {
+                            Some(StaleReason::WhileRevalidate) => {
+                                let replaced = entry.fresh_until;
+                                self.revalidate(key, replaced, mark, identity, requester, execute);
+                                self.inner.metrics.cache_stale_while_revalidate.inc();
+                                return Some(Outcome::stale(
+                                    &entry,
+                                    policy,
+                                    StaleReason::WhileRevalidate,
+                                ));
+                            }
+                            Some(StaleReason::IfError) => {
+                                if_error = Some((entry, policy));
+                                CacheLookup::Miss(mark)
+                            }
+                            None => CacheLookup::Miss(mark),
+                        },
+                        found => found,
+                    };
                     match found {
                         CacheLookup::Hit(entry) => return Some(Outcome::hit(&entry, policy)),
-                        CacheLookup::Miss(mark) => (
+                        CacheLookup::Miss(mark) | CacheLookup::Stale(_, mark) => (
                             Some((key.as_str().to_owned(), mark.seq)),
                             Ticket::Missed(mark),
                         ),
@@ -310,7 +397,18 @@ impl ResponseCache {
             return tokio::time::timeout_at(deadline, work).await.ok();
         };
         let shared = self.inner.flights.run(flight_key, observed, work);
-        match tokio::time::timeout_at(deadline, shared).await.ok()? {
+        let finished = tokio::time::timeout_at(deadline, shared).await;
+        if let Some((entry, policy)) = if_error
+            && match &finished {
+                // The request's deadline passed while the database was slow.
+                Err(_) => true,
+                Ok(outcome) => outcome.as_ref().is_some_and(|outcome| outcome.unavailable),
+            }
+        {
+            self.inner.metrics.cache_stale_if_error.inc();
+            return Some(Outcome::stale(&entry, policy, StaleReason::IfError));
+        }
+        match finished.ok()? {
             Some(outcome) => Some(outcome),
             // The execution panicked: its followers get an internal error.
             None => Some(Outcome::request_error(
@@ -318,6 +416,79 @@ impl ResponseCache {
                 crate::error::codes::INTERNAL_SERVER_ERROR,
             )),
         }
+    }
+
+    /// Whether an unretired entry past its freshness may answer a request of `policy` now,
+    /// and why (rule 7): public entries only, within a window after their freshness.
+    fn stale_use(&self, entry: &Entry, policy: Policy) -> Option<StaleReason> {
+        if policy.private {
+            return None;
+        }
+        let stale_for = std::time::Duration::from_millis(entry.stale_for(now_millis()));
+        let freshness = self.inner.freshness;
+        if stale_for < freshness.stale_while_revalidate {
+            Some(StaleReason::WhileRevalidate)
+        } else if stale_for < freshness.stale_if_error {
+            Some(StaleReason::IfError)
+        } else {
+            None
+        }
+    }
+
+    /// Starts the one background refill of the stale entry whose freshness ended at
+    /// `replaced`, unless one runs or has stored its replacement: through the single flight,
+    /// recording the watermark read with the stale entry, so a request that misses meanwhile
+    /// joins it only if it observed no later invalidation (rule 2). A refill that stores
+    /// nothing (the database is away) lets the next stale request try again.
+    fn revalidate<Execute, Running>(
+        &self,
+        key: ResponseKey,
+        replaced: u64,
+        mark: Watermark,
+        identity: Arc<Identity>,
+        requester: Requester,
+        execute: Execute,
+    ) where
+        Execute: FnOnce(RequiredPosition) -> Running + Send + 'static,
+        Running: Future<Output = Executed> + Send + 'static,
+    {
+        let flight_key = key.as_str().to_owned();
+        let started = self
+            .inner
+            .refreshing
+            .entry_by_ref(&flight_key)
+            .and_compute_with(|known| match known {
+                Some(known) if *known.value() >= replaced => Op::Nop,
+                _ => Op::Put(replaced),
+            });
+        if !matches!(
+            started,
+            CompResult::Inserted(_) | CompResult::ReplacedWith(_)
+        ) {
+            return;
+        }
+        let refreshing = Refreshing {
+            cache: self.clone(),
+            key: flight_key.clone(),
+            replaced,
+            stored: false,
+        };
+        let execute: BoxedExecution = Box::new(move |required| Box::pin(execute(required)));
+        let cache = self.clone();
+        tokio::spawn(async move {
+            // The whole guard moves into the task (not only the field set below).
+            let mut refreshing = refreshing;
+            let work = {
+                let cache = cache.clone();
+                async move {
+                    cache
+                        .execute_and_fill(identity, requester, Ticket::Missed(mark), execute)
+                        .await
+                }
+            };
+            let outcome = cache.inner.flights.run(flight_key, mark.seq, work).await;
+            refreshing.stored = outcome.is_some_and(|outcome| outcome.detail.stored);
+        });
     }
 
     async fn execute_and_fill(
@@ -357,6 +528,8 @@ impl ResponseCache {
             policy: executed.policy,
             etag: executed.etag,
             data_absent: executed.data_absent,
+            detail: CacheDetail::default(),
+            unavailable: executed.unavailable,
         };
         let Some(policy) = executed.policy else {
             self.record_bypass();
@@ -371,16 +544,17 @@ impl ResponseCache {
             if !fault_delay.is_zero() {
                 tokio::time::sleep(fault_delay).await;
             }
-            self.fill(
-                &key,
-                seq,
-                &executed.tags,
-                requester.token_hash(),
-                outcome.body.clone(),
-                etag.clone(),
-                policy,
-            )
-            .await;
+            outcome.detail.stored = self
+                .fill(
+                    &key,
+                    seq,
+                    &executed.tags,
+                    requester.token_hash(),
+                    outcome.body.clone(),
+                    etag.clone(),
+                    policy,
+                )
+                .await;
             if !policy.private {
                 self.record_operation(
                     key.id().to_owned(),
@@ -400,5 +574,31 @@ impl ResponseCache {
             policy,
         );
         outcome
+    }
+}
+
+/// Forgets a refill that stored nothing when it ends, however it ends (a panic included), so
+/// that the next stale request starts another.
+struct Refreshing {
+    cache: ResponseCache,
+    key: String,
+    replaced: u64,
+    stored: bool,
+}
+
+impl Drop for Refreshing {
+    fn drop(&mut self) {
+        if self.stored {
+            return;
+        }
+        let replaced = self.replaced;
+        self.cache
+            .inner
+            .refreshing
+            .entry_by_ref(&self.key)
+            .and_compute_with(|known| match known {
+                Some(known) if *known.value() == replaced => Op::Remove,
+                _ => Op::Nop,
+            });
     }
 }

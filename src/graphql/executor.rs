@@ -77,7 +77,7 @@ pub struct Caller {
     pub bypass_cache: bool,
 }
 
-pub use crate::cache::read_through::{CacheStatus, Outcome};
+pub use crate::cache::read_through::{CacheDetail, CacheStatus, Outcome, StaleReason};
 
 /// A request the HTTP layer refuses outright.
 #[derive(Debug)]
@@ -493,6 +493,7 @@ impl Execution {
             ),
         };
         let parse_failed = facts.is_empty();
+        let mut unavailable = false;
         for error in &mut response.errors {
             let phase = if parse_failed {
                 Phase::Parse
@@ -508,6 +509,7 @@ impl Execution {
                 .and_then(|extensions| extensions.get("code"))
             {
                 self.metrics.record_error(code);
+                unavailable |= code == codes::SERVICE_UNAVAILABLE;
             }
         }
         let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -547,6 +549,7 @@ impl Execution {
             policy,
             tags: tags.take().normalized(),
             data_absent,
+            unavailable,
             timed_as,
             elapsed_ms,
         }
@@ -567,6 +570,8 @@ impl IntoUncached for Executed {
             policy: self.policy,
             etag: self.etag,
             data_absent: self.data_absent,
+            detail: CacheDetail::default(),
+            unavailable: self.unavailable,
         }
     }
 }

@@ -21,7 +21,7 @@ use tower_http::request_id::RequestId as TowerRequestId;
 use super::error::TransportError;
 use super::request_shape::{JsonSyntax, operation_shape};
 use super::state::AppState;
-use super::{RequestId, graphiql};
+use super::{RequestId, cache_status, graphiql};
 use crate::auth::Credentials;
 use crate::cache::Policy;
 use crate::error::ApiError;
@@ -278,6 +278,11 @@ async fn respond(
             .any(|outcome| outcome.cache == CacheStatus::Miss)
         {
             CacheStatus::Miss
+        } else if outcomes
+            .iter()
+            .any(|outcome| outcome.cache == CacheStatus::Stale)
+        {
+            CacheStatus::Stale
         } else {
             CacheStatus::Bypass
         };
@@ -286,6 +291,9 @@ async fn respond(
         response_headers.insert(header::CONTENT_TYPE, content_type);
         response_headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         response_headers.insert("x-cache", HeaderValue::from_static(status.as_str()));
+        if let Ok(value) = HeaderValue::from_str(&cache_status::batch_cache_status(status)) {
+            response_headers.insert(cache_status::HEADER, value);
+        }
         return response;
     }
 
@@ -300,6 +308,15 @@ async fn respond(
         None => state.config.http_shared_max_age_secs,
     };
     let cache_control = cache_control(outcome.policy, shared_max_age);
+    // A soft-purged object is stale, not gone: an edge told it may serve stale content would
+    // serve what a mutation purged, so with soft purges no stale directive is sent.
+    let soft_purges = state.edge_purger.is_some() && state.config.edge_soft_purge;
+    let freshness = crate::cache::Freshness::from_config(&state.config);
+    let stale = cache_status::stale_directives(outcome.policy, freshness).filter(|_| !soft_purges);
+    let cache_control = match stale {
+        Some(stale) => format!("{cache_control}, {stale}"),
+        None => cache_control,
+    };
     // Only a GET is a cacheable request an HTTP cache revalidates; a POST always gets the body.
     let not_modified = transport == Transport::Get
         && outcome
@@ -339,6 +356,9 @@ async fn respond(
         && outcome.policy.is_some_and(|policy| !policy.private)
     {
         surrogate_keys.insert(response_headers, &outcome.tags);
+    }
+    if let Ok(value) = HeaderValue::from_str(&cache_status::cache_status(&outcome)) {
+        response_headers.insert(cache_status::HEADER, value);
     }
     response_headers.insert(
         header::VARY,
@@ -442,6 +462,7 @@ fn with_cache_info(outcome: &Outcome, wanted: bool) -> Bytes {
         "status": outcome.cache.as_str(),
         "maxAge": outcome.policy.map(|policy| policy.max_age),
         "scope": outcome.policy.map(|policy| if policy.private { "PRIVATE" } else { "PUBLIC" }),
+        "cacheStatus": cache_status::cache_status(outcome),
     });
     let body = &outcome.body[..outcome.body.len() - 1];
     let has_members = body.len() > 1;

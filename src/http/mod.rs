@@ -2,6 +2,7 @@
 //! metrics and the shutdown signal. GraphQL transport rules live in `graphql`; connection
 //! limits and graceful shutdown in `server`.
 
+pub mod cache_status;
 pub mod error;
 pub mod graphiql;
 pub mod graphql;
@@ -39,13 +40,19 @@ pub fn router(state: AppState) -> Router {
     // One `Arc` for every request to clone, not the state's dozen fields.
     let state = std::sync::Arc::new(state);
     let cors = cors_layer(&state.config.cors_origins);
-    let mut routes = Router::new()
-        .route(
-            "/graphql",
-            get(graphql::get_graphql).post(graphql::post_graphql),
-        )
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz));
+    let mut routes =
+        Router::new()
+            .route(
+                "/graphql",
+                get(graphql::get_graphql).post(graphql::post_graphql).layer(
+                    middleware::map_response(|mut response: Response| async move {
+                        cache_status::ensure_cache_status(&mut response);
+                        response
+                    }),
+                ),
+            )
+            .route("/healthz", get(healthz))
+            .route("/readyz", get(readyz));
     if state.config.metrics_bind.is_none() {
         routes = routes.route("/metrics", get(metrics));
     }
@@ -144,6 +151,7 @@ fn cors_layer(origins: &[String]) -> CorsLayer {
         .expose_headers([
             header::ETAG,
             header::HeaderName::from_static("x-cache"),
+            header::HeaderName::from_static(cache_status::HEADER),
             header::HeaderName::from_static("x-request-id"),
         ])
         .max_age(Duration::from_secs(600));

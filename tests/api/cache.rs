@@ -450,10 +450,16 @@ async fn clients_can_ask_for_cache_details_in_extensions() {
     let body = json!({ "query": PRODUCT_BY_ID, "variables": { "id": "8" }, "extensions": { "cacheInfo": true } });
     let miss = app.post_json(body.clone(), None, &[]).await;
     assert_eq!(miss.body["extensions"]["cache"]["status"], "MISS");
+    assert_eq!(
+        miss.body["extensions"]["cache"]["cacheStatus"],
+        "catalog-api; fwd=uri-miss; stored"
+    );
     let hit = app.post_json(body, None, &[]).await;
+    let cache_status = hit.header("cache-status").expect("Cache-Status");
+    assert!(cache_status.starts_with("catalog-api; hit; ttl="));
     assert_eq!(
         hit.body["extensions"]["cache"],
-        json!({ "status": "HIT", "maxAge": 600, "scope": "PUBLIC" })
+        json!({ "status": "HIT", "maxAge": 600, "scope": "PUBLIC", "cacheStatus": cache_status })
     );
     assert_eq!(hit.data()["product"]["name"], "Product 000008");
 }

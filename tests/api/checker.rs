@@ -3,6 +3,9 @@
 //! killed, restored from an older snapshot, stalled, cleared and cut off from its subscribers.
 //! Every answer is judged against a model of the acknowledged writes and against the database,
 //! so the cache's promises are proven by the workload itself instead of hand-picked cases.
+//! Entries live a couple of seconds and both stale windows are on, so entries expire and answer
+//! stale throughout; on PostgreSQL the database path is cut now and then as well, and a read
+//! must still never return what an acknowledged mutation changed.
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
@@ -23,6 +26,7 @@ use serde_json::{Value, json};
 use crate::helpers::{GqlResponse, PRODUCT_BY_ID, TestApp, test_config};
 use crate::redis_cluster::RedisCluster;
 use crate::redis_process::RedisProcess;
+use crate::tcp_proxy::TcpProxy;
 use crate::varnish_process::{VarnishProcess, reserve_port};
 
 /// With the first tier on, another instance hears of an invalidation through pub/sub: its
@@ -45,6 +49,17 @@ const INSTANCES: usize = 2;
 /// Each second, writes stop for the rest of the second after this long, so that lists and
 /// counts (which any write may change) can be judged in the quiet part.
 const WRITES_PER_SECOND: Duration = Duration::from_millis(650);
+/// Entries are fresh this long (`CATALOG_CACHE_MAX_TTL_SECS`), then answer stale while one
+/// refill replaces them, or, when the database is away, for the longer stale-if-error window.
+const ENTRY_TTL_SECS: u64 = 2;
+const STALE_WHILE_REVALIDATE_SECS: u64 = 2;
+const STALE_IF_ERROR_SECS: u64 = 4;
+/// The database path is cut for `CUT` about every `CUT_INTERVAL` (PostgreSQL only).
+const CUT: Duration = Duration::from_millis(1_500);
+const CUT_INTERVAL: Duration = Duration::from_millis(4_000);
+/// A read that failed for want of the database is excused until this long after both
+/// instances have it back.
+const CUT_RECOVERY: Duration = Duration::from_millis(500);
 
 const PRODUCT_PAGE: &str = "query ProductPage($filter: ProductFilter, $order: ProductOrder, $first: Int, $after: String) { products(filter: $filter, orderBy: $order, first: $first, after: $after) { totalCount pageInfo { hasNextPage endCursor } edges { node { id name price category { id } } } } }";
 const CATEGORY_COUNT: &str =
@@ -183,7 +198,7 @@ async fn drive(run: &Arc<Run>, deadline: Instant, faults: impl Future<Output = (
     let clients: Vec<_> = (0..CLIENTS)
         .map(|client| tokio::spawn(client_loop(Arc::clone(run), client, deadline)))
         .collect();
-    faults.await;
+    futures::future::join(faults, cut_the_database(run, deadline)).await;
     for (client, finished) in join_all(clients).await.into_iter().enumerate() {
         if let Err(error) = finished {
             run.violation(format!("client {client} panicked: {error}"));
@@ -389,6 +404,24 @@ impl Model {
             })
         });
         (activity.in_flight == 0 && settled).then_some(activity.generation)
+    }
+
+    /// Waits, up to `limit`, until no write is in flight and none began for 100 ms (a client
+    /// that chose a write just before writes paused begins it without awaiting anything).
+    async fn writes_settled(&self, limit: Duration) -> bool {
+        let give_up = Instant::now() + limit;
+        while Instant::now() < give_up {
+            let before = {
+                let activity = self.activity.lock();
+                (activity.in_flight, activity.generation)
+            };
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let activity = self.activity.lock();
+            if before.0 == 0 && (activity.in_flight, activity.generation) == before {
+                return true;
+            }
+        }
+        false
     }
 
     fn still_quiet(&self, generation: u64) -> bool {
@@ -732,6 +765,8 @@ struct Tally {
     /// In the edge run: reads Varnish answered from its cache, fetched, and mutations whose
     /// purge was still pending when they answered.
     edge: Mutex<BTreeMap<&'static str, u64>>,
+    /// Answers by `X-Cache`: how often entries answered fresh, stale, or not at all.
+    answers: Mutex<BTreeMap<String, u64>>,
     violations: Mutex<Vec<String>>,
 }
 
@@ -747,6 +782,9 @@ impl Tally {
         for (outcome, count) in self.edge.lock().iter() {
             eprintln!("  edge {outcome:<19} {count:>6}");
         }
+        for (status, count) in self.answers.lock().iter() {
+            eprintln!("  answered {status:<28} {count:>6}");
+        }
         let violations = self.violations.lock();
         eprintln!("  violations {:>6}", violations.len());
         for violation in violations.iter().take(20) {
@@ -760,6 +798,14 @@ struct Run {
     local_tier: bool,
     started: Instant,
     apps: Vec<TestApp>,
+    /// Between both instances and PostgreSQL, cut now and then; `None` on SQLite.
+    database: Option<TcpProxy>,
+    /// The oracle's connection, past the proxy.
+    oracle: DatabaseConnection,
+    /// When each database cut began, and when both instances had the database back.
+    cuts: Mutex<Vec<(Instant, Option<Instant>)>>,
+    /// Set while writes wait for a database cut and its recovery.
+    writes_paused: std::sync::atomic::AtomicBool,
     /// Two tokens per client, so identical mutations also come from different callers.
     tokens: Vec<[String; 2]>,
     reader: String,
@@ -787,6 +833,16 @@ impl Run {
         edge_port: Option<u16>,
     ) -> Run {
         let (mut config, files) = test_config().await;
+        let oracle_url = config.database_url.clone();
+        let database = if config.is_postgres() {
+            Some(TcpProxy::in_front_of_database(&mut config).await)
+        } else {
+            None
+        };
+        config.db_acquire_timeout_ms = 500;
+        config.cache_max_ttl_secs = ENTRY_TTL_SECS;
+        config.cache_stale_while_revalidate_secs = STALE_WHILE_REVALIDATE_SECS;
+        config.cache_stale_if_error_secs = STALE_IF_ERROR_SECS;
         config.redis_url = Some(url.to_owned());
         config.redis_command_timeout_ms = COMMAND_TIMEOUT_MS;
         config.redis_connect_timeout_ms = 200;
@@ -817,6 +873,12 @@ impl Run {
             ]);
         }
         let reader = first.create_token("reader").await;
+        let oracle = match database {
+            Some(_) => sea_orm::Database::connect(oracle_url.as_str())
+                .await
+                .expect("the oracle connects past the proxy"),
+            None => first.state.db.clone(),
+        };
         let snapshot = Snapshot::load(&first.state.db)
             .await
             .expect("read the seed");
@@ -832,6 +894,10 @@ impl Run {
             local_tier,
             started: Instant::now(),
             apps,
+            database,
+            oracle,
+            cuts: Mutex::new(Vec::new()),
+            writes_paused: std::sync::atomic::AtomicBool::new(false),
             tokens,
             reader,
             revoked,
@@ -852,11 +918,44 @@ impl Run {
 
     fn writes_allowed(&self) -> bool {
         let second = Duration::from_secs(1).as_millis();
-        self.started.elapsed().as_millis() % second < WRITES_PER_SECOND.as_millis()
+        !self.writes_paused.load(std::sync::atomic::Ordering::SeqCst)
+            && self.started.elapsed().as_millis() % second < WRITES_PER_SECOND.as_millis()
     }
 
+    /// The oracle: the database read directly, past the proxy the cuts go through.
     fn db(&self) -> &DatabaseConnection {
-        &self.apps[0].state.db
+        &self.oracle
+    }
+
+    /// Whether a read that started at `started` failed only for want of the database during
+    /// a cut (or its recovery): then it is counted, not judged. Any other failure, and any
+    /// answer with data, is judged as always.
+    fn failed_by_cut(
+        &self,
+        operation: &'static str,
+        started: Instant,
+        response: &GqlResponse,
+    ) -> bool {
+        let codes = response.error_codes();
+        let unavailable = !codes.is_empty()
+            && codes
+                .iter()
+                .all(|code| code == "SERVICE_UNAVAILABLE" || code == "TIMEOUT");
+        let now = Instant::now();
+        let during_a_cut = self.cuts.lock().iter().any(|(cut, back)| {
+            *cut <= now && back.is_none_or(|back| started <= back + CUT_RECOVERY)
+        });
+        if !(unavailable && during_a_cut) {
+            return false;
+        }
+        self.counted(operation, false);
+        *self
+            .tally
+            .faults
+            .lock()
+            .entry("reads failed by a cut")
+            .or_default() += 1;
+        true
     }
 
     fn violation(&self, what: String) {
@@ -919,6 +1018,14 @@ impl Run {
                 if let Some(edge) = edge {
                     *self.tally.edge.lock().entry(edge).or_default() += 1;
                 }
+                let status = match response.header("cache-status") {
+                    Some(status) if status.contains("detail=") => {
+                        let detail = status.rsplit("detail=").next().unwrap_or_default();
+                        format!("{} {detail}", response.x_cache())
+                    }
+                    _ => response.x_cache().to_owned(),
+                };
+                *self.tally.answers.lock().entry(status).or_default() += 1;
                 response
             }
             Err(error) => GqlResponse {
@@ -1131,15 +1238,13 @@ impl Client<'_> {
                     .await;
             }
             Operation::ReadDashboardAnonymously => {
-                let response = self.run.send(instance, None, DASHBOARD, json!({})).await;
-                self.run
-                    .judge("read dashboard anonymously", refusal_verdict(&response));
+                self.read_refused("read dashboard anonymously", instance, None)
+                    .await;
             }
             Operation::ReadDashboardRevoked => {
                 let token = Some(self.run.revoked.as_str());
-                let response = self.run.send(instance, token, DASHBOARD, json!({})).await;
-                self.run
-                    .judge("read dashboard revoked", refusal_verdict(&response));
+                self.read_refused("read dashboard revoked", instance, token)
+                    .await;
             }
             Operation::Create => self.create(instance, rng, 1, 1).await,
             Operation::BulkCreate => {
@@ -1168,6 +1273,16 @@ impl Client<'_> {
         &self.run.tokens[self.number][rng.random_range(0..2)]
     }
 
+    /// A private result without a valid token: refused, whatever the cache holds (or, during
+    /// a database cut, failed for want of the database to check the token against).
+    async fn read_refused(&self, operation: &'static str, instance: usize, token: Option<&str>) {
+        let started = Instant::now();
+        let response = self.run.send(instance, token, DASHBOARD, json!({})).await;
+        if !self.run.failed_by_cut(operation, started, &response) {
+            self.run.judge(operation, refusal_verdict(&response));
+        }
+    }
+
     /// A product read that began after the owner's latest acknowledged write, and overlapped
     /// no write of it, must show that write.
     async fn read_product(&self, instance: usize, id: i32) {
@@ -1179,6 +1294,9 @@ impl Client<'_> {
         };
         let response = self.run.product_by_id(instance, id).await;
         let after = model.record(id);
+        if self.run.failed_by_cut("read product", start.at, &response) {
+            return;
+        }
         let Some(before) = before else {
             return self.run.counted("read product", false);
         };
@@ -1273,6 +1391,9 @@ impl Client<'_> {
         };
         let quiet = self.run.model.quiet(start);
         let response = self.run.send(instance, token, query, variables).await;
+        if self.run.failed_by_cut(operation, start.at, &response) {
+            return response;
+        }
         let snapshot = match quiet {
             Some(_) => self.run.snapshot().await,
             None => None,
@@ -1756,6 +1877,59 @@ impl<F: Copy> FaultSchedule<F> {
         }
         tokio::time::sleep(pause).await;
         self.round.pop()
+    }
+}
+
+/// Cuts the path between both instances and PostgreSQL now and then, until the deadline
+/// (nothing on SQLite). Writes pause first and resume once both instances have the database
+/// back: the model judges acknowledged writes, and a write the cut failed would be a failure
+/// to explain, not a read to judge. While the path is cut, entries go on expiring: a read is
+/// answered by a fresh entry, a stale one (either window), or fails with SERVICE_UNAVAILABLE
+/// (excused, `Run::failed_by_cut`); whatever answers is judged as always.
+async fn cut_the_database(run: &Run, deadline: Instant) {
+    let Some(proxy) = &run.database else {
+        return;
+    };
+    let mut rng = SmallRng::seed_from_u64(run.seed.rotate_left(29));
+    loop {
+        // The schedule's pace, not a synchronisation; a cut ends well before the deadline.
+        let pause = CUT_INTERVAL.mul_f64(rng.random_range(0.6..1.4));
+        if Instant::now() + pause + CUT + Duration::from_secs(2) >= deadline {
+            return;
+        }
+        tokio::time::sleep(pause).await;
+        run.writes_paused
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        if !run.model.writes_settled(Duration::from_secs(15)).await {
+            run.violation("writes did not settle within 15 s for a database cut".into());
+        }
+        eprintln!(
+            "checker: {} fault database cut",
+            chrono::Utc::now().format("%H:%M:%S%.3f")
+        );
+        proxy.cut();
+        run.cuts.lock().push((Instant::now(), None));
+        // The fault's length: entries expire while it lasts.
+        tokio::time::sleep(CUT).await;
+        proxy.restore();
+        let back = crate::helpers::eventually(Duration::from_secs(10), || async {
+            let mut ready = true;
+            for app in &run.apps {
+                let answer = app.client.get(app.url("/readyz")).send().await;
+                ready &= answer.is_ok_and(|answer| answer.status() == 200);
+            }
+            ready
+        })
+        .await;
+        if !back {
+            run.violation("the instances did not get the database back within 10 s".into());
+        }
+        if let Some(cut) = run.cuts.lock().last_mut() {
+            cut.1 = Some(Instant::now());
+        }
+        run.writes_paused
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        *run.tally.faults.lock().entry("database cut").or_default() += 1;
     }
 }
 

@@ -7,9 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::helpers::{CATEGORIES, PRODUCT_BY_ID, PRODUCTS, TestApp, eventually, test_config};
-use crate::tcp_proxy::TcpProxy;
-use catalog_api::db::seed::SeedPlan;
+use crate::helpers::{PRODUCT_BY_ID, TestApp, eventually};
 
 const CREATE_CATEGORY: &str =
     "mutation Create($name: String!) { createCategory(input: { name: $name }) { id } }";
@@ -32,27 +30,9 @@ async fn with_the_database_cut_cached_reads_work_the_rest_fails_fast_and_all_rec
         );
         return;
     }
-    let (mut config, files) = test_config().await;
-    // postgres://user@host:port/database: route host:port through the proxy.
-    let (scheme_and_user, rest) = config
-        .database_url
-        .split_once('@')
-        .expect("a database URL with a host");
-    let (upstream, database) = rest.split_once('/').expect("a database name");
-    let proxy = TcpProxy::start(upstream.to_owned()).await;
-    config.database_url = format!("{scheme_and_user}@{}/{database}", proxy.address);
-    config.db_acquire_timeout_ms = 1_000;
-    // The outage of the only database: a read replica (the scaled-out CI pass) would go on
-    // serving reads, which is what replicas are for, not what this test is about.
-    config.database_replica_urls.clear();
-    let app = TestApp::start(
-        config,
-        files,
-        Some(SeedPlan {
-            categories: CATEGORIES,
-            products: PRODUCTS,
-        }),
-    )
+    let (app, proxy) = TestApp::spawn_behind_database_proxy(|config| {
+        config.db_acquire_timeout_ms = 1_000;
+    })
     .await;
     let token = app.create_token("outage").await;
     // Before the cut: one read is cached, the token's validation is remembered.

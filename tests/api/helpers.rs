@@ -181,6 +181,23 @@ impl TestApp {
         .await
     }
 
+    /// A server over the standard test data set whose database connections go through a
+    /// proxy the test can cut (PostgreSQL only), with no read replica: an outage of the only
+    /// database (a replica would go on serving reads, which is what replicas are for).
+    pub async fn spawn_behind_database_proxy(
+        adjust: impl FnOnce(&mut Config),
+    ) -> (TestApp, crate::tcp_proxy::TcpProxy) {
+        let (mut config, files) = test_config().await;
+        let proxy = crate::tcp_proxy::TcpProxy::in_front_of_database(&mut config).await;
+        config.database_replica_urls.clear();
+        adjust(&mut config);
+        let plan = SeedPlan {
+            categories: CATEGORIES,
+            products: PRODUCTS,
+        };
+        (Self::start(config, files, Some(plan)).await, proxy)
+    }
+
     /// Starts a server on an explicit configuration (e.g. a second instance on a shared database).
     pub async fn start(
         config: Config,

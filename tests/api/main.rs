@@ -36,6 +36,7 @@ mod response_order;
 mod schema_file;
 mod schema_introspection;
 mod schema_tooling;
+mod stale;
 mod tcp_proxy;
 mod transport_errors;
 mod varnish_process;

@@ -31,6 +31,19 @@ impl TcpProxy {
         }
     }
 
+    /// A proxy in front of `config`'s PostgreSQL database, which `config` is pointed through
+    /// (`postgres://user@host:port/database`: host:port goes through the proxy).
+    pub async fn in_front_of_database(config: &mut catalog_api::config::Config) -> TcpProxy {
+        let (scheme_and_user, rest) = config
+            .database_url
+            .split_once('@')
+            .expect("a database URL with a host");
+        let (upstream, database) = rest.split_once('/').expect("a database name");
+        let proxy = TcpProxy::start(upstream.to_owned()).await;
+        config.database_url = format!("{scheme_and_user}@{}/{database}", proxy.address);
+        proxy
+    }
+
     pub fn cut(&self) {
         self.cut.send_replace(true);
     }

@@ -161,6 +161,7 @@ mod tests {
             tags: tags.iter().map(|tag| (*tag).to_owned()).collect(),
             etag: "\"e\"".into(),
             max_age: 60,
+            fresh_until: u64::MAX,
             body: Bytes::from_static(b"{\"data\":{}}"),
         }
         .encode(usize::MAX)

@@ -1,8 +1,8 @@
 //! The in-process backend (moka): the embedded default when no Redis is configured, and the
 //! model the Redis backend follows: the same versioned-tag freshness rule, in memory.
 //!
-//! Entries are bounded in bytes and expire per entry; tag versions expire after the longest
-//! entry TTL, so bookkeeping never outgrows the entries it guards.
+//! Entries are bounded in bytes and expire per entry; tag versions expire after the longest an
+//! entry is kept (`TAG_TTL`), so bookkeeping never outgrows the entries it guards.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -18,7 +18,7 @@ use super::versions::{TagVersions, Verdict};
 use super::{
     BackendStats, BoundedMember, Lookup, ResponseStore, StorageResult, ValueStore, Watermark,
 };
-use crate::cache::entry::Entry;
+use crate::cache::entry::{Entry, now_millis};
 use crate::telemetry::Metrics;
 
 /// A value with its own time to live: raw bytes (persisted queries, tokens, operation
@@ -81,7 +81,8 @@ pub struct MemoryStorage {
 }
 
 impl MemoryStorage {
-    /// `capacity_bytes` bounds entries; `tag_ttl` must exceed the longest entry TTL.
+    /// `capacity_bytes` bounds entries; `tag_ttl` must exceed the longest an entry is kept
+    /// (its TTL plus the longest stale window, see `crate::cache::TAG_TTL`).
     pub fn new(capacity_bytes: u64, tag_ttl: Duration, metrics: Option<Arc<Metrics>>) -> Self {
         let values = moka::future::Cache::builder()
             .max_capacity(capacity_bytes)
@@ -130,7 +131,8 @@ impl ResponseStore for MemoryStorage {
             return Ok(Lookup::Miss(mark));
         };
         match self.tag_versions.verdict(&entry) {
-            Verdict::Fresh => Ok(Lookup::Hit(entry)),
+            Verdict::Fresh if entry.is_fresh_at(now_millis()) => Ok(Lookup::Hit(entry)),
+            Verdict::Fresh => Ok(Lookup::Stale(entry, mark)),
             Verdict::Stale => {
                 self.values.invalidate(key).await;
                 Ok(Lookup::Miss(mark))
@@ -290,5 +292,53 @@ impl ValueStore for MemoryStorage {
         members.truncate(keep);
         ranking.extend(members);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(seq: u64, fresh_until: u64) -> Arc<Entry> {
+        Arc::new(Entry {
+            seq,
+            tags: vec!["Product:1".into()],
+            etag: "\"e\"".into(),
+            max_age: 60,
+            fresh_until,
+            body: bytes::Bytes::from_static(b"{}"),
+        })
+    }
+
+    #[tokio::test]
+    async fn an_expired_entry_is_stale_until_a_tag_retires_it_then_a_miss() {
+        let storage = MemoryStorage::new(1 << 20, Duration::from_secs(60), None);
+        let now = now_millis();
+        storage
+            .store("fresh", entry(0, now + 60_000), Duration::from_secs(60))
+            .await
+            .expect("store");
+        storage
+            .store("expired", entry(0, now - 1_000), Duration::from_secs(60))
+            .await
+            .expect("store");
+        assert!(matches!(storage.lookup("fresh").await, Ok(Lookup::Hit(_))));
+        assert!(matches!(
+            storage.lookup("expired").await,
+            Ok(Lookup::Stale(_, Watermark { seq: 0, .. }))
+        ));
+        storage
+            .invalidate(&["Product:1".into()], None)
+            .await
+            .expect("invalidate");
+        for key in ["fresh", "expired"] {
+            assert!(
+                matches!(
+                    storage.lookup(key).await,
+                    Ok(Lookup::Miss(Watermark { seq: 1, .. }))
+                ),
+                "{key} is retired"
+            );
+        }
     }
 }

@@ -46,11 +46,15 @@ pub struct Watermark {
     pub lsn: Option<u64>,
 }
 
-/// The result of looking up a response entry.
+/// The result of looking up a response entry. Hit and Stale both mean that no tag of the entry
+/// was invalidated after its fill; they differ only in whether its freshness time has passed.
 #[derive(Debug)]
 pub enum Lookup {
     /// A fresh entry, decoded (in-process tiers keep it decoded, so a hit copies nothing).
     Hit(Arc<Entry>),
+    /// An entry that no invalidation retired but whose freshness time has passed (it is kept
+    /// for the stale windows), and the watermark a refill records, read after the entry.
+    Stale(Arc<Entry>, Watermark),
     /// No fresh entry; a fill records this watermark.
     Miss(Watermark),
     /// An entry filled before the current epoch: its freshness cannot be proven, so it is
@@ -74,12 +78,14 @@ pub struct BackendStats {
 /// Keys are given without the configured prefix; each backend adds it.
 #[async_trait]
 pub trait ResponseStore: Send + Sync + 'static {
-    /// Returns the entry at `key` if none of its tags was invalidated after it was filled.
+    /// Returns the entry at `key` if none of its tags was invalidated after it was filled:
+    /// `Hit` while it is fresh (`Entry::is_fresh_at`), `Stale` with a watermark after that.
     async fn lookup(&self, key: &str) -> StorageResult<Lookup>;
     /// The current invalidation sequence and WAL position (taken before a fill executes) of
     /// the partition `key` is placed in (see `cluster::placement`; one partition unless the
     /// backend is a Redis Cluster): a fill of any key with the same placement may record it.
     async fn sequence(&self, key: &str) -> StorageResult<Watermark>;
+    /// Keeps `entry` for `ttl`, which covers its freshness and any stale window after it.
     async fn store(&self, key: &str, entry: Arc<Entry>, ttl: Duration) -> StorageResult<()>;
     /// Advances the invalidation sequence and stamps every tag with it, and raises the
     /// recorded WAL position to `lsn` (atomically with the sequence), in every partition;

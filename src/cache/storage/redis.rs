@@ -26,7 +26,7 @@ use super::{
     BackendStats, BoundedMember, Lookup, ResponseStore, StorageError, StorageResult, ValueStore,
     Watermark,
 };
-use crate::cache::entry::Entry;
+use crate::cache::entry::{Entry, now_millis};
 use crate::telemetry::Metrics;
 
 /// `REDIS_URL` naming a cluster: `redis+cluster://host:port,host:port,...` (any reachable
@@ -830,6 +830,17 @@ impl RedisStorage {
         })
     }
 
+    /// An entry the tags prove unretired: a hit while it is fresh, else stale with the
+    /// watermark a refill needs (one more round trip, paid only by an expired entry; the
+    /// scripts stay as they were, since time is judged here, not in Lua).
+    async fn judged_by_time(&self, key: &str, entry: Entry) -> StorageResult<Lookup> {
+        if entry.is_fresh_at(now_millis()) {
+            return Ok(Lookup::Hit(Arc::new(entry)));
+        }
+        let mark = self.sequence(key).await?;
+        Ok(Lookup::Stale(Arc::new(entry), mark))
+    }
+
     /// Every instance on a cluster must split the bookkeeping the same way: an instance with
     /// fewer partitions would stamp only its own, and one with more would serve entries whose
     /// partitions the others never stamp. The first instance records its count; one that
@@ -1159,7 +1170,7 @@ impl ResponseStore for RedisStorage {
     async fn lookup(&self, key: &str) -> StorageResult<Lookup> {
         let mut connection = self.connection().await?;
         if let Some(entry) = self.hit_without_script(&mut connection, key).await? {
-            return Ok(Lookup::Hit(Arc::new(entry)));
+            return self.judged_by_time(key, entry).await;
         }
         let mut lookup = self.layout.entry_call(
             &self.prefix,
@@ -1178,7 +1189,7 @@ impl ResponseStore for RedisStorage {
             let entry = Entry::decode(bytes::Bytes::from(value))
                 .map_err(|error| StorageError::Unavailable(error.to_string()))?;
             self.known_tags.remember(key, &entry.tags);
-            return Ok(Lookup::Hit(Arc::new(entry)));
+            return self.judged_by_time(key, entry).await;
         }
         let mark = Watermark {
             seq: parse_sequence(&value)?,
@@ -1607,6 +1618,7 @@ mod tests {
             tags: vec!["Product:1".into(), "Products".into()],
             etag: "e".into(),
             max_age: 60,
+            fresh_until: u64::MAX,
             body: bytes::Bytes::from_static(b"{}"),
         });
         let tags = vec!["Product:1".to_owned(), "Categories".to_owned()];

@@ -21,7 +21,7 @@ use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
 use super::redis::{RedisStorage, Topology};
 use super::versions::{TagVersions, Verdict};
 use super::{BackendStats, Lookup, ResponseStore, StorageResult, Watermark};
-use crate::cache::entry::Entry;
+use crate::cache::entry::{Entry, now_millis};
 use crate::telemetry::Metrics;
 
 /// How often the subscription is pinged; an unanswered ping ends it (a half-open connection).
@@ -313,7 +313,10 @@ impl ResponseStore for TieredStorage {
         if let Some(generation) = generation
             && let Some(local) = self.local.get(key).await
         {
+            // A local copy past its freshness goes to Redis, which may hold a refill by now;
+            // only Redis answers stale (with the watermark a refill needs).
             if local.generation == generation
+                && local.entry.is_fresh_at(now_millis())
                 && self.coherence.versions[self.remote.partition_of(key)].verdict(&local.entry)
                     == Verdict::Fresh
             {

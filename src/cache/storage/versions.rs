@@ -28,7 +28,8 @@ pub enum Verdict {
 }
 
 impl TagVersions {
-    /// `ttl` must exceed the longest entry TTL plus the longest fill (see `MAX_FILL_AGE`).
+    /// `ttl` must exceed the longest an entry is kept (its TTL plus the longest stale window)
+    /// plus the longest fill (see `crate::cache::TAG_TTL`).
     pub fn new(capacity: u64, ttl: Duration) -> Self {
         let floor = Arc::new(AtomicU64::new(0));
         let evicted = Arc::clone(&floor);
@@ -87,6 +88,7 @@ mod tests {
             tags: tags.iter().map(|tag| (*tag).to_owned()).collect(),
             etag: String::new(),
             max_age: 60,
+            fresh_until: u64::MAX,
             body: bytes::Bytes::new(),
         }
     }
