@@ -754,7 +754,13 @@ async fn varnish_caches_persisted_queries_sent_as_get_and_passes_posts() {
 /// the API (with the kept ETag) and gets the new result, never the purged one.
 #[tokio::test]
 async fn a_soft_purged_object_is_revalidated_never_served() {
-    let Some((app, varnish)) = behind_varnish(|config| config.edge_soft_purge = true).await else {
+    let Some((app, varnish)) = behind_varnish(|config| {
+        config.edge_soft_purge = true;
+        config.cache_stale_while_revalidate_secs = 30;
+        config.cache_stale_if_error_secs = 60;
+    })
+    .await
+    else {
         return;
     };
     let token = app.create_token("edge").await;
@@ -762,6 +768,11 @@ async fn a_soft_purged_object_is_revalidated_never_served() {
         let id = 20 + round;
         let before = via_varnish(&app, &varnish, PRODUCT, json!({ "id": id.to_string() })).await;
         before.assert_ok();
+        // A soft-purged object is stale, not gone: no edge may be told to serve stale content.
+        assert_eq!(
+            before.header("cache-control"),
+            Some("public, max-age=0, s-maxage=600, must-revalidate")
+        );
         let cached = via_varnish(&app, &varnish, PRODUCT, json!({ "id": id.to_string() })).await;
         assert_eq!(cached.header("x-edge-cache"), Some("HIT"));
         let price = format!("{}.25", 600 + round);
