@@ -10,6 +10,7 @@ mod m20250101_000002_create_api_token;
 mod m20250101_000003_search_indexes;
 mod m20250101_000004_token_revocation_index;
 mod m20251207_000005_edge_purge_outbox;
+mod m20251207_000006_name_search_keys;
 mod shapes;
 
 pub struct Migrator;
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20250101_000003_search_indexes::Migration),
             Box::new(m20250101_000004_token_revocation_index::Migration),
             Box::new(m20251207_000005_edge_purge_outbox::Migration),
+            Box::new(m20251207_000006_name_search_keys::Migration),
         ]
     }
 }

@@ -343,6 +343,7 @@ mod tests {
         let in_category = |category_id| product::Model {
             id: 42,
             name: "Lamp".to_owned(),
+            name_search: "lamp".to_owned(),
             price_cents: 1_999,
             category_id,
             created_at: now(),

@@ -9,6 +9,7 @@ use sea_orm::{
 
 use super::CategoryName;
 use super::products::now;
+use super::search_key::search_key;
 use crate::entities::{category, product};
 use crate::error::{ApiError, ApiResult};
 
@@ -46,6 +47,7 @@ pub async fn create<C: ConnectionTrait>(db: &C, name: CategoryName) -> ApiResult
     let name = name.into_inner();
     let now = now();
     let row = category::ActiveModel {
+        name_search: Set(search_key(&name)),
         name: Set(name.clone()),
         created_at: Set(now),
         updated_at: Set(now),
@@ -68,6 +70,7 @@ pub async fn update<C: ConnectionTrait>(
         .ok_or_else(|| ApiError::NotFound(format!("category {id} does not exist")))?;
     let name = name.into_inner();
     let mut active = existing.into_active_model();
+    active.name_search = Set(search_key(&name));
     active.name = Set(name.clone());
     active.updated_at = Set(now());
     category::Entity::update(active)

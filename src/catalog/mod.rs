@@ -10,6 +10,7 @@ pub mod pagination;
 pub mod price;
 pub mod products;
 pub mod rows;
+pub mod search_key;
 pub mod stats;
 
 pub use ids::EntityId;

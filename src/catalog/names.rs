@@ -37,6 +37,10 @@ macro_rules! name_type {
                 validated($kind, value, Self::MAX_CHARS).map($name)
             }
 
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+
             pub fn into_inner(self) -> String {
                 self.0
             }

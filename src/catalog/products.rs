@@ -7,7 +7,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{
-    Alias, CaseStatement, Expr, ExprTrait, Func, LikeExpr, Query, SelectStatement, UnionType,
+    Alias, CaseStatement, Expr, ExprTrait, LikeExpr, Query, SelectStatement, UnionType,
 };
 use sea_orm::{
     ColumnTrait, Condition, ConnectionTrait, DbErr, EntityTrait, FromQueryResult, IntoActiveModel,
@@ -15,6 +15,7 @@ use sea_orm::{
 };
 
 use super::pagination::{Cursor, PageSize, ProductOrder};
+use super::search_key::search_key;
 use super::{Price, ProductName, categories, find_by_ids};
 use crate::entities::{category, product};
 use crate::error::{ApiError, ApiResult};
@@ -89,7 +90,7 @@ pub fn now() -> DateTime<Utc> {
 fn like_pattern(search: &str) -> LikeExpr {
     let mut escaped = String::with_capacity(search.len() + 2);
     escaped.push('%');
-    for character in search.to_lowercase().chars() {
+    for character in search_key(search).chars() {
         if matches!(character, '%' | '_' | '\\') {
             escaped.push('\\');
         }
@@ -116,7 +117,7 @@ fn filter_condition(filter: &ProductFilter) -> Condition {
         let matching_categories = ids_named_like(
             category::Entity,
             category::Column::Id,
-            category::Column::Name,
+            category::Column::NameSearch,
             search,
         );
         let by_category = Query::select()
@@ -127,7 +128,7 @@ fn filter_condition(filter: &ProductFilter) -> Condition {
         let matching_products = ids_named_like(
             product::Entity,
             product::Column::Id,
-            product::Column::Name,
+            product::Column::NameSearch,
             search,
         )
         .union(UnionType::All, by_category)
@@ -138,18 +139,18 @@ fn filter_condition(filter: &ProductFilter) -> Condition {
     condition
 }
 
-/// `SELECT id FROM table WHERE lower(name) LIKE '%search%'`: one half of a search, which the
-/// trigram index on `lower(name)` answers on PostgreSQL.
+/// `SELECT id FROM table WHERE name_search LIKE '%key%'`: one half of a search, comparing
+/// search keys (`search_key`), which the trigram index on `name_search` answers on PostgreSQL.
 fn ids_named_like<C: ColumnTrait>(
     table: impl EntityTrait,
     id: C,
-    name: C,
+    name_search: C,
     search: &str,
 ) -> SelectStatement {
     Query::select()
         .column(id)
         .from(table)
-        .and_where(Expr::expr(Func::lower(Expr::col(name))).like(like_pattern(search)))
+        .and_where(Expr::col(name_search).like(like_pattern(search)))
         .to_owned()
 }
 
@@ -326,6 +327,7 @@ pub async fn create_many<C: ConnectionTrait>(
     require_categories(db, products.iter().map(|new| new.category_id)).await?;
     let now = now();
     let rows = products.into_iter().map(|new| product::ActiveModel {
+        name_search: Set(search_key(new.name.as_str())),
         name: Set(new.name.into_inner()),
         price_cents: Set(new.price.cents()),
         category_id: Set(new.category_id),
@@ -356,6 +358,7 @@ pub async fn update<C: ConnectionTrait>(
     let before_category_id = Some(existing.category_id);
     let mut active = existing.into_active_model();
     if let Some(name) = changes.name {
+        active.name_search = Set(search_key(name.as_str()));
         active.name = Set(name.into_inner());
     }
     if let Some(price) = changes.price {

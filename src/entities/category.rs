@@ -9,6 +9,8 @@ pub struct Model {
     pub id: i32,
     #[sea_orm(unique)]
     pub name: String,
+    /// The name's search key (`catalog::search_key`): normalized and case-folded beyond ASCII.
+    pub name_search: String,
     pub created_at: ChronoDateTimeUtc,
     pub updated_at: ChronoDateTimeUtc,
 }

@@ -8,6 +8,8 @@ pub struct Model {
     #[sea_orm(primary_key)]
     pub id: i32,
     pub name: String,
+    /// The name's search key (`catalog::search_key`): normalized and case-folded beyond ASCII.
+    pub name_search: String,
     /// Price in integer cents; `catalog::Price` converts to and from the decimal clients see.
     pub price_cents: i64,
     pub category_id: i32,

@@ -31,6 +31,8 @@ pub enum StartupError {
     Database(#[from] DatabaseError),
     #[error("cannot seed the demo data: {0}")]
     Seed(sea_orm::DbErr),
+    #[error("cannot write the search keys of existing rows: {0}")]
+    SearchKeys(sea_orm::DbErr),
     #[error("cannot set up the cache: {0}")]
     Cache(#[from] crate::cache::storage::StorageError),
     #[error("cannot read the persisted query manifest {path}: {reason}")]
@@ -73,6 +75,12 @@ impl AppState {
         let metrics = Arc::new(Metrics::new());
         let db = db::connect(&config, Some(Arc::clone(&metrics))).await?;
         db::migrate(&db).await?;
+        let keyed = crate::catalog::search_key::backfill(&db)
+            .await
+            .map_err(StartupError::SearchKeys)?;
+        if keyed > 0 {
+            tracing::info!(rows = keyed, "wrote the search keys of rows that had none");
+        }
         if config.demo_data && seed::is_empty(&db).await.map_err(StartupError::Seed)? {
             let plan = SeedPlan::DEMO;
             tracing::info!(

@@ -431,6 +431,113 @@ async fn search_matches_the_category_name_too() {
     );
 }
 
+/// Search folds case and normalizes in every language, on every backend: German, Turkish,
+/// Greek and Korean names, typed in other cases and (Korean, accents) decomposed, as some
+/// keyboards and systems send them; renames and category names too; rows written before the
+/// search keys existed get theirs at start-up.
+#[tokio::test]
+async fn search_folds_case_and_normalizes_in_every_language() {
+    let app = TestApp::spawn().await;
+    let token = app.create_token("products").await;
+    let category = app
+        .gql_as(
+            &token,
+            "mutation { createCategory(input: {name: \"ΣΟΦΊΑ Ελληνικά\"}) { id } }",
+            json!({}),
+        )
+        .await;
+    let category_id = category.assert_ok()["createCategory"]["id"].clone();
+    let mut created = std::collections::BTreeMap::new();
+    for name in [
+        "Äpfel Grün",
+        "İSTANBUL Çayı",
+        "Straße der Lampen",
+        "한국어 사전",
+        "Café Crème",
+    ] {
+        let response = app
+            .gql_as(
+                &token,
+                CREATE,
+                json!({ "input": { "name": name, "price": "1.00", "categoryId": category_id } }),
+            )
+            .await;
+        created.insert(name, response.assert_ok()["createProduct"]["id"].clone());
+    }
+    let decomposed_korean: String =
+        unicode_normalization::UnicodeNormalization::nfd("한국어").collect();
+    let decomposed_cafe = "cafe\u{301} cre\u{300}me";
+    for (search, name) in [
+        ("äpfel grün", "Äpfel Grün"),
+        ("ÄPFEL", "Äpfel Grün"),
+        ("istanbul çayı", "İSTANBUL Çayı"),
+        ("ÇAYI", "İSTANBUL Çayı"),
+        ("STRASSE", "Straße der Lampen"),
+        (decomposed_korean.as_str(), "한국어 사전"),
+        (decomposed_cafe, "Café Crème"),
+    ] {
+        let found = app
+            .gql(
+                PAGE,
+                json!({ "filter": { "search": search }, "first": 100 }),
+            )
+            .await;
+        let ids: Vec<&Value> = found.assert_ok()["products"]["edges"]
+            .as_array()
+            .expect("edges")
+            .iter()
+            .map(|edge| &edge["node"]["id"])
+            .collect();
+        assert_eq!(
+            ids,
+            vec![&created[name]],
+            "search {search:?} finds {name:?}"
+        );
+    }
+    // The category's name, in another case.
+    let by_category = app
+        .gql(
+            PAGE,
+            json!({ "filter": { "search": "σοφία ελληνικά" }, "first": 100 }),
+        )
+        .await;
+    assert_eq!(
+        by_category.assert_ok()["products"]["totalCount"],
+        created.len()
+    );
+    // A rename is searched by its new name.
+    let renamed = app
+        .gql_as(
+            &token,
+            UPDATE,
+            json!({ "id": created["Café Crème"], "input": { "name": "ΟΔΟΣ Lamp" } }),
+        )
+        .await;
+    renamed.assert_ok();
+    let found = app
+        .gql(
+            PAGE,
+            json!({ "filter": { "search": "οδος lamp" }, "first": 100 }),
+        )
+        .await;
+    assert_eq!(found.assert_ok()["products"]["totalCount"], 1);
+
+    // A row without its key (written before the keys existed) is keyed at the next start.
+    use sea_orm::ConnectionTrait;
+    let db = &app.state.db;
+    db.execute_unprepared("UPDATE product SET name_search = '' WHERE name = 'Äpfel Grün'")
+        .await
+        .expect("clear a key");
+    let restarted = TestApp::start(app.config.clone(), None, None).await;
+    let found = restarted
+        .gql(
+            PAGE,
+            json!({ "filter": { "search": "ÄPFEL" }, "first": 100 }),
+        )
+        .await;
+    assert_eq!(found.assert_ok()["products"]["totalCount"], 1);
+}
+
 #[tokio::test]
 async fn search_treats_like_wildcards_literally() {
     let app = TestApp::spawn().await;
