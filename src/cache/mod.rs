@@ -106,7 +106,7 @@ impl Default for Freshness {
 }
 /// A registered persisted query lives this long after its last registration.
 const PERSISTED_QUERY_TTL: Duration = Duration::from_secs(24 * 3600);
-/// The bounded collection (see `CacheStorage::set_bounded`) of persisted-query documents.
+/// The bounded collection (see `ValueStore::set_bounded`) of persisted-query documents.
 const PERSISTED_QUERIES: &str = "apq:documents";
 
 /// Bounds on what requests, anonymous ones included, can make the cache keep beside

@@ -22,7 +22,7 @@ const DAY_COUNTER_TTL: Duration = Duration::from_secs(40 * 24 * 3600);
 /// touched them.
 const OPERATION_DOC_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 pub const RANKING_KEY: &str = "ops:rank";
-/// The bounded collection (see `CacheStorage::set_bounded`) of recorded operations.
+/// The bounded collection (see `ValueStore::set_bounded`) of recorded operations.
 const OPERATION_DOCUMENTS: &str = "ops:docs";
 /// A recorded operation (document and variables, as JSON) longer than this is not recorded.
 pub const OPERATION_MAX_BYTES: usize = 64 * 1024;

@@ -1,5 +1,6 @@
-//! Where cache data lives, behind one trait with two real backends: Redis and an
-//! in-process moka cache. `GuardedStorage` wraps either one and is the only place that
+//! Where cache data lives, behind two traits (`ResponseStore` for responses and their tags,
+//! `ValueStore` for plain values) with real backends: Redis, a Redis Cluster, an in-process
+//! moka cache, and a first tier in front of Redis. `GuardedStorage` wraps them and is the only place that
 //! applies command timeouts, records latency and errors, logs an outage once per burst,
 //! and stops calling a backend that is down until a probe finds it back.
 
@@ -103,8 +104,6 @@ pub trait ResponseStore: Send + Sync + 'static {
     async fn stats(&self) -> StorageResult<BackendStats>;
 }
 
-/// Plain values beside the responses: persisted documents, counters, samples and rankings
-/// (the monitor). A first tier does not cache these; it shares its backend's.
 /// One member of a bounded collection (persisted documents, recorded operations).
 #[derive(Debug, Clone)]
 pub struct BoundedMember<'a> {
@@ -118,6 +117,8 @@ pub struct BoundedMember<'a> {
     pub capacity: usize,
 }
 
+/// Plain values beside the responses: persisted documents, counters, samples and rankings
+/// (the monitor). A first tier does not cache these; it shares its backend's.
 #[async_trait]
 pub trait ValueStore: Send + Sync + 'static {
     async fn get(&self, key: &str) -> StorageResult<Option<Vec<u8>>>;
