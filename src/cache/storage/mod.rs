@@ -1,8 +1,8 @@
 //! Where cache data lives, behind two traits (`ResponseStore` for responses and their tags,
 //! `ValueStore` for plain values) with real backends: Redis, a Redis Cluster, an in-process
-//! moka cache, and a first tier in front of Redis. `GuardedStorage` wraps them and is the only place that
-//! applies command timeouts, records latency and errors, logs an outage once per burst,
-//! and stops calling a backend that is down until a probe finds it back.
+//! moka cache, and a first tier in front of Redis. `GuardedStorage` wraps them and is the only
+//! place that applies command timeouts, records latency and errors, logs an outage once per
+//! burst, and stops calling a backend that is down until a probe finds it back.
 
 pub mod cluster;
 pub mod guarded;
