@@ -171,6 +171,12 @@ settings! {
     /// `stale-if-error`, also sent in `Cache-Control`. 0, the default, turns it off; at most 3600.
     cache_stale_if_error_secs: u64 = "CATALOG_CACHE_STALE_IF_ERROR_SECS" [default_value_t = 0],
 
+    /// Stale windows per GraphQL type, overriding the two above for results holding that
+    /// type: `Type=while_revalidate:if_error` in seconds, comma separated, for `Product` (also
+    /// product lists and counts) and `Category` (also the category list), e.g.
+    /// `Category=600:3600,Product=30:300`. A result holding several types gets the smallest.
+    cache_stale_by_type: Vec<String> = "CATALOG_CACHE_STALE_BY_TYPE" [value_delimiter = ','],
+
     /// Cached values larger than this many bytes are compressed (lz4).
     cache_compress_above: usize = "CATALOG_CACHE_COMPRESS_ABOVE" [default_value_t = 1024],
 
@@ -280,6 +286,13 @@ settings! {
     edge_repurge_after_ms: u64 = "CATALOG_EDGE_REPURGE_AFTER_MS" [default_value_t = 1_000],
 }
 
+/// The GraphQL types whose results may have stale windows of their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StaleType {
+    Product,
+    Category,
+}
+
 /// Where committed mutations' purges go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum EdgePurgeBackend {
@@ -310,6 +323,10 @@ pub enum ConfigError {
     ReplicaUrl(String),
     #[error("DATABASE_REPLICA_URLS needs a PostgreSQL DATABASE_URL (replicas stream from it)")]
     ReplicasWithoutPostgres,
+    #[error(
+        "CATALOG_CACHE_STALE_BY_TYPE takes `Product` or `Category`=seconds:seconds, each at most 3600 (got {0:?})"
+    )]
+    StaleByType(String),
     #[error("CATALOG_EDGE_TAG_PREFIX may hold at most 32 letters, digits, `-`, `_` or `.`")]
     EdgeTagPrefix,
     #[error("CATALOG_EDGE_TAG_HEADERS must name valid HTTP headers (got {0:?})")]
@@ -470,7 +487,35 @@ impl Config {
         if !prefix_ok {
             return Err(ConfigError::CachePrefix);
         }
+        self.stale_by_type()?;
         self.validate_edge()
+    }
+
+    /// The per-type stale windows (`CATALOG_CACHE_STALE_BY_TYPE`), in seconds.
+    pub fn stale_by_type(&self) -> Result<Vec<(StaleType, u64, u64)>, ConfigError> {
+        let mut windows = Vec::new();
+        for item in self.cache_stale_by_type.iter().map(|item| item.trim()) {
+            if item.is_empty() {
+                continue;
+            }
+            let refused = || ConfigError::StaleByType(item.to_owned());
+            let (name, seconds) = item.split_once('=').ok_or_else(refused)?;
+            let kind = match name.trim() {
+                "Product" => StaleType::Product,
+                "Category" => StaleType::Category,
+                _ => return Err(refused()),
+            };
+            let (revalidate, if_error) = seconds.split_once(':').ok_or_else(refused)?;
+            let parse = |text: &str| {
+                text.trim()
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|seconds| *seconds <= MAX_STALE_WINDOW_SECS)
+                    .ok_or_else(refused)
+            };
+            windows.push((kind, parse(revalidate)?, parse(if_error)?));
+        }
+        Ok(windows)
     }
 
     fn validate_edge(&self) -> Result<(), ConfigError> {
@@ -641,6 +686,25 @@ mod tests {
             error.to_string(),
             "CATALOG_TOKEN_CACHE_SECS must be between 0 and 3600 (got 3601)"
         );
+    }
+
+    #[test]
+    fn stale_windows_per_type_are_parsed_and_malformed_ones_refused() {
+        let mut config = Config::for_database("sqlite::memory:");
+        config.cache_stale_by_type = vec!["Product=30:300".into(), " Category = 0:60".into()];
+        assert_eq!(
+            config.stale_by_type().expect("valid"),
+            vec![(StaleType::Product, 30, 300), (StaleType::Category, 0, 60)]
+        );
+        for refused in [
+            "Dashboard=1:1",
+            "Product=30",
+            "Product=a:1",
+            "Product=1:3601",
+        ] {
+            config.cache_stale_by_type = vec![refused.into()];
+            assert!(config.validate().is_err(), "{refused}");
+        }
     }
 
     #[test]

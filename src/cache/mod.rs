@@ -77,20 +77,76 @@ pub struct Freshness {
     pub stale_while_revalidate: Duration,
     /// An expired entry answers when the execution finds the database unavailable or slow.
     pub stale_if_error: Duration,
+    /// Windows of results holding products (product lists and counts too), when they differ.
+    pub product: Option<StaleWindows>,
+    /// Windows of results holding categories (the category list too), when they differ.
+    pub category: Option<StaleWindows>,
+}
+
+/// The two stale windows of one result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StaleWindows {
+    pub while_revalidate: Duration,
+    pub if_error: Duration,
+}
+
+impl StaleWindows {
+    fn smaller(self, other: StaleWindows) -> StaleWindows {
+        StaleWindows {
+            while_revalidate: self.while_revalidate.min(other.while_revalidate),
+            if_error: self.if_error.min(other.if_error),
+        }
+    }
 }
 
 impl Freshness {
     pub fn from_config(config: &crate::config::Config) -> Self {
-        Freshness {
+        let mut freshness = Freshness {
             max_ttl: config.cache_max_ttl().min(MAX_TTL),
             stale_while_revalidate: config.stale_while_revalidate().min(MAX_STALE_WINDOW),
             stale_if_error: config.stale_if_error().min(MAX_STALE_WINDOW),
+            product: None,
+            category: None,
+        };
+        // `Config::validate` refused a malformed list before anything was built.
+        for (kind, revalidate, if_error) in config.stale_by_type().unwrap_or_default() {
+            let windows = Some(StaleWindows {
+                while_revalidate: Duration::from_secs(revalidate).min(MAX_STALE_WINDOW),
+                if_error: Duration::from_secs(if_error).min(MAX_STALE_WINDOW),
+            });
+            match kind {
+                crate::config::StaleType::Product => freshness.product = windows,
+                crate::config::StaleType::Category => freshness.category = windows,
+            }
         }
+        freshness
     }
 
-    /// How long past its freshness a public entry is kept.
-    fn longest_window(&self) -> Duration {
-        self.stale_while_revalidate.max(self.stale_if_error)
+    /// The windows of an entry tagged `tags` (the cache's tag names): the smallest among the
+    /// types its tags name, each type's own windows or the global ones.
+    pub fn windows_for(&self, tags: &[String]) -> StaleWindows {
+        let global = StaleWindows {
+            while_revalidate: self.stale_while_revalidate,
+            if_error: self.stale_if_error,
+        };
+        let holds = |prefix: &str| tags.iter().any(|tag| tag.starts_with(prefix));
+        let mut windows: Option<StaleWindows> = None;
+        for (held, own) in [
+            (holds("Product"), self.product),
+            (holds("Categor"), self.category),
+        ] {
+            if held {
+                let own = own.unwrap_or(global);
+                windows = Some(windows.map_or(own, |windows| windows.smaller(own)));
+            }
+        }
+        windows.unwrap_or(global)
+    }
+
+    /// How long past its freshness a public entry is kept: its longest window.
+    fn longest_window(&self, tags: &[String]) -> Duration {
+        let windows = self.windows_for(tags);
+        windows.while_revalidate.max(windows.if_error)
     }
 }
 
@@ -101,6 +157,8 @@ impl Default for Freshness {
             max_ttl: MAX_TTL,
             stale_while_revalidate: Duration::ZERO,
             stale_if_error: Duration::ZERO,
+            product: None,
+            category: None,
         }
     }
 }
@@ -347,18 +405,16 @@ impl ResponseCache {
         if let (Some(_), Some(token_ttl)) = (owner, self.inner.token_ttl) {
             ttl = ttl.min(token_ttl);
         }
+        let mut entry_tags: Vec<String> = tags.iter().map(Tag::key).collect();
         let kept = if policy.private {
             ttl
         } else {
-            ttl + freshness.longest_window()
+            ttl + freshness.longest_window(&entry_tags)
         };
+        entry_tags.extend(owner.map(token_tag));
         let entry = Entry {
             seq,
-            tags: tags
-                .iter()
-                .map(Tag::key)
-                .chain(owner.map(token_tag))
-                .collect(),
+            tags: entry_tags,
             etag,
             max_age: policy.max_age,
             fresh_until: entry::now_millis() + ttl.as_millis() as u64,
@@ -679,4 +735,41 @@ pub fn from_config(
         ),
         pool,
     )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seconds(while_revalidate: u64, if_error: u64) -> StaleWindows {
+        StaleWindows {
+            while_revalidate: Duration::from_secs(while_revalidate),
+            if_error: Duration::from_secs(if_error),
+        }
+    }
+
+    #[test]
+    fn an_entry_gets_the_smallest_windows_among_the_types_it_holds() {
+        let freshness = Freshness {
+            stale_while_revalidate: Duration::from_secs(30),
+            stale_if_error: Duration::from_secs(60),
+            product: Some(seconds(10, 100)),
+            category: None,
+            ..Freshness::default()
+        };
+        let tags = |keys: &[&str]| keys.iter().map(|key| key.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            freshness.windows_for(&tags(&["Products:category:7"])),
+            seconds(10, 100)
+        );
+        assert_eq!(
+            freshness.windows_for(&tags(&["Categories"])),
+            seconds(30, 60)
+        );
+        assert_eq!(
+            freshness.windows_for(&tags(&["Product:1", "Category:2", "Products:any"])),
+            seconds(10, 60)
+        );
+        assert_eq!(freshness.windows_for(&[]), seconds(30, 60));
+    }
 }

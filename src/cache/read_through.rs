@@ -425,10 +425,10 @@ impl ResponseCache {
             return None;
         }
         let stale_for = std::time::Duration::from_millis(entry.stale_for(now_millis()));
-        let freshness = self.inner.freshness;
-        if stale_for < freshness.stale_while_revalidate {
+        let windows = self.inner.freshness.windows_for(&entry.tags);
+        if stale_for < windows.while_revalidate {
             Some(StaleReason::WhileRevalidate)
-        } else if stale_for < freshness.stale_if_error {
+        } else if stale_for < windows.if_error {
             Some(StaleReason::IfError)
         } else {
             None

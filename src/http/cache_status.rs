@@ -6,7 +6,7 @@
 use axum::http::HeaderValue;
 use axum::response::Response;
 
-use crate::cache::{Freshness, Policy};
+use crate::cache::{Policy, StaleWindows};
 use crate::graphql::executor::{CacheStatus, Outcome};
 
 /// This cache's name in `Cache-Status` (RFC 9211 2: an identifier for the cache).
@@ -64,11 +64,11 @@ pub fn ensure_cache_status(response: &mut Response) {
 /// `Cache-Control`, with this origin's own windows (each only when on): an HTTP cache may then
 /// do what the origin does. Nothing for private or uncacheable results, which the origin never
 /// serves stale.
-pub fn stale_directives(policy: Option<Policy>, freshness: Freshness) -> Option<String> {
+pub fn stale_directives(policy: Option<Policy>, windows: StaleWindows) -> Option<String> {
     policy.filter(|policy| !policy.private)?;
     let directives: Vec<String> = [
-        ("stale-while-revalidate", freshness.stale_while_revalidate),
-        ("stale-if-error", freshness.stale_if_error),
+        ("stale-while-revalidate", windows.while_revalidate),
+        ("stale-if-error", windows.if_error),
     ]
     .into_iter()
     .filter(|(_, window)| !window.is_zero())
@@ -144,10 +144,9 @@ mod tests {
             max_age: 600,
             private: true,
         });
-        let windows = |swr: u64, sie: u64| Freshness {
-            stale_while_revalidate: Duration::from_secs(swr),
-            stale_if_error: Duration::from_secs(sie),
-            ..Freshness::default()
+        let windows = |swr: u64, sie: u64| StaleWindows {
+            while_revalidate: Duration::from_secs(swr),
+            if_error: Duration::from_secs(sie),
         };
         assert_eq!(stale_directives(public, windows(0, 0)), None);
         assert_eq!(

@@ -311,8 +311,8 @@ async fn respond(
     // A soft-purged object is stale, not gone: an edge told it may serve stale content would
     // serve what a mutation purged, so with soft purges no stale directive is sent.
     let soft_purges = state.edge_purger.is_some() && state.config.edge_soft_purge;
-    let freshness = crate::cache::Freshness::from_config(&state.config);
-    let stale = cache_status::stale_directives(outcome.policy, freshness).filter(|_| !soft_purges);
+    let windows = state.freshness.windows_for(&outcome.tags);
+    let stale = cache_status::stale_directives(outcome.policy, windows).filter(|_| !soft_purges);
     let cache_control = match stale {
         Some(stale) => format!("{cache_control}, {stale}"),
         None => cache_control,

@@ -65,6 +65,8 @@ pub struct AppState {
     pub surrogate_keys: Option<Arc<SurrogateKeys>>,
     /// Purges the edge after each mutation, when an edge is configured.
     pub edge_purger: Option<EdgePurger>,
+    /// The stale windows, as `Cache-Control` announces them.
+    pub freshness: crate::cache::Freshness,
 }
 
 impl AppState {
@@ -164,6 +166,7 @@ impl AppState {
             manifest,
             allow_cache_bypass: config.allow_cache_bypass,
         };
+        let freshness = crate::cache::Freshness::from_config(&config);
         Ok(AppState {
             config: Arc::new(config),
             authenticator,
@@ -177,6 +180,7 @@ impl AppState {
             revocation_watcher,
             surrogate_keys,
             edge_purger,
+            freshness,
         })
     }
 }

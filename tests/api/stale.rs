@@ -296,3 +296,54 @@ async fn every_graphql_response_says_what_the_cache_did_and_private_results_get_
         Some("catalog-api; fwd=uri-miss")
     );
 }
+
+/// Windows per type (`CATALOG_CACHE_STALE_BY_TYPE`): a result holding a type with windows of
+/// its own gets them (the smallest when it holds several types), in what the origin serves and
+/// in what `Cache-Control` announces.
+#[tokio::test]
+async fn stale_windows_set_per_type_apply_to_the_results_holding_that_type() {
+    let app = TestApp::spawn_on_primary(|config| {
+        config.cache_max_ttl_secs = TTL.as_secs();
+        config.cache_stale_while_revalidate_secs = 30;
+        config.cache_stale_by_type = vec!["Category=0:0".to_owned(), "Product=20:40".to_owned()];
+    })
+    .await;
+    const CATEGORIES: &str = "{ categories { id name } }";
+    let product = app.gql(PRODUCT_BY_ID, json!({ "id": "12" })).await;
+    let categories = app.gql(CATEGORIES, json!({})).await;
+    let filled = Instant::now();
+    assert_eq!(
+        product.header("cache-control"),
+        Some("public, max-age=0, must-revalidate"),
+        "a product with its category: the category's windows (off) are the smaller"
+    );
+    assert_eq!(
+        categories.header("cache-control"),
+        Some("public, max-age=0, must-revalidate"),
+        "categories: no stale windows"
+    );
+    let_the_ttl_run_out(filled).await;
+    let categories = app.gql(CATEGORIES, json!({})).await;
+    assert_eq!(
+        categories.x_cache(),
+        "MISS",
+        "an expired category list is not served stale"
+    );
+    let product = app.gql(PRODUCT_BY_ID, json!({ "id": "12" })).await;
+    assert_eq!(
+        product.x_cache(),
+        "MISS",
+        "its category's windows are off: the smallest wins"
+    );
+    let only_products = "query ($id: ID!) { product(id: $id) { id name price } }";
+    let fresh = app.gql(only_products, json!({ "id": "13" })).await;
+    let filled = Instant::now();
+    assert_eq!(
+        fresh.header("cache-control"),
+        Some("public, max-age=0, must-revalidate, stale-while-revalidate=20, stale-if-error=40"),
+        "products alone: the product windows"
+    );
+    let_the_ttl_run_out(filled).await;
+    let stale = app.gql(only_products, json!({ "id": "13" })).await;
+    assert_stale(&stale, "stale-while-revalidate");
+}
