@@ -64,6 +64,9 @@ pub struct Outcome {
     /// The tags a public result depends on (its entry's), for the edge's surrogate keys;
     /// empty for private results and errors.
     pub tags: Vec<String>,
+    /// What answering it cost, for rate limits: 1 for a hit or a request error, else the
+    /// fields the operation selects (see `Executed::cost`).
+    pub cost: u64,
 }
 
 impl Outcome {
@@ -78,6 +81,7 @@ impl Outcome {
             etag: None,
             data_absent: true,
             tags: Vec::new(),
+            cost: 1,
         }
     }
 
@@ -93,6 +97,7 @@ impl Outcome {
             } else {
                 entry.tags.clone()
             },
+            cost: 1,
         }
     }
 }
@@ -163,6 +168,8 @@ pub struct Executed {
     /// The operation's label for execution-time statistics, and how long it took.
     pub timed_as: String,
     pub elapsed_ms: f64,
+    /// The fields the operation selects with fragments expanded (`DocumentCost`), at least 1.
+    pub cost: u64,
 }
 
 impl Executed {
@@ -357,6 +364,7 @@ impl ResponseCache {
             policy: executed.policy,
             etag: executed.etag,
             data_absent: executed.data_absent,
+            cost: executed.cost,
         };
         let Some(policy) = executed.policy else {
             self.record_bypass();

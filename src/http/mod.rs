@@ -221,6 +221,10 @@ async fn readyz(State(state): State<std::sync::Arc<AppState>>) -> Response {
 }
 
 async fn metrics(State(state): State<std::sync::Arc<AppState>>) -> Response {
+    if let Some(limiter) = state.rate_limiter.as_ref() {
+        let clients = i64::try_from(limiter.tracked_clients()).unwrap_or(i64::MAX);
+        state.metrics.rate_limit_clients.set(clients);
+    }
     if let Some(pool) = state.redis_pool.as_ref() {
         let status = pool.status();
         state.metrics.redis_pool_size.set(status.size as i64);

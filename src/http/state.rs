@@ -20,6 +20,7 @@ use crate::edge::{EdgePurger, SurrogateKeys};
 use crate::graphql;
 use crate::graphql::SchemaLimits;
 use crate::graphql::executor::Executor;
+use crate::rate_limit::RateLimiter;
 use crate::revocations::RevocationWatcher;
 use crate::telemetry::Metrics;
 
@@ -63,6 +64,8 @@ pub struct AppState {
     pub surrogate_keys: Option<Arc<SurrogateKeys>>,
     /// Purges the edge after each mutation, when an edge is configured.
     pub edge_purger: Option<EdgePurger>,
+    /// Charges each client's query cost; `None` when rate limits are off.
+    pub rate_limiter: Option<RateLimiter>,
 }
 
 impl AppState {
@@ -83,10 +86,12 @@ impl AppState {
             seed::seed(&db, plan).await.map_err(StartupError::Seed)?;
         }
         let replicas = Replicas::connect(&config, db.clone(), Arc::clone(&metrics)).await?;
-        let (cache, redis_pool) = match crate::cache::from_config(&config, Arc::clone(&metrics))? {
-            Some((cache, pool)) => (Some(cache), pool),
+        let (cache, redis) = match crate::cache::from_config(&config, Arc::clone(&metrics))? {
+            Some((cache, redis)) => (Some(cache), redis),
             None => (None, None),
         };
+        let redis_pool = redis.as_ref().map(|redis| redis.pool().clone());
+        let rate_limiter = RateLimiter::from_config(&config, redis);
         // Validations are cached only in the shared cache; there a revocation that reached
         // only the database (the CLI without REDIS_URL) must still reach this server.
         let revocation_watcher = match (&cache, &config.redis_url) {
@@ -169,6 +174,7 @@ impl AppState {
             revocation_watcher,
             surrogate_keys,
             edge_purger,
+            rate_limiter,
         })
     }
 }
