@@ -71,6 +71,10 @@ pub fn router(state: AppState) -> Router {
                             )
                         })
                         .on_request(())
+                        // Not an ERROR line per 5xx: "served" logs every status, an internal
+                        // error is logged with its detail where it happens, and an outage
+                        // once by the breaker (a line per readiness check would flood).
+                        .on_failure(())
                         .on_response(
                             |response: &axum::http::Response<_>,
                              latency: Duration,
@@ -207,7 +211,7 @@ async fn readyz(State(state): State<std::sync::Arc<AppState>>) -> Response {
         });
         (status, axum::Json(body)).into_response()
     };
-    if state.db_breaker.is_open() {
+    if state.db_breaker.refuses() {
         return answer(StatusCode::SERVICE_UNAVAILABLE, "unreachable");
     }
     let timeout = 2 * state.config.db_acquire_timeout();
