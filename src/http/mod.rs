@@ -148,6 +148,9 @@ fn cors_layer(origins: &[String]) -> CorsLayer {
             header::ETAG,
             header::HeaderName::from_static("x-cache"),
             header::HeaderName::from_static("x-request-id"),
+            header::RETRY_AFTER,
+            header::HeaderName::from_static("ratelimit"),
+            header::HeaderName::from_static("ratelimit-policy"),
         ])
         .max_age(Duration::from_secs(600));
     if origins.iter().any(|origin| origin == "*") {
