@@ -246,7 +246,7 @@ impl Authenticator {
                 TokenLookup::Unknown { seq } => fill_seq = seq,
             }
         }
-        if self.breaker.is_open() {
+        if self.breaker.refuses() {
             return Err(ApiError::ServiceUnavailable);
         }
         let record = find_active(&self.db, &token_hash)

@@ -280,6 +280,39 @@ settings! {
     /// window costs one request per batch of tags.
     edge_purge_coalesce_ms: u64 = "CATALOG_EDGE_PURGE_COALESCE_MS" [default_value_t = 5],
 
+    /// Limit each client's query cost per window (see `docs/limits.md`). Off, the limiter does
+    /// no work at all.
+    rate_limit_enabled: bool = "CATALOG_RATE_LIMIT_ENABLED"
+        [default_value_t = true, action = ArgAction::Set],
+
+    /// The rate limit's window in seconds (fixed windows starting at a client's first
+    /// request; with Redis, shared by every instance).
+    rate_limit_window_secs: u64 = "CATALOG_RATE_LIMIT_WINDOW_SECS" [default_value_t = 60],
+
+    /// Query cost one client address may spend per window. A cache hit costs 1, an executed
+    /// operation the fields it selects (fragments expanded), a refused one 1.
+    rate_limit_cost_per_address: u64 = "CATALOG_RATE_LIMIT_COST_PER_ADDRESS"
+        [default_value_t = 100_000],
+
+    /// Query cost one bearer token may spend per window, whatever address sends it (its
+    /// address's budget applies too).
+    rate_limit_cost_per_token: u64 = "CATALOG_RATE_LIMIT_COST_PER_TOKEN"
+        [default_value_t = 100_000],
+
+    /// Client addresses never limited, as CIDR blocks, comma separated (health checkers,
+    /// dashboards, this machine). Empty (`CATALOG_RATE_LIMIT_EXEMPT=`): none.
+    rate_limit_exempt: Vec<String> = "CATALOG_RATE_LIMIT_EXEMPT"
+        [value_delimiter = ',', default_value = "127.0.0.0/8,::1/128"],
+
+    /// Proxies whose `X-Forwarded-For` names the client, as CIDR blocks, comma separated.
+    /// A request from any other peer is limited by its peer address.
+    rate_limit_trusted_proxies: Vec<String> = "CATALOG_RATE_LIMIT_TRUSTED_PROXIES"
+        [value_delimiter = ','],
+
+    /// Most clients (addresses and tokens) the in-process limiter tracks; past it the least
+    /// recently seen are forgotten. About 200 bytes each.
+    rate_limit_max_clients: u64 = "CATALOG_RATE_LIMIT_MAX_CLIENTS" [default_value_t = 100_000],
+
     /// Milliseconds after which a mutation's tags are purged a second time: an edge fetch that
     /// was in flight while the mutation committed may have stored a result computed before
     /// it. 0 turns the second purge off.
@@ -331,6 +364,8 @@ pub enum ConfigError {
     EdgeTagPrefix,
     #[error("CATALOG_EDGE_TAG_HEADERS must name valid HTTP headers (got {0:?})")]
     EdgeTagHeader(String),
+    #[error("{name} must hold CIDR blocks such as 10.0.0.0/8 or ::1/128 (got {value:?})")]
+    Cidr { name: &'static str, value: String },
     #[error("CATALOG_EDGE_PURGE={backend} needs {missing}")]
     EdgePurgeIncomplete {
         backend: &'static str,
@@ -389,6 +424,18 @@ impl Config {
             ),
             ("CATALOG_APQ_MAX_DOCUMENTS", self.apq_max_documents),
             ("CATALOG_RANKED_OPERATIONS", self.ranked_operations),
+            (
+                "CATALOG_RATE_LIMIT_COST_PER_ADDRESS",
+                usize::try_from(self.rate_limit_cost_per_address).unwrap_or(usize::MAX),
+            ),
+            (
+                "CATALOG_RATE_LIMIT_COST_PER_TOKEN",
+                usize::try_from(self.rate_limit_cost_per_token).unwrap_or(usize::MAX),
+            ),
+            (
+                "CATALOG_RATE_LIMIT_MAX_CLIENTS",
+                usize::try_from(self.rate_limit_max_clients).unwrap_or(usize::MAX),
+            ),
             (
                 "CATALOG_REVOCATION_POLL_MS",
                 usize::try_from(self.revocation_poll_ms).unwrap_or(usize::MAX),
@@ -458,6 +505,12 @@ impl Config {
                 MAX_STALE_WINDOW_SECS,
             ),
             (
+                "CATALOG_RATE_LIMIT_WINDOW_SECS",
+                self.rate_limit_window_secs,
+                1,
+                86_400,
+            ),
+            (
                 "CATALOG_REPLICA_MAX_LAG_MS",
                 self.replica_max_lag_ms,
                 1,
@@ -488,6 +541,17 @@ impl Config {
             return Err(ConfigError::CachePrefix);
         }
         self.stale_by_type()?;
+        for (name, blocks) in [
+            ("CATALOG_RATE_LIMIT_EXEMPT", &self.rate_limit_exempt),
+            (
+                "CATALOG_RATE_LIMIT_TRUSTED_PROXIES",
+                &self.rate_limit_trusted_proxies,
+            ),
+        ] {
+            if let Err(value) = cidr_blocks(blocks) {
+                return Err(ConfigError::Cidr { name, value });
+            }
+        }
         self.validate_edge()
     }
 
@@ -636,6 +700,7 @@ durations! {
     edge_repurge_after: from_millis(edge_repurge_after_ms),
     replica_max_lag: from_millis(replica_max_lag_ms),
     replica_check_interval: from_millis(replica_check_interval_ms),
+    rate_limit_window: from_secs(rate_limit_window_secs),
 }
 
 /// The soft limit on open files, from `/proc/self/limits` (Linux); `None` elsewhere or when
@@ -650,6 +715,21 @@ fn open_file_limit() -> Option<usize> {
         .next()?
         .parse()
         .ok()
+}
+
+/// CIDR blocks from a list setting (empty items skipped; a bare address is its own block), or
+/// the first item that is not one.
+pub fn cidr_blocks(items: &[String]) -> Result<Vec<ipnet::IpNet>, String> {
+    items
+        .iter()
+        .map(|item| item.trim())
+        .filter(|item| !item.is_empty())
+        .map(|item| {
+            item.parse::<ipnet::IpNet>()
+                .or_else(|_| item.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| item.to_owned())
+        })
+        .collect()
 }
 
 /// Hides a password in a connection URL before it is printed.

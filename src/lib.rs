@@ -19,6 +19,7 @@ pub mod entities;
 pub mod error;
 pub mod graphql;
 pub mod http;
+pub mod rate_limit;
 pub mod revocations;
 pub mod telemetry;
 

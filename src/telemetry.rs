@@ -82,6 +82,8 @@ pub struct Metrics {
     pub redis_seconds: Histogram,
     pub redis_pool_size: Gauge<i64, AtomicI64>,
     pub redis_pool_available: Gauge<i64, AtomicI64>,
+    /// Clients the in-process rate limiter tracks (bounded by `CATALOG_RATE_LIMIT_MAX_CLIENTS`).
+    pub rate_limit_clients: Gauge<i64, AtomicI64>,
     pub edge: EdgeMetrics,
     known_operations: Mutex<HashSet<String>>,
 }
@@ -118,6 +120,7 @@ impl Metrics {
         let redis_seconds = latency_histogram();
         let redis_pool_size = Gauge::<i64, AtomicI64>::default();
         let redis_pool_available = Gauge::<i64, AtomicI64>::default();
+        let rate_limit_clients = Gauge::<i64, AtomicI64>::default();
 
         registry.register(
             "catalog_graphql_requests",
@@ -219,6 +222,11 @@ impl Metrics {
             "Redis connections idle in the pool",
             redis_pool_available.clone(),
         );
+        registry.register(
+            "catalog_rate_limit_clients",
+            "Client addresses and tokens the in-process rate limiter tracks",
+            rate_limit_clients.clone(),
+        );
 
         let edge = EdgeMetrics::registered(&mut registry);
         Metrics {
@@ -243,6 +251,7 @@ impl Metrics {
             redis_seconds,
             redis_pool_size,
             redis_pool_available,
+            rate_limit_clients,
             edge,
             known_operations: Mutex::new(HashSet::new()),
         }

@@ -651,11 +651,12 @@ pub enum TokenLookup {
 }
 
 /// The cache a configuration asks for: Redis when `REDIS_URL` is set, else in-process;
-/// `None` when caching is turned off. Returns the Redis pool too, for `/metrics`.
+/// `None` when caching is turned off. Returns the Redis backend too (its pool for `/metrics`,
+/// its connections for the rate limiter).
 pub fn from_config(
     config: &crate::config::Config,
     metrics: Arc<Metrics>,
-) -> StorageResult<Option<(ResponseCache, Option<storage::redis::RedisPool>)>> {
+) -> StorageResult<Option<(ResponseCache, Option<Arc<storage::redis::RedisStorage>>)>> {
     if !config.cache_enabled {
         return Ok(None);
     }
@@ -677,7 +678,7 @@ pub fn from_config(
                     config.cache_compress_above,
                     Arc::clone(&metrics),
                 )?);
-                let pool = redis.pool().clone();
+                let shared = Arc::clone(&redis);
                 let values = Arc::clone(&redis) as Arc<dyn storage::ValueStore>;
                 let (backend_name, responses): (_, Arc<dyn storage::ResponseStore>) =
                     if config.cache_local_tier {
@@ -695,7 +696,7 @@ pub fn from_config(
                 (
                     backend_name,
                     (responses, values),
-                    Some(pool),
+                    Some(shared),
                     Some(Duration::from_secs(config.token_cache_secs)),
                 )
             }

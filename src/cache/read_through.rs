@@ -108,6 +108,9 @@ pub struct Outcome {
     /// The execution failed because the database was unavailable (`SERVICE_UNAVAILABLE`):
     /// a stale entry may answer instead (stale-if-error).
     pub unavailable: bool,
+    /// What answering it cost, for rate limits: 1 for a hit or a request error, else the
+    /// fields the operation selects (see `Executed::cost`).
+    pub cost: u64,
 }
 
 impl Outcome {
@@ -124,6 +127,7 @@ impl Outcome {
             tags: Vec::new(),
             detail: CacheDetail::default(),
             unavailable: false,
+            cost: 1,
         }
     }
 
@@ -144,6 +148,7 @@ impl Outcome {
                 ..CacheDetail::default()
             },
             unavailable: false,
+            cost: 1,
         }
     }
 
@@ -228,6 +233,8 @@ pub struct Executed {
     /// The operation's label for execution-time statistics, and how long it took.
     pub timed_as: String,
     pub elapsed_ms: f64,
+    /// The fields the operation selects with fragments expanded (`DocumentCost`), at least 1.
+    pub cost: u64,
 }
 
 impl Executed {
@@ -530,6 +537,7 @@ impl ResponseCache {
             data_absent: executed.data_absent,
             detail: CacheDetail::default(),
             unavailable: executed.unavailable,
+            cost: executed.cost,
         };
         let Some(policy) = executed.policy else {
             self.record_bypass();

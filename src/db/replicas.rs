@@ -63,6 +63,9 @@ struct Health {
     lag: Option<Duration>,
     checked_at: Option<Instant>,
     error: Option<String>,
+    /// Checks that found it unfit since it last left rotation (for the line that logs its
+    /// return: its state changes are logged, not each check).
+    checks_out: u64,
 }
 
 struct Replica {
@@ -153,6 +156,7 @@ impl Replicas {
                     lag: None,
                     checked_at: None,
                     error: None,
+                    checks_out: 0,
                 }),
             });
         }
@@ -359,21 +363,29 @@ async fn watch(inner: std::sync::Weak<Inner>, index: usize, interval: Duration) 
             }
         }
         health.checked_at = Some(now);
-        if health.state != before {
-            match health.state {
-                ReplicaState::InRotation => tracing::info!(
-                    replica = %replica.name,
-                    lag_ms = health.lag.map(|lag| lag.as_millis() as u64),
-                    "replica in rotation"
-                ),
-                state => tracing::warn!(
-                    replica = %replica.name,
-                    ?state,
-                    lag_ms = health.lag.map(|lag| lag.as_millis() as u64),
-                    error = health.error.as_deref(),
-                    "replica out of rotation"
-                ),
-            }
+        // Logged when it enters or leaves rotation, not when an unfit replica goes from
+        // lagging to down and back: one line out, one line in, with the checks in between.
+        let in_rotation = health.state == ReplicaState::InRotation;
+        if !in_rotation {
+            health.checks_out += 1;
+        }
+        let was_in_rotation = before == ReplicaState::InRotation;
+        if in_rotation && !was_in_rotation {
+            let checks_out = std::mem::take(&mut health.checks_out);
+            tracing::info!(
+                replica = %replica.name,
+                lag_ms = health.lag.map(|lag| lag.as_millis() as u64),
+                checks_out,
+                "replica in rotation (out of rotation: repeated {checks_out} checks before)"
+            );
+        } else if !in_rotation && (was_in_rotation || before == ReplicaState::Starting) {
+            tracing::warn!(
+                replica = %replica.name,
+                state = ?health.state,
+                lag_ms = health.lag.map(|lag| lag.as_millis() as u64),
+                error = health.error.as_deref(),
+                "replica out of rotation"
+            );
         }
     }
 }

@@ -120,7 +120,7 @@ impl ReplicaRead {
 
 fn refuse_while_down(ctx: &Context<'_>) -> Result<(), ApiError> {
     match ctx.data_opt::<DatabaseBreaker>() {
-        Some(breaker) if breaker.is_open() => Err(ApiError::ServiceUnavailable),
+        Some(breaker) if breaker.refuses() => Err(ApiError::ServiceUnavailable),
         _ => Ok(()),
     }
 }

@@ -464,10 +464,14 @@ impl Execution {
         if let Ok(document) = parsed {
             request.set_parsed_query(document);
         }
+        let mut fields = 1;
         let (facts, order, mut response) = match request.parsed_query() {
             Ok(document) => {
                 let facts = DocumentFacts::of(document);
                 let cost = DocumentCost::of(document, self.identity.operation_name.as_deref());
+                if let Some(cost) = cost {
+                    fields = cost.expanded_fields.max(1);
+                }
                 let order = ResponseOrder::of(document, self.identity.operation_name.as_deref());
                 let is_query = facts.operation_type(self.identity.operation_name.as_deref())
                     == Some(OperationType::Query);
@@ -552,6 +556,7 @@ impl Execution {
             unavailable,
             timed_as,
             elapsed_ms,
+            cost: fields,
         }
     }
 }
@@ -572,6 +577,7 @@ impl IntoUncached for Executed {
             data_absent: self.data_absent,
             detail: CacheDetail::default(),
             unavailable: self.unavailable,
+            cost: self.cost,
         }
     }
 }

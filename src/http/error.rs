@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::request_shape::JsonSyntax;
 use crate::error::{ApiError, codes, report_internal, request_error_body};
+use crate::rate_limit::Verdict;
 use crate::telemetry::{Metrics, RequestId};
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +57,9 @@ pub enum TransportError {
     /// A name under `/graphiql/` that is not one of the vendored assets.
     #[error("no GraphiQL asset is named `{0}`")]
     AssetNotFound(String),
+    /// The client's query-cost budget is spent until its window ends.
+    #[error("rate limit exceeded: retry in {} s", .0.retry_after_secs())]
+    RateLimited(Verdict),
     /// Built only by [`TransportError::internal`], after the detail was logged.
     #[error("internal server error")]
     Internal { request_id: RequestId },
@@ -87,6 +91,7 @@ impl TransportError {
             E::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, codes::TIMEOUT),
             E::MutationOverGet => (StatusCode::METHOD_NOT_ALLOWED, codes::METHOD_NOT_ALLOWED),
             E::AssetNotFound(_) => (StatusCode::NOT_FOUND, codes::NOT_FOUND),
+            E::RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, codes::RATE_LIMITED),
             E::Internal { .. } => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 codes::INTERNAL_SERVER_ERROR,
@@ -152,9 +157,25 @@ impl IntoResponse for TransportError {
             TransportError::MutationOverGet => {
                 headers.insert(header::ALLOW, HeaderValue::from_static("POST"));
             }
+            TransportError::RateLimited(verdict) => {
+                headers.insert(header::RETRY_AFTER, verdict.retry_after_secs().into());
+                insert_rate_limit_headers(headers, &verdict);
+            }
             _ => {}
         }
         response
+    }
+}
+
+/// The `RateLimit-Policy` and `RateLimit` headers of a verdict (on every limited response).
+pub fn insert_rate_limit_headers(headers: &mut axum::http::HeaderMap, verdict: &Verdict) {
+    for (name, value) in [
+        ("ratelimit-policy", verdict.policy_header()),
+        ("ratelimit", verdict.limit_header()),
+    ] {
+        if let Ok(value) = HeaderValue::from_str(&value) {
+            headers.insert(name, value);
+        }
     }
 }
 

@@ -8,17 +8,18 @@
 //! turns into a 304.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use axum::Extension;
 use axum::body::Body;
-use axum::extract::{RawQuery, State};
+use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
 use bytes::{BufMut, Bytes, BytesMut};
 use serde_json::Value;
 use tower_http::request_id::RequestId as TowerRequestId;
 
-use super::error::TransportError;
+use super::error::{TransportError, insert_rate_limit_headers};
 use super::request_shape::{JsonSyntax, operation_shape};
 use super::state::AppState;
 use super::{RequestId, cache_status, graphiql};
@@ -26,6 +27,7 @@ use crate::auth::Credentials;
 use crate::cache::Policy;
 use crate::error::ApiError;
 use crate::graphql::executor::{CacheStatus, Caller, Operation, Outcome, Refusal, Transport};
+use crate::rate_limit::{Client, REFUSED_COST};
 
 const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
 const JSON: &str = "application/json";
@@ -51,6 +53,7 @@ pub async fn get_graphql(
     State(state): State<std::sync::Arc<AppState>>,
     headers: HeaderMap,
     id: Option<Extension<TowerRequestId>>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     RawQuery(raw): RawQuery,
 ) -> Response {
     let params: HashMap<String, String> =
@@ -95,6 +98,7 @@ pub async fn get_graphql(
     respond(
         &state,
         &headers,
+        peer_address(peer),
         request_id(id),
         vec![operation],
         false,
@@ -107,6 +111,7 @@ pub async fn post_graphql(
     State(state): State<std::sync::Arc<AppState>>,
     headers: HeaderMap,
     id: Option<Extension<TowerRequestId>>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     body: Body,
 ) -> Response {
     // One deadline for the whole body: a client that sends it a byte at a time cannot hold
@@ -141,6 +146,7 @@ pub async fn post_graphql(
         return respond(
             &state,
             &headers,
+            peer_address(peer),
             request_id(id),
             vec![operation],
             false,
@@ -177,6 +183,7 @@ pub async fn post_graphql(
     respond(
         &state,
         &headers,
+        peer_address(peer),
         request_id(id),
         operations,
         batch,
@@ -185,9 +192,21 @@ pub async fn post_graphql(
     .await
 }
 
+fn peer_address(peer: Option<Extension<ConnectInfo<SocketAddr>>>) -> IpAddr {
+    peer.map_or(
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        |Extension(ConnectInfo(peer))| peer.ip(),
+    )
+}
+
+/// Answers the operations, within the client's rate limit when one applies: a client whose
+/// budget is spent is refused before anything runs, and an answered request is charged its
+/// cost (see `crate::rate_limit`). Exempt addresses, and every request while limits are
+/// off, go straight to `answer`.
 async fn respond(
     state: &AppState,
     headers: &HeaderMap,
+    peer: IpAddr,
     request_id: RequestId,
     operations: Vec<Operation>,
     batch: bool,
@@ -196,7 +215,71 @@ async fn respond(
     if let Some(message) = operations.iter().find_map(malformed) {
         return TransportError::MalformedOperation(message).counted(&state.metrics);
     }
-    let credentials = match Credentials::from_header(headers.get(header::AUTHORIZATION)) {
+    let credentials = Credentials::from_header(headers.get(header::AUTHORIZATION));
+    let limiter = state.rate_limiter.as_ref().and_then(|limiter| {
+        let address = limiter.addresses().client(peer, headers);
+        let exempt = limiter.addresses().is_exempt(address);
+        (!exempt).then_some((limiter, address))
+    });
+    let Some((limiter, address)) = limiter else {
+        let mut cost = 0;
+        return answer(
+            state,
+            headers,
+            credentials,
+            request_id,
+            operations,
+            batch,
+            transport,
+            &mut cost,
+        )
+        .await;
+    };
+    let client = Client {
+        address,
+        token_hash: credentials
+            .as_ref()
+            .ok()
+            .and_then(Credentials::claimed_token_hash)
+            .map(str::to_owned),
+    };
+    if let Some(verdict) = limiter.check(&client) {
+        return TransportError::RateLimited(verdict).counted(&state.metrics);
+    }
+    let mut cost = REFUSED_COST;
+    let mut response = answer(
+        state,
+        headers,
+        credentials,
+        request_id,
+        operations,
+        batch,
+        transport,
+        &mut cost,
+    )
+    .await;
+    let verdict = limiter.charge(&client, cost).await;
+    insert_rate_limit_headers(response.headers_mut(), &verdict);
+    response
+}
+
+/// Executes the operations and writes the response; `cost` becomes what they cost (left as
+/// it is for a request refused before execution).
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one request's parts, each used once"
+)]
+async fn answer(
+    state: &AppState,
+    headers: &HeaderMap,
+    credentials: Result<Credentials, ApiError>,
+    request_id: RequestId,
+    operations: Vec<Operation>,
+    batch: bool,
+    transport: Transport,
+    cost: &mut u64,
+) -> Response {
+    let credentials = match credentials {
         Ok(credentials) => credentials,
         Err(error) => return refused_credentials(state, error, &request_id),
     };
@@ -235,7 +318,10 @@ async fn respond(
         Ok::<_, Refusal>(outcomes)
     };
     let mut outcomes = match execute_all.await {
-        Ok(outcomes) => outcomes,
+        Ok(outcomes) => {
+            *cost = outcomes.iter().map(|outcome| outcome.cost).sum();
+            outcomes
+        }
         Err(Refusal::MutationOverGet) => {
             return TransportError::MutationOverGet.counted(&state.metrics);
         }

@@ -79,6 +79,10 @@ pub fn router(state: AppState) -> Router {
                             )
                         })
                         .on_request(())
+                        // Not an ERROR line per 5xx: "served" logs every status, an internal
+                        // error is logged with its detail where it happens, and an outage
+                        // once by the breaker (a line per readiness check would flood).
+                        .on_failure(())
                         .on_response(
                             |response: &axum::http::Response<_>,
                              latency: Duration,
@@ -153,6 +157,9 @@ fn cors_layer(origins: &[String]) -> CorsLayer {
             header::HeaderName::from_static("x-cache"),
             header::HeaderName::from_static(cache_status::HEADER),
             header::HeaderName::from_static("x-request-id"),
+            header::RETRY_AFTER,
+            header::HeaderName::from_static("ratelimit"),
+            header::HeaderName::from_static("ratelimit-policy"),
         ])
         .max_age(Duration::from_secs(600));
     if origins.iter().any(|origin| origin == "*") {
@@ -216,7 +223,7 @@ async fn readyz(State(state): State<std::sync::Arc<AppState>>) -> Response {
         });
         (status, axum::Json(body)).into_response()
     };
-    if state.db_breaker.is_open() {
+    if state.db_breaker.refuses() {
         return answer(StatusCode::SERVICE_UNAVAILABLE, "unreachable");
     }
     let timeout = 2 * state.config.db_acquire_timeout();
@@ -230,6 +237,10 @@ async fn readyz(State(state): State<std::sync::Arc<AppState>>) -> Response {
 }
 
 async fn metrics(State(state): State<std::sync::Arc<AppState>>) -> Response {
+    if let Some(limiter) = state.rate_limiter.as_ref() {
+        let clients = i64::try_from(limiter.tracked_clients()).unwrap_or(i64::MAX);
+        state.metrics.rate_limit_clients.set(clients);
+    }
     if let Some(pool) = state.redis_pool.as_ref() {
         let status = pool.status();
         state.metrics.redis_pool_size.set(status.size as i64);

@@ -20,6 +20,7 @@ use crate::edge::{EdgePurger, SurrogateKeys};
 use crate::graphql;
 use crate::graphql::SchemaLimits;
 use crate::graphql::executor::Executor;
+use crate::rate_limit::RateLimiter;
 use crate::revocations::RevocationWatcher;
 use crate::telemetry::Metrics;
 
@@ -67,6 +68,8 @@ pub struct AppState {
     pub edge_purger: Option<EdgePurger>,
     /// The stale windows, as `Cache-Control` announces them.
     pub freshness: crate::cache::Freshness,
+    /// Charges each client's query cost; `None` when rate limits are off.
+    pub rate_limiter: Option<RateLimiter>,
 }
 
 impl AppState {
@@ -93,10 +96,12 @@ impl AppState {
             seed::seed(&db, plan).await.map_err(StartupError::Seed)?;
         }
         let replicas = Replicas::connect(&config, db.clone(), Arc::clone(&metrics)).await?;
-        let (cache, redis_pool) = match crate::cache::from_config(&config, Arc::clone(&metrics))? {
-            Some((cache, pool)) => (Some(cache), pool),
+        let (cache, redis) = match crate::cache::from_config(&config, Arc::clone(&metrics))? {
+            Some((cache, redis)) => (Some(cache), redis),
             None => (None, None),
         };
+        let redis_pool = redis.as_ref().map(|redis| redis.pool().clone());
+        let rate_limiter = RateLimiter::from_config(&config, redis);
         // Validations are cached only in the shared cache; there a revocation that reached
         // only the database (the CLI without REDIS_URL) must still reach this server.
         let revocation_watcher = match (&cache, &config.redis_url) {
@@ -181,6 +186,7 @@ impl AppState {
             surrogate_keys,
             edge_purger,
             freshness,
+            rate_limiter,
         })
     }
 }

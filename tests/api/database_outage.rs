@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::helpers::{PRODUCT_BY_ID, TestApp, eventually};
+use crate::helpers::{PRODUCT_BY_ID, TestApp, eventually, test_config};
+use crate::tcp_proxy::TcpProxy;
 
 const CREATE_CATEGORY: &str =
     "mutation Create($name: String!) { createCategory(input: { name: $name }) { id } }";
@@ -118,4 +119,156 @@ async fn with_the_database_cut_cached_reads_work_the_rest_fails_fast_and_all_rec
         .await
         .assert_ok();
     assert_eq!(readyz(&app).await, 200);
+}
+
+/// The server's log lines (JSON, one object a line) as the binary writes them to stderr.
+struct LogLines(std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>);
+
+impl LogLines {
+    fn collect(stderr: tokio::process::ChildStderr) -> LogLines {
+        use tokio::io::AsyncBufReadExt;
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = std::sync::Arc::clone(&lines);
+        tokio::spawn(async move {
+            let mut reader = tokio::io::BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = reader.next_line().await {
+                if let Ok(value) = serde_json::from_str(&line) {
+                    sink.lock().expect("log lines").push(value);
+                }
+            }
+        });
+        LogLines(lines)
+    }
+
+    fn matching(&self, keep: impl Fn(&serde_json::Value) -> bool) -> Vec<serde_json::Value> {
+        let lines = self.0.lock().expect("log lines");
+        lines.iter().filter(|line| keep(line)).cloned().collect()
+    }
+
+    fn with_message(&self, start: &str) -> Vec<serde_json::Value> {
+        self.matching(|line| {
+            line["message"]
+                .as_str()
+                .is_some_and(|message| message.starts_with(start))
+        })
+    }
+}
+
+/// The binary, as an operator runs it, with the database cut while clients keep asking: the
+/// outage is one ERROR line and the recovery one INFO line that counts what was refused
+/// meanwhile, not a line per `/readyz` answer. A subprocess, because the log subscriber is
+/// global to a process and this test must see exactly one server's lines.
+#[tokio::test]
+async fn a_database_outage_is_logged_once_when_it_starts_and_once_when_it_ends() {
+    if std::env::var("CATALOG_TEST_DATABASE_URL").is_err() {
+        println!("skipped: the outage log test needs PostgreSQL (set CATALOG_TEST_DATABASE_URL)");
+        return;
+    }
+    let (config, _files) = test_config().await;
+    let (scheme_and_user, rest) = config
+        .database_url
+        .split_once('@')
+        .expect("a database URL with a host");
+    let (upstream, database) = rest.split_once('/').expect("a database name");
+    let proxy = TcpProxy::start(upstream.to_owned()).await;
+    let database_url = format!("{scheme_and_user}@{}/{database}", proxy.address);
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_catalog-api"))
+        .arg("serve")
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", &database_url)
+        .env("CATALOG_BIND", "127.0.0.1:0")
+        .env("CATALOG_DEMO_DATA", "false")
+        .env("CATALOG_LOG_FORMAT", "json")
+        .env("CATALOG_DB_ACQUIRE_TIMEOUT_MS", "500")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the binary starts");
+    let logs = LogLines::collect(child.stderr.take().expect("stderr"));
+    let mut address = None;
+    let started = eventually(Duration::from_secs(60), || {
+        let found = logs
+            .with_message("GraphiQL at")
+            .first()
+            .and_then(|line| line["address"].as_str().map(str::to_owned));
+        address = found.clone();
+        async move { found.is_some() }
+    })
+    .await;
+    assert!(
+        started,
+        "the server did not start: {:?}",
+        logs.matching(|_| true)
+    );
+    let base = format!("http://{}", address.expect("an address"));
+    let client = reqwest::Client::new();
+    let ready = || async {
+        client
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .expect("readyz answers")
+            .status()
+            .as_u16()
+    };
+    assert_eq!(ready().await, 200);
+
+    proxy.cut();
+    // Clients go on asking during the outage: readiness checks and reads that need the database.
+    let mut unavailable = 0;
+    for _ in 0..40 {
+        if ready().await == 503 {
+            unavailable += 1;
+        }
+        let response = client
+            .post(format!("{base}/graphql"))
+            .json(&json!({ "query": PRODUCT_BY_ID, "variables": { "id": "1" } }))
+            .send()
+            .await
+            .expect("graphql answers");
+        assert_eq!(
+            response.status(),
+            200,
+            "a field error, not an outage of the API"
+        );
+    }
+    assert!(
+        unavailable >= 35,
+        "readyz said 503 {unavailable} times of 40"
+    );
+
+    proxy.restore();
+    let recovered = eventually(Duration::from_secs(15), || async {
+        !logs.with_message("database reachable again").is_empty() && ready().await == 200
+    })
+    .await;
+    assert!(recovered, "no recovery: {:?}", logs.matching(|_| true));
+    child.start_kill().expect("stop the server");
+    let _ = child.wait().await;
+
+    let level = |line: &serde_json::Value, wanted: &str| line["level"] == wanted;
+    let errors = logs.matching(|line| level(line, "ERROR"));
+    assert_eq!(
+        errors.len(),
+        1,
+        "one ERROR line for the outage: {errors:#?}"
+    );
+    assert!(
+        errors[0]["message"]
+            .as_str()
+            .is_some_and(|message| message.starts_with("database unreachable")),
+        "{errors:#?}"
+    );
+    let back = logs.with_message("database reachable again");
+    assert_eq!(back.len(), 1, "{back:#?}");
+    assert_eq!(back[0]["level"], "INFO");
+    let refused = back[0]["refused"].as_u64().expect("the repeats, counted");
+    assert!(
+        refused >= unavailable,
+        "the recovery counts the refusals: {refused} < {unavailable}"
+    );
+    let warnings = logs.matching(|line| level(line, "WARN"));
+    assert!(warnings.len() <= 2, "no warning per request: {warnings:#?}");
 }

@@ -30,6 +30,7 @@ mod node_tools;
 mod pg_replica;
 mod ports;
 mod products;
+mod rate_limits;
 mod redis_cluster;
 mod redis_process;
 mod response_order;

@@ -646,6 +646,19 @@ impl RedisStorage {
         self.connection().await
     }
 
+    /// Runs another module's script (the rate limiter's) on a shared connection, in one round
+    /// trip; on a cluster its keys must share a hash tag. No timeout: the caller applies its own.
+    pub async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> StorageResult<T> {
+        let mut connection = self.connection().await?;
+        invocation
+            .invoke_async(&mut connection)
+            .await
+            .map_err(|error| self.failed(error))
+    }
+
     /// The full key of a plain value (tests, management).
     pub fn value_key(&self, key: &str) -> String {
         self.key(key)
