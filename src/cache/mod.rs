@@ -202,7 +202,13 @@ impl ResponseCache {
             outcome = tracing::field::Empty,
             tags = tracing::field::Empty,
         );
-        let (found, outcome) = self.look(key).instrument(span.clone()).await;
+        // Not wrapped when disabled: an instrumented future enters and leaves its span on
+        // every poll, which a hit would pay for nothing.
+        let (found, outcome) = if span.is_disabled() {
+            self.look(key).await
+        } else {
+            self.look(key).instrument(span.clone()).await
+        };
         self.record(match found {
             CacheLookup::Hit(_) => Outcome::Hit,
             CacheLookup::Miss { .. } => Outcome::Miss,

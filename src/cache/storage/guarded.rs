@@ -141,7 +141,13 @@ impl GuardedStorage {
         );
         let started = Instant::now();
         let timed = tokio::time::timeout(self.timeout, operation);
-        let outcome = match timed.instrument(span.clone()).await {
+        // Only wrapped when traced: see `ResponseCache::lookup`.
+        let timed = if span.is_disabled() {
+            timed.await
+        } else {
+            timed.instrument(span.clone()).await
+        };
+        let outcome = match timed {
             Ok(result) => result,
             Err(_) => Err(StorageError::Timeout(self.timeout)),
         };
