@@ -317,6 +317,41 @@ settings! {
     /// was in flight while the mutation committed may have stored a result computed before
     /// it. 0 turns the second purge off.
     edge_repurge_after_ms: u64 = "CATALOG_EDGE_REPURGE_AFTER_MS" [default_value_t = 1_000],
+
+    /// OpenTelemetry collector to send traces to over OTLP/HTTP (protobuf), e.g.
+    /// `http://127.0.0.1:4318`; spans go to its `/v1/traces`. Unset: no traces (docs/tracing.md).
+    otel_exporter_otlp_endpoint: Option<String> = "OTEL_EXPORTER_OTLP_ENDPOINT",
+
+    /// The `service.name` of the exported spans.
+    otel_service_name: String = "OTEL_SERVICE_NAME" [default_value = "catalog-api"],
+
+    /// Which traces are recorded: `always_on`, `always_off`, `traceidratio`, or one of these
+    /// behind `parentbased_` (a client's sampled flag in `traceparent` decides for its trace).
+    otel_traces_sampler: TraceSampler = "OTEL_TRACES_SAMPLER"
+        [value_enum, default_value_t = TraceSampler::ParentbasedAlwaysOn],
+
+    /// The ratio of traces a `traceidratio` sampler records, from 0 to 1 (default 1).
+    otel_traces_sampler_arg: Option<f64> = "OTEL_TRACES_SAMPLER_ARG",
+
+    /// Milliseconds finished spans are gathered before they are exported in one batch.
+    otel_bsp_schedule_delay_ms: u64 = "OTEL_BSP_SCHEDULE_DELAY" [default_value_t = 5_000],
+}
+
+/// `OTEL_TRACES_SAMPLER`'s values, spelled as the OpenTelemetry specification spells them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TraceSampler {
+    #[value(name = "always_on")]
+    AlwaysOn,
+    #[value(name = "always_off")]
+    AlwaysOff,
+    #[value(name = "traceidratio")]
+    TraceIdRatio,
+    #[value(name = "parentbased_always_on")]
+    ParentbasedAlwaysOn,
+    #[value(name = "parentbased_always_off")]
+    ParentbasedAlwaysOff,
+    #[value(name = "parentbased_traceidratio")]
+    ParentbasedTraceIdRatio,
 }
 
 /// The GraphQL types whose results may have stale windows of their own.
@@ -366,6 +401,10 @@ pub enum ConfigError {
     EdgeTagHeader(String),
     #[error("{name} must hold CIDR blocks such as 10.0.0.0/8 or ::1/128 (got {value:?})")]
     Cidr { name: &'static str, value: String },
+    #[error("OTEL_TRACES_SAMPLER_ARG must be a ratio from 0 to 1 (got {0})")]
+    SamplerRatio(f64),
+    #[error("OTEL_EXPORTER_OTLP_ENDPOINT must be an http:// or https:// URL (got {0:?})")]
+    OtlpEndpoint(String),
     #[error("CATALOG_EDGE_PURGE={backend} needs {missing}")]
     EdgePurgeIncomplete {
         backend: &'static str,
@@ -403,6 +442,16 @@ impl Config {
         }
         if !replicas.is_empty() && !self.is_postgres() {
             return Err(ConfigError::ReplicasWithoutPostgres);
+        }
+        if let Some(ratio) = self.otel_traces_sampler_arg
+            && !(0.0..=1.0).contains(&ratio)
+        {
+            return Err(ConfigError::SamplerRatio(ratio));
+        }
+        if let Some(endpoint) = &self.otel_exporter_otlp_endpoint
+            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        {
+            return Err(ConfigError::OtlpEndpoint(redact(endpoint)));
         }
         if let Some(redis) = &self.redis_url
             && !(redis.starts_with("redis://")
@@ -651,6 +700,11 @@ impl Config {
         open_file_limit()
             .map(|limit| (limit / 4 * 3).max(1))
             .unwrap_or(10_000)
+    }
+
+    /// Whether spans are exported (`OTEL_EXPORTER_OTLP_ENDPOINT` is set).
+    pub fn traces_enabled(&self) -> bool {
+        self.otel_exporter_otlp_endpoint.is_some()
     }
 
     pub fn is_postgres(&self) -> bool {

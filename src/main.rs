@@ -11,8 +11,16 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
-    catalog_api::telemetry::init_tracing(cli.config.log_format);
-    if let Err(error) = cli::run(cli).await {
+    let tracing = match catalog_api::telemetry::init_tracing(&cli.config) {
+        Ok(tracing) => tracing,
+        Err(error) => {
+            eprintln!("error: {error}");
+            std::process::exit(1);
+        }
+    };
+    let result = cli::run(cli).await;
+    tokio::task::block_in_place(|| tracing.shutdown());
+    if let Err(error) = result {
         eprintln!("error: {error}");
         std::process::exit(1);
     }

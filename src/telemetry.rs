@@ -1,4 +1,5 @@
-//! Logs and metrics: the tracing subscriber (pretty or JSON) and the Prometheus registry.
+//! Logs, traces and metrics: the tracing subscriber (pretty or JSON, plus the OpenTelemetry
+//! exporter of `traces` when configured) and the Prometheus registry.
 //!
 //! Each `App` owns its own `Metrics`, so several servers in one process (as in the test
 //! suite) never mix their counts. Operation names are client-chosen, so the number of
@@ -7,6 +8,7 @@
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicI64, AtomicU64};
 
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use parking_lot::Mutex;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -15,24 +17,70 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
-use crate::config::LogFormat;
+use crate::config::{Config, LogFormat};
 
-/// Installs the global tracing subscriber once; later calls (tests) are no-ops.
-pub fn init_tracing(format: LogFormat) {
+pub mod traces;
+
+/// The installed exporter, to flush when the process ends.
+#[must_use = "call `shutdown` at exit, or the last spans are lost"]
+pub struct Tracing {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl Tracing {
+    /// Exports the spans still buffered and stops the exporter (blocks up to its timeout).
+    pub fn shutdown(self) {
+        if let Some(provider) = self.provider
+            && let Err(error) = provider.shutdown()
+        {
+            eprintln!("could not flush the last traces: {error}");
+        }
+    }
+}
+
+/// Installs the global tracing subscriber once; later calls (tests) are no-ops. Without an
+/// OTLP endpoint the subscriber is the log formatter alone, exactly as before traces existed.
+pub fn init_tracing(config: &Config) -> Result<Tracing, traces::ExporterError> {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,sea_orm=warn,tower_http=info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _already_installed = match format {
-        LogFormat::Pretty => builder.try_init(),
-        LogFormat::Json => builder
+    let Some(provider) = traces::tracer_provider(config)? else {
+        let builder = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr);
+        let _already_installed = match config.log_format {
+            LogFormat::Pretty => builder.try_init(),
+            LogFormat::Json => builder
+                .json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .try_init(),
+        };
+        return Ok(Tracing { provider: None });
+    };
+    // Each layer has its own filter: the log lines stay what `RUST_LOG` asks for, while the
+    // exporter sees the DEBUG spans below the request (see `traces`).
+    let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let logs = match config.log_format {
+        LogFormat::Pretty => logs.with_filter(filter).boxed(),
+        LogFormat::Json => logs
             .json()
             .flatten_event(true)
             .with_current_span(true)
-            .try_init(),
+            .with_filter(filter)
+            .boxed(),
     };
+    let installed = tracing_subscriber::registry()
+        .with(logs)
+        .with(traces::layer(&provider).with_filter(traces::span_filter()))
+        .try_init()
+        .is_ok();
+    Ok(Tracing {
+        provider: installed.then_some(provider),
+    })
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -28,6 +28,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
+use tracing::Instrument;
 
 use self::entry::Entry;
 use self::monitor::{Monitor, Outcome};
@@ -312,8 +313,21 @@ impl ResponseCache {
         self.inner.pending_invalidations.lock().is_empty()
     }
 
+    /// Traced as `cache.lookup` with its outcome (hit, miss, stale or unavailable) and, on a
+    /// hit, the entry's tags: recorded only when a trace layer enabled the span.
     pub async fn lookup(&self, key: &key::ResponseKey) -> CacheLookup {
-        let found = self.recheck(key).await;
+        let span = tracing::debug_span!(
+            "cache.lookup",
+            outcome = tracing::field::Empty,
+            tags = tracing::field::Empty,
+        );
+        // Not wrapped when disabled: an instrumented future enters and leaves its span on
+        // every poll, which a hit would pay for nothing.
+        let (found, outcome) = if span.is_disabled() {
+            self.look(key).await
+        } else {
+            self.look(key).instrument(span.clone()).await
+        };
         self.record(match found {
             CacheLookup::Hit(_) => Outcome::Hit,
             // Counted as a miss: only `read_through` knows whether it answers (and counts it
@@ -321,6 +335,12 @@ impl ResponseCache {
             CacheLookup::Miss { .. } | CacheLookup::Stale(..) => Outcome::Miss,
             CacheLookup::Unavailable => Outcome::Error,
         });
+        if !span.is_disabled() {
+            span.record("outcome", outcome);
+            if let CacheLookup::Hit(entry) = &found {
+                span.record("tags", entry.tags.join(" ").as_str());
+            }
+        }
         found
     }
 
@@ -331,18 +351,24 @@ impl ResponseCache {
 
     /// A second look inside a single flight, not counted in the statistics.
     async fn recheck(&self, key: &key::ResponseKey) -> CacheLookup {
+        self.look(key).await.0
+    }
+
+    /// A look and its outcome's name in traces: `stale` is an entry past its freshness that no
+    /// mutation retired; `unprovable` one found but not provably fresh, served as a miss.
+    async fn look(&self, key: &key::ResponseKey) -> (CacheLookup, &'static str) {
         if !self.reads_allowed() {
-            return CacheLookup::Unavailable;
+            return (CacheLookup::Unavailable, "unavailable");
         }
         match self.inner.storage.lookup(key.as_str()).await {
-            Ok(Lookup::Hit(entry)) => CacheLookup::Hit(entry),
-            Ok(Lookup::Stale(entry, mark)) => CacheLookup::Stale(entry, mark),
-            Ok(Lookup::Miss(mark)) => CacheLookup::Miss(mark),
+            Ok(Lookup::Hit(entry)) => (CacheLookup::Hit(entry), "hit"),
+            Ok(Lookup::Stale(entry, mark)) => (CacheLookup::Stale(entry, mark), "stale"),
+            Ok(Lookup::Miss(mark)) => (CacheLookup::Miss(mark), "miss"),
             Ok(Lookup::Unprovable(mark)) => {
                 self.inner.metrics.cache_unprovable.inc();
-                CacheLookup::Miss(mark)
+                (CacheLookup::Miss(mark), "unprovable")
             }
-            Err(_) => CacheLookup::Unavailable,
+            Err(_) => (CacheLookup::Unavailable, "unavailable"),
         }
     }
 

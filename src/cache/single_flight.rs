@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use parking_lot::Mutex;
+use tracing::Instrument;
 
 type Flight<T> = Shared<BoxFuture<'static, Option<T>>>;
 
@@ -78,10 +79,15 @@ impl<T: Clone + Send + Sync + 'static> SingleFlight<T> {
                         key: key.clone(),
                         id,
                     };
-                    let task = tokio::spawn(async move {
-                        let _unregister = unregister;
-                        work.await
-                    });
+                    // In the span of the request that started it: traces show the
+                    // execution and its fill under that request.
+                    let task = tokio::spawn(
+                        async move {
+                            let _unregister = unregister;
+                            work.await
+                        }
+                        .instrument(tracing::Span::current()),
+                    );
                     let flight: Flight<T> = async move { task.await.ok() }.boxed().shared();
                     // A newer flight replaces an older one for later joiners; the older one
                     // still finishes for the requests that joined it.

@@ -13,6 +13,10 @@
 //!   deleted. The shipped VCL also refuses to store a fetch that a purge overtook.
 //! - Retry: every instance looks for rows older than its own purges could be, and purges them
 //!   with backoff (1 s doubling to `MAX_RETRY_PAUSE`) until the edge acknowledges them.
+//!
+//! In traces, a mutation's wait is an `edge.purge_wait` span under its request, and each
+//! request to the edge an `edge.purge` span of the worker's own (it may carry several
+//! mutations' tags).
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Weak};
@@ -166,6 +170,7 @@ impl EdgePurger {
         self.send(Vec::new(), vec![self.inner.names.all()]).await
     }
 
+    #[tracing::instrument(level = "debug", name = "edge.purge_wait", skip_all, fields(tags = tags.len()))]
     async fn send(&self, rows: Vec<i32>, tags: Vec<String>) -> PurgeState {
         let (acknowledged, answer) = oneshot::channel();
         let job = Job {
@@ -253,6 +258,12 @@ impl Worker {
     }
 
     /// Purges `tags` (the deployment's `all` tag past `MAX_TAGS_PER_PURGE`), counting requests.
+    #[tracing::instrument(
+        level = "debug",
+        name = "edge.purge",
+        skip_all,
+        fields(edge = self.backend.name(), tags = tags.len())
+    )]
     async fn purge(&self, mut tags: Vec<String>) -> bool {
         if tags.len() > MAX_TAGS_PER_PURGE {
             tags = vec![self.names.all()];

@@ -271,7 +271,10 @@ impl Executor {
         let is_query = match policy {
             Some(_) => true,
             None => {
-                parsed = parse_document(&resolved.query).await.ok();
+                parsed = parse_document(&resolved.query)
+                    .instrument(tracing::debug_span!("graphql.parse"))
+                    .await
+                    .ok();
                 let kind = parsed.as_ref().and_then(|document| {
                     DocumentFacts::of(document).operation_type(operation_name.as_deref())
                 });
@@ -459,7 +462,11 @@ impl Execution {
         // async workers, so parsing it never delays other requests.
         let parsed = match self.parsed.take() {
             Some(document) => Ok(document),
-            None => parse_document(&request.query).await,
+            None => {
+                parse_document(&request.query)
+                    .instrument(tracing::debug_span!("graphql.parse"))
+                    .await
+            }
         };
         if let Ok(document) = parsed {
             request.set_parsed_query(document);
@@ -477,8 +484,12 @@ impl Execution {
                     == Some(OperationType::Query);
                 let response =
                     match self.schemas.select(cost) {
+                        // One span for validation and execution: async-graphql runs both in
+                        // `execute`, and only an extension (a hook around every field, see
+                        // above) could time them apart.
                         Ok(schema) => {
                             self.execute_routed(schema, request, is_query, required, &tags)
+                                .instrument(tracing::debug_span!("graphql.execute"))
                                 .await
                         }
                         Err(refusal) => async_graphql::Response::from_errors(vec![

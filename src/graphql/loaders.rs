@@ -1,12 +1,15 @@
 //! All DataLoaders, created per request in one function so each request batches and
 //! de-duplicates its own lookups: a list of any size costs a constant number of statements.
+//! Each batch is a `dataloader.batch` span in traces, a child of the request that started it.
 
 use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
 use async_graphql::dataloader::{DataLoader, HashMapCache, Loader};
+use futures::future::BoxFuture;
 use sea_orm::{DatabaseConnection, DbErr, EntityTrait};
+use tracing::Instrument;
 
 use crate::catalog::{PageSize, Row, find_by_ids, products};
 use crate::entities::{category, product};
@@ -30,6 +33,12 @@ where
     type Value = E::Model;
     type Error = LoadError;
 
+    #[tracing::instrument(
+        level = "debug",
+        name = "dataloader.batch",
+        skip_all,
+        fields(loader = E::default().table_name(), keys = ids.len())
+    )]
     async fn load(&self, ids: &[i32]) -> Result<HashMap<i32, Self::Value>, Self::Error> {
         if ids.is_empty() {
             return Ok(HashMap::new());
@@ -49,6 +58,12 @@ impl Loader<i32> for ProductCountLoader {
     type Value = u64;
     type Error = LoadError;
 
+    #[tracing::instrument(
+        level = "debug",
+        name = "dataloader.batch",
+        skip_all,
+        fields(loader = "product_counts", keys = category_ids.len())
+    )]
     async fn load(&self, category_ids: &[i32]) -> Result<HashMap<i32, u64>, Self::Error> {
         if category_ids.is_empty() {
             return Ok(HashMap::new());
@@ -77,6 +92,12 @@ impl Loader<CategoryPageKey> for CategoryPageLoader {
     type Value = Vec<product::Model>;
     type Error = LoadError;
 
+    #[tracing::instrument(
+        level = "debug",
+        name = "dataloader.batch",
+        skip_all,
+        fields(loader = "category_pages", keys = keys.len())
+    )]
     async fn load(
         &self,
         keys: &[CategoryPageKey],
@@ -134,29 +155,42 @@ pub struct Loaders {
 /// keys of one request register within microseconds of each other, and the big lists prefetch.
 const BATCH_WINDOW: std::time::Duration = std::time::Duration::from_micros(200);
 
+/// Runs a loader's batch as a task in the span of the request that queued its first key, so
+/// a trace shows the batch under that request.
+fn spawn_in_current_span(batch: BoxFuture<'static, ()>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(batch.instrument(tracing::Span::current()))
+}
+
 impl Loaders {
     pub fn new(db: &DatabaseConnection) -> Self {
         Loaders {
             categories: DataLoader::with_cache(
                 CategoryLoader::new(db),
-                tokio::spawn,
+                spawn_in_current_span,
                 HashMapCache::default(),
             )
             .delay(BATCH_WINDOW),
-            products: DataLoader::new(ProductLoader::new(db), tokio::spawn).delay(BATCH_WINDOW),
+            products: DataLoader::new(ProductLoader::new(db), spawn_in_current_span)
+                .delay(BATCH_WINDOW),
             product_counts: DataLoader::with_cache(
                 ProductCountLoader(db.clone()),
-                tokio::spawn,
+                spawn_in_current_span,
                 HashMapCache::default(),
             )
             .delay(BATCH_WINDOW),
-            category_pages: DataLoader::new(CategoryPageLoader(db.clone()), tokio::spawn)
+            category_pages: DataLoader::new(CategoryPageLoader(db.clone()), spawn_in_current_span)
                 .delay(BATCH_WINDOW),
         }
     }
 }
 
 /// Loads the categories of a page of products at once, when the query selects them.
+#[tracing::instrument(
+    level = "debug",
+    name = "dataloader.prefetch",
+    skip_all,
+    fields(loader = "category", keys = products.len())
+)]
 pub async fn prefetch_categories(
     loaders: &Loaders,
     db: &DatabaseConnection,
@@ -174,6 +208,12 @@ pub async fn prefetch_categories(
 }
 
 /// Counts the products of many categories at once, when the query selects `productCount`.
+#[tracing::instrument(
+    level = "debug",
+    name = "dataloader.prefetch",
+    skip_all,
+    fields(loader = "product_counts", keys = category_ids.len())
+)]
 pub async fn prefetch_product_counts(
     loaders: &Loaders,
     db: &DatabaseConnection,

@@ -40,6 +40,7 @@ pub fn router(state: AppState) -> Router {
     // One `Arc` for every request to clone, not the state's dozen fields.
     let state = std::sync::Arc::new(state);
     let cors = cors_layer(&state.config.cors_origins);
+    let traces = state.config.traces_enabled();
     let mut routes =
         Router::new()
             .route(
@@ -63,20 +64,28 @@ pub fn router(state: AppState) -> Router {
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
                 .layer(
                     TraceLayer::new_for_http()
-                        .make_span_with(|request: &Request<_>| {
+                        .make_span_with(move |request: &Request<_>| {
                             let request_id = request
                                 .extensions()
                                 .get::<TowerRequestId>()
                                 .and_then(|id| id.header_value().to_str().ok())
                                 .unwrap_or("-");
-                            tracing::info_span!(
+                            let span = tracing::info_span!(
                                 "request",
                                 method = %request.method(),
                                 path = %request.uri().path(),
                                 request_id,
                                 operation = tracing::field::Empty,
                                 cache = tracing::field::Empty,
-                            )
+                            );
+                            // A client's `traceparent` makes this span a child in its trace.
+                            if traces {
+                                crate::telemetry::traces::continue_client_trace(
+                                    &span,
+                                    request.headers(),
+                                );
+                            }
+                            span
                         })
                         .on_request(())
                         // Not an ERROR line per 5xx: "served" logs every status, an internal

@@ -3,12 +3,14 @@
 //! while the backend is down requests skip it at once instead of each waiting a timeout.
 //! After the pause one request probes (not every request at once), and background work
 //! (monitor flushes) has a breaker of its own, so it can neither trip nor hold the one
-//! requests use.
+//! requests use. Each call is a `backend.<call>` span in traces (disabled, and free, when no
+//! trace layer is installed).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+use tracing::Instrument;
 
 use super::{
     BackendStats, BoundedMember, Lookup, ResponseStore, StorageError, StorageResult, ValueStore,
@@ -91,14 +93,16 @@ impl GuardedStorage {
 
     async fn guard<T>(
         &self,
+        call: &'static str,
         operation: impl Future<Output = StorageResult<T>>,
     ) -> StorageResult<T> {
-        self.guard_in(Lane::Requests, operation).await
+        self.guard_in(Lane::Requests, call, operation).await
     }
 
     async fn guard_in<T>(
         &self,
         lane: Lane,
+        call: &'static str,
         operation: impl Future<Output = StorageResult<T>>,
     ) -> StorageResult<T> {
         let probe = {
@@ -117,7 +121,7 @@ impl GuardedStorage {
         // A probe whose caller goes away (a client disconnects) must not leave the breaker
         // waiting for its report forever.
         let _reset = probe.then(|| ProbeReset(self.health(lane)));
-        self.attempt(lane, operation).await
+        self.attempt(lane, call, operation).await
     }
 
     /// Calls the backend even while the breaker is open (a mutation's invalidation is worth
@@ -126,13 +130,32 @@ impl GuardedStorage {
     async fn attempt<T>(
         &self,
         lane: Lane,
+        call: &'static str,
         operation: impl Future<Output = StorageResult<T>>,
     ) -> StorageResult<T> {
+        let span = tracing::debug_span!(
+            "backend",
+            otel.name = call,
+            backend = self.backend_name,
+            error = tracing::field::Empty,
+        );
         let started = Instant::now();
-        let outcome = match tokio::time::timeout(self.timeout, operation).await {
+        let timed = tokio::time::timeout(self.timeout, operation);
+        // Only wrapped when traced: see `ResponseCache::lookup`.
+        let timed = if span.is_disabled() {
+            timed.await
+        } else {
+            timed.instrument(span.clone()).await
+        };
+        let outcome = match timed {
             Ok(result) => result,
             Err(_) => Err(StorageError::Timeout(self.timeout)),
         };
+        if let Err(error) = &outcome
+            && !span.is_disabled()
+        {
+            span.record("error", tracing::field::display(error));
+        }
         self.metrics
             .redis_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -166,19 +189,23 @@ impl GuardedStorage {
     }
 
     pub async fn lookup(&self, key: &str) -> StorageResult<Lookup> {
-        self.guard(self.responses.lookup(key)).await
+        self.guard("backend.lookup", self.responses.lookup(key))
+            .await
     }
 
     pub async fn sequence(&self, key: &str) -> StorageResult<Watermark> {
-        self.guard(self.responses.sequence(key)).await
+        self.guard("backend.sequence", self.responses.sequence(key))
+            .await
     }
 
     pub async fn store(&self, key: &str, entry: Arc<Entry>, ttl: Duration) -> StorageResult<()> {
-        self.guard(self.responses.store(key, entry, ttl)).await
+        self.guard("backend.store", self.responses.store(key, entry, ttl))
+            .await
     }
 
     pub async fn invalidate(&self, tags: &[String], lsn: Option<u64>) -> StorageResult<Vec<u64>> {
-        self.guard(self.responses.invalidate(tags, lsn)).await
+        self.guard("backend.invalidate", self.responses.invalidate(tags, lsn))
+            .await
     }
 
     /// An invalidation that is attempted even while the breaker is open.
@@ -187,28 +214,38 @@ impl GuardedStorage {
         tags: &[String],
         lsn: Option<u64>,
     ) -> StorageResult<Vec<u64>> {
-        self.attempt(Lane::Requests, self.responses.invalidate(tags, lsn))
-            .await
+        self.attempt(
+            Lane::Requests,
+            "backend.invalidate",
+            self.responses.invalidate(tags, lsn),
+        )
+        .await
     }
 
     pub async fn establish_position(&self, lsn: u64) -> StorageResult<()> {
-        self.guard(self.responses.establish_position(lsn)).await
+        self.guard(
+            "backend.establish_position",
+            self.responses.establish_position(lsn),
+        )
+        .await
     }
 
     pub async fn get(&self, key: &str) -> StorageResult<Option<Vec<u8>>> {
-        self.guard(self.values.get(key)).await
+        self.guard("backend.get", self.values.get(key)).await
     }
 
     pub async fn set(&self, key: &str, value: Vec<u8>, ttl: Duration) -> StorageResult<()> {
-        self.guard(self.values.set(key, value, ttl)).await
+        self.guard("backend.set", self.values.set(key, value, ttl))
+            .await
     }
 
     pub async fn delete(&self, key: &str) -> StorageResult<()> {
-        self.guard(self.values.delete(key)).await
+        self.guard("backend.delete", self.values.delete(key)).await
     }
 
     pub async fn set_bounded(&self, member: BoundedMember<'_>) -> StorageResult<()> {
-        self.guard(self.values.set_bounded(member)).await
+        self.guard("backend.set_bounded", self.values.set_bounded(member))
+            .await
     }
 
     pub async fn add_counters(
@@ -216,12 +253,17 @@ impl GuardedStorage {
         counters: &[(String, i64)],
         ttl: Duration,
     ) -> StorageResult<()> {
-        self.guard_in(Lane::Background, self.values.add_counters(counters, ttl))
-            .await
+        self.guard_in(
+            Lane::Background,
+            "backend.add_counters",
+            self.values.add_counters(counters, ttl),
+        )
+        .await
     }
 
     pub async fn counters(&self, keys: &[String]) -> StorageResult<Vec<i64>> {
-        self.guard(self.values.counters(keys)).await
+        self.guard("backend.counters", self.values.counters(keys))
+            .await
     }
 
     pub async fn push_samples(
@@ -229,25 +271,36 @@ impl GuardedStorage {
         samples: &[(String, Vec<f64>)],
         keep: usize,
     ) -> StorageResult<()> {
-        self.guard_in(Lane::Background, self.values.push_samples(samples, keep))
-            .await
+        self.guard_in(
+            Lane::Background,
+            "backend.push_samples",
+            self.values.push_samples(samples, keep),
+        )
+        .await
     }
 
     pub async fn samples(&self, key: &str) -> StorageResult<Vec<f64>> {
-        self.guard(self.values.samples(key)).await
-    }
-
-    pub async fn rank_add(&self, key: &str, scores: &[(String, f64)]) -> StorageResult<()> {
-        self.guard_in(Lane::Background, self.values.rank_add(key, scores))
+        self.guard("backend.samples", self.values.samples(key))
             .await
     }
 
+    pub async fn rank_add(&self, key: &str, scores: &[(String, f64)]) -> StorageResult<()> {
+        self.guard_in(
+            Lane::Background,
+            "backend.rank_add",
+            self.values.rank_add(key, scores),
+        )
+        .await
+    }
+
     pub async fn rank_top(&self, key: &str, count: usize) -> StorageResult<Vec<String>> {
-        self.guard(self.values.rank_top(key, count)).await
+        self.guard("backend.rank_top", self.values.rank_top(key, count))
+            .await
     }
 
     pub async fn rank_trim(&self, key: &str, keep: usize, ttl: Duration) -> StorageResult<()> {
-        self.guard(self.values.rank_trim(key, keep, ttl)).await
+        self.guard("backend.rank_trim", self.values.rank_trim(key, keep, ttl))
+            .await
     }
 
     /// Management commands run without the request timeout: they may scan a large prefix.
