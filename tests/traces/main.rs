@@ -10,7 +10,10 @@
 mod helpers;
 mod receiver;
 #[path = "../api/tcp_proxy.rs"]
-#[expect(dead_code, reason = "the shared helpers name it; these tests cut no database")]
+#[expect(
+    dead_code,
+    reason = "the shared helpers name it; these tests cut no database"
+)]
 mod tcp_proxy;
 
 use std::sync::OnceLock;
