@@ -218,7 +218,9 @@ settings! {
 
     /// Whether public cacheable responses carry their cache tags for CDNs (see
     /// `CATALOG_EDGE_TAG_HEADERS`), so that an edge can purge exactly what a mutation changed.
-    edge_tags: bool = "CATALOG_EDGE_TAGS" [default_value_t = true, action = ArgAction::Set],
+    /// Unset: on exactly when `CATALOG_EDGE_PURGE` names an edge (set it to `true` for a CDN
+    /// purged by other means); the headers cost every hit some bytes and work.
+    edge_tags: Option<bool> = "CATALOG_EDGE_TAGS" [action = ArgAction::Set],
 
     /// The response headers that carry the tags, comma separated: `Surrogate-Key` (Fastly,
     /// Varnish's xkey; space separated) and `Cache-Tag` (Cloudflare; comma separated, as is

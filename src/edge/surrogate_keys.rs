@@ -87,7 +87,10 @@ impl SurrogateKeys {
                 TagHeader { name, separator }
             })
             .collect();
-        if !config.edge_tags || headers.is_empty() {
+        let on = config
+            .edge_tags
+            .unwrap_or(config.edge_purge != crate::config::EdgePurgeBackend::None);
+        if !on || headers.is_empty() {
             return None;
         }
         Some(SurrogateKeys {
@@ -176,7 +179,8 @@ mod tests {
         config.edge_tag_prefix = "shop.".to_owned();
         config.edge_tag_max_bytes = max_bytes;
         config.edge_tag_max_count = max_count;
-        SurrogateKeys::from_config(&config).expect("tags are on by default")
+        config.edge_tags = Some(true);
+        SurrogateKeys::from_config(&config).expect("tags are on")
     }
 
     fn origin(tags: &[Tag]) -> Vec<String> {

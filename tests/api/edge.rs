@@ -100,7 +100,11 @@ async fn sample(app: &TestApp, line_start: &str) -> f64 {
 
 #[tokio::test]
 async fn public_results_name_their_tags_for_cdns_and_private_ones_name_none() {
-    let app = TestApp::spawn_with(|config| config.edge_tag_prefix = "shop.".to_owned()).await;
+    let app = TestApp::spawn_with(|config| {
+        config.edge_tags = Some(true);
+        config.edge_tag_prefix = "shop.".to_owned();
+    })
+    .await;
     let token = app.create_token("edge").await;
     let product = get(&app, app.url("/graphql"), PRODUCT, json!({ "id": "42" })).await;
     product.assert_ok();
@@ -130,10 +134,14 @@ async fn public_results_name_their_tags_for_cdns_and_private_ones_name_none() {
     assert_eq!(private.header("surrogate-key"), None);
     assert_eq!(private.header("cache-tag"), None);
 
-    let off = TestApp::spawn_with(|config| config.edge_tags = false).await;
-    let untagged = get(&off, off.url("/graphql"), PRODUCT, json!({ "id": "42" })).await;
-    untagged.assert_ok();
-    assert_eq!(untagged.header("surrogate-key"), None);
+    // Off, and by default without an edge to purge: no tags.
+    for edge_tags in [Some(false), None] {
+        let off = TestApp::spawn_with(|config| config.edge_tags = edge_tags).await;
+        let untagged = get(&off, off.url("/graphql"), PRODUCT, json!({ "id": "42" })).await;
+        untagged.assert_ok();
+        assert_eq!(untagged.header("surrogate-key"), None, "{edge_tags:?}");
+        assert_eq!(untagged.header("cache-tag"), None);
+    }
 }
 
 #[tokio::test]
