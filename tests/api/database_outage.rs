@@ -164,14 +164,9 @@ async fn a_database_outage_is_logged_once_when_it_starts_and_once_when_it_ends()
         println!("skipped: the outage log test needs PostgreSQL (set CATALOG_TEST_DATABASE_URL)");
         return;
     }
-    let (config, _files) = test_config().await;
-    let (scheme_and_user, rest) = config
-        .database_url
-        .split_once('@')
-        .expect("a database URL with a host");
-    let (upstream, database) = rest.split_once('/').expect("a database name");
-    let proxy = TcpProxy::start(upstream.to_owned()).await;
-    let database_url = format!("{scheme_and_user}@{}/{database}", proxy.address);
+    let (mut config, _files) = test_config().await;
+    let proxy = TcpProxy::in_front_of_database(&mut config).await;
+    let database_url = config.database_url.clone();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_catalog-api"))
         .arg("serve")
         .env_clear()

@@ -80,24 +80,6 @@ fn purge_state(answer: &GqlResponse) -> &str {
         .unwrap_or("")
 }
 
-/// The value of one labelled sample in `/metrics` (0 when absent).
-async fn sample(app: &TestApp, line_start: &str) -> f64 {
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("metrics text");
-    text.lines()
-        .find(|line| line.starts_with(line_start))
-        .and_then(|line| line.rsplit(' ').next())
-        .and_then(|value| value.parse().ok())
-        .unwrap_or(0.0)
-}
-
 #[tokio::test]
 async fn public_results_name_their_tags_for_cdns_and_private_ones_name_none() {
     let app = TestApp::spawn_with(|config| {
@@ -166,7 +148,7 @@ async fn varnish_serves_repeated_public_queries_and_every_update_purges_what_it_
         "a hit names the request and the object's fetch"
     );
     assert!(second.header("age").is_some());
-    let origin_before = sample(&app, "catalog_graphql_requests_total").await;
+    let origin_before = app.metric("catalog_graphql_requests_total").await;
 
     // 30 updates; after each answer, every read through Varnish shows the new price: the
     // product, its category's page and count, the list of all categories' products, and the
@@ -226,14 +208,19 @@ async fn varnish_serves_repeated_public_queries_and_every_update_purges_what_it_
             .expect("dashboard");
         assert_eq!(dashboard.headers()["x-edge-cache"], "MISS");
     }
-    let origin_after = sample(&app, "catalog_graphql_requests_total").await;
+    let origin_after = app.metric("catalog_graphql_requests_total").await;
     assert!(
         origin_after >= origin_before,
         "the origin counts its requests"
     );
-    assert!(sample(&app, "catalog_edge_purge_requests_total{result=\"ok\"}").await >= 30.0);
+    assert!(
+        app.metric("catalog_edge_purge_requests_total{result=\"ok\"}")
+            .await
+            >= 30.0
+    );
     assert_eq!(
-        sample(&app, "catalog_edge_purge_requests_total{result=\"failed\"}").await,
+        app.metric("catalog_edge_purge_requests_total{result=\"failed\"}")
+            .await,
         0.0
     );
 }
@@ -253,7 +240,9 @@ async fn a_bulk_update_purges_every_affected_page_in_a_handful_of_requests() {
         let cached = via_varnish(&app, &varnish, CATEGORY_PAGE, variables).await;
         assert_eq!(cached.header("x-edge-cache"), Some("HIT"));
     }
-    let requests_before = sample(&app, "catalog_edge_purge_requests_total{result=\"ok\"}").await;
+    let requests_before = app
+        .metric("catalog_edge_purge_requests_total{result=\"ok\"}")
+        .await;
     let updates: Vec<Value> = (1..=1_000)
         .map(|id| json!({ "id": id.to_string(), "price": "1.23" }))
         .collect();
@@ -266,8 +255,10 @@ async fn a_bulk_update_purges_every_affected_page_in_a_handful_of_requests() {
         .await;
     answer.assert_ok();
     assert_eq!(purge_state(&answer), "ACKNOWLEDGED");
-    let requests =
-        sample(&app, "catalog_edge_purge_requests_total{result=\"ok\"}").await - requests_before;
+    let requests = app
+        .metric("catalog_edge_purge_requests_total{result=\"ok\"}")
+        .await
+        - requests_before;
     assert!(
         (1.0..=3.0).contains(&requests),
         "{requests} purge requests for 1,000 prices"
@@ -400,9 +391,13 @@ async fn a_purge_the_edge_missed_is_delivered_from_the_outbox_once_it_is_back() 
         "4321.00",
         "the edge kept its copy"
     );
-    assert!(sample(&app, "catalog_edge_purge_answered_pending_total").await >= 1.0);
+    assert!(
+        app.metric("catalog_edge_purge_answered_pending_total")
+            .await
+            >= 1.0
+    );
     let counted = eventually(Duration::from_secs(5), || async {
-        sample(&app, "catalog_edge_purge_pending ").await >= 1.0
+        app.metric("catalog_edge_purge_pending ").await >= 1.0
     })
     .await;
     assert!(counted, "/metrics counts the pending purge");
@@ -418,7 +413,7 @@ async fn a_purge_the_edge_missed_is_delivered_from_the_outbox_once_it_is_back() 
         "the outbox delivered the purge once the edge was reachable"
     );
     let drained = eventually(Duration::from_secs(10), || async {
-        sample(&app, "catalog_edge_purge_pending ").await == 0.0
+        app.metric("catalog_edge_purge_pending ").await == 0.0
     })
     .await;
     assert!(drained, "the outbox is empty once the edge acknowledged");
@@ -429,8 +424,8 @@ async fn a_purge_the_edge_missed_is_delivered_from_the_outbox_once_it_is_back() 
     assert_eq!(purge_state(&answer), "PENDING");
     varnish.restart().await;
     let delivered = eventually(Duration::from_secs(40), || async {
-        sample(&app, "catalog_edge_purge_retried_total").await >= 2.0
-            && sample(&app, "catalog_edge_purge_pending ").await == 0.0
+        app.metric("catalog_edge_purge_retried_total").await >= 2.0
+            && app.metric("catalog_edge_purge_pending ").await == 0.0
     })
     .await;
     assert!(delivered, "the purge was delivered after Varnish came back");
@@ -469,6 +464,15 @@ impl FakeEdgeApi {
         (api, address)
     }
 
+    /// The request body as JSON, or the answer the API gives first: 503 while `failing`,
+    /// 400 for a body that is not JSON.
+    fn accepted(&self, body: &str) -> Result<Value, (StatusCode, String)> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Err((StatusCode::SERVICE_UNAVAILABLE, "down".into()));
+        }
+        serde_json::from_str(body).map_err(|_| (StatusCode::BAD_REQUEST, "not JSON".into()))
+    }
+
     fn record(&self, path: String, headers: HeaderMap, body: Value) {
         self.received.lock().push(Received {
             path,
@@ -498,11 +502,9 @@ async fn fastly(
     headers: HeaderMap,
     body: String,
 ) -> (StatusCode, String) {
-    if api.failing.load(Ordering::SeqCst) {
-        return (StatusCode::SERVICE_UNAVAILABLE, "down".into());
-    }
-    let Ok(body) = serde_json::from_str::<Value>(&body) else {
-        return (StatusCode::BAD_REQUEST, "not JSON".into());
+    let body = match api.accepted(&body) {
+        Ok(body) => body,
+        Err(refusal) => return refusal,
     };
     let keys = body["surrogate_keys"].as_array();
     let valid = service == "svc-1"
@@ -533,11 +535,9 @@ async fn cloudflare(
     headers: HeaderMap,
     body: String,
 ) -> (StatusCode, String) {
-    if api.failing.load(Ordering::SeqCst) {
-        return (StatusCode::SERVICE_UNAVAILABLE, "down".into());
-    }
-    let Ok(body) = serde_json::from_str::<Value>(&body) else {
-        return (StatusCode::BAD_REQUEST, "not JSON".into());
+    let body = match api.accepted(&body) {
+        Ok(body) => body,
+        Err(refusal) => return refusal,
     };
     let tags = body["tags"].as_array();
     let valid = zone == "zone-1"
@@ -664,7 +664,7 @@ async fn a_purge_left_by_a_stopped_instance_is_delivered_by_another() {
         "the second instance delivered the first one's purge"
     );
     let drained = eventually(Duration::from_secs(10), || async {
-        sample(&second, "catalog_edge_purge_pending ").await == 0.0
+        second.metric("catalog_edge_purge_pending ").await == 0.0
     })
     .await;
     assert!(drained);
