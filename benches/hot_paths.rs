@@ -12,6 +12,7 @@ use catalog_api::auth::Credentials;
 use catalog_api::cache::CacheLookup;
 use catalog_api::cache::entry::Entry;
 use catalog_api::cache::key::{ResponseKey, Scope, document_hash};
+use catalog_api::compression::{ContentEncoding, Effort};
 use catalog_api::config::Config;
 use catalog_api::db::seed::{self, SeedPlan};
 use catalog_api::graphql::SchemaLimits;
@@ -261,6 +262,28 @@ fn entry_codec(criterion: &mut Criterion, entry: &Entry) {
     group.finish();
 }
 
+/// Each content coding of the W3 body at both efforts: what a fill pays once (`stored`) and
+/// what a response compressed as it is sent pays (`on_the_fly`), with the sizes they reach.
+fn compression(criterion: &mut Criterion, body: &Bytes) {
+    let mut group = criterion.benchmark_group("compression");
+    group.throughput(Throughput::Bytes(body.len() as u64));
+    for encoding in ContentEncoding::ALL {
+        for (label, effort) in [("stored", Effort::Stored), ("on_the_fly", Effort::OnTheFly)] {
+            eprintln!(
+                "compression: W3 body {} bytes, {} {label}: {} bytes",
+                body.len(),
+                encoding.as_str(),
+                encoding.compress(body, effort).len()
+            );
+            group.bench_function(
+                BenchmarkId::new(format!("{}_{label}", encoding.as_str()), "W3"),
+                |bencher| bencher.iter(|| encoding.compress(black_box(body), effort)),
+            );
+        }
+    }
+    group.finish();
+}
+
 fn response_serialization(criterion: &mut Criterion, responses: &[(&str, Response)]) {
     let mut group = criterion.benchmark_group("response_serialization");
     for (label, response) in responses {
@@ -338,6 +361,7 @@ fn hot_paths(criterion: &mut Criterion) {
 
     cache_key(criterion);
     entry_codec(criterion, &entry);
+    compression(criterion, &entry.body);
     response_serialization(criterion, &responses);
     response_order(criterion, &responses[0].1);
     cached_hit(criterion, &fixture, &[product_by_id, products]);

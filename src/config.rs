@@ -208,6 +208,14 @@ settings! {
     /// every HTTP cache revalidate with the ETag, so none serves a result a mutation changed.
     http_shared_max_age_secs: u32 = "CATALOG_HTTP_SHARED_MAX_AGE_SECS" [default_value_t = 0],
 
+    /// Compress responses for clients that accept it (`Accept-Encoding`: br, zstd, gzip).
+    /// Cached results are compressed once, when stored, and every hit sends the stored bytes.
+    compression: bool = "CATALOG_COMPRESSION" [default_value_t = true, action = ArgAction::Set],
+
+    /// Bodies shorter than this many bytes are sent uncompressed (compression would save less
+    /// than a packet and cost every client a decoder pass).
+    compression_min_bytes: usize = "CATALOG_COMPRESSION_MIN_BYTES" [default_value_t = 1024],
+
     /// Seconds a validated bearer token is remembered by the cache (at most 3600, the
     /// cache's longest TTL).
     token_cache_secs: u64 = "CATALOG_TOKEN_CACHE_SECS" [default_value_t = 300],
@@ -705,6 +713,11 @@ impl Config {
     }
 
     /// Whether spans are exported (`OTEL_EXPORTER_OTLP_ENDPOINT` is set).
+    /// The size from which responses are compressed; `None` when compression is off.
+    pub fn compress_from_bytes(&self) -> Option<usize> {
+        self.compression.then_some(self.compression_min_bytes)
+    }
+
     pub fn traces_enabled(&self) -> bool {
         self.otel_exporter_otlp_endpoint.is_some()
     }

@@ -12,6 +12,7 @@ pub mod auth;
 pub mod cache;
 pub mod catalog;
 pub mod cli;
+pub mod compression;
 pub mod config;
 pub mod db;
 pub mod edge;

@@ -1,11 +1,14 @@
 //! A cached response as stored in a backend: a one-line text header that Redis' Lua can read
 //! (the invalidation sequence at fill time and the entry's tags), a second header line
-//! (ETag, compression flag, max-age, fresh-until), then the response body, lz4-compressed when
-//! large. An entry is kept past its freshness for the stale windows (`read_through`), so it
+//! (ETag, compression flag, max-age, fresh-until, the lengths of the body's stored codings),
+//! then the response body, lz4-compressed when large, followed by its br, zstd and gzip forms
+//! (made once at fill, so a hit sends them as they are). An entry is kept past its freshness for the stale windows (`read_through`), so it
 //! carries the time its freshness ends: whether it is fresh is a question of that time, whether
 //! it may be served at all is a question of its tags.
 
 use bytes::Bytes;
+
+use crate::compression::{ContentEncoding, Encoded};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
@@ -20,6 +23,8 @@ pub struct Entry {
     pub fresh_until: u64,
     /// The serialized GraphQL response, exactly as sent to clients.
     pub body: Bytes,
+    /// The body in each content coding, for clients that accept one (empty for small bodies).
+    pub encoded: Encoded,
 }
 
 /// Now, in milliseconds since the Unix epoch: the clock `Entry::fresh_until` is read against.
@@ -55,7 +60,11 @@ impl Entry {
 
     /// Approximate bytes held in memory, for caches bounded by size.
     pub fn weight(&self) -> usize {
-        self.body.len() + self.etag.len() + self.tags.iter().map(String::len).sum::<usize>() + 64
+        self.body.len()
+            + self.encoded.len()
+            + self.etag.len()
+            + self.tags.iter().map(String::len).sum::<usize>()
+            + 64
     }
 
     pub fn encode(&self, compress_above: usize) -> Vec<u8> {
@@ -65,24 +74,33 @@ impl Entry {
         } else {
             (&self.body[..]).into()
         };
-        let mut out = Vec::with_capacity(payload.len() + 64 + self.tags.len() * 16);
+        let mut out =
+            Vec::with_capacity(payload.len() + self.encoded.len() + 96 + self.tags.len() * 16);
         out.extend_from_slice(self.seq.to_string().as_bytes());
         for tag in &self.tags {
             out.push(b' ');
             out.extend_from_slice(tag.as_bytes());
         }
         out.push(b'\n');
+        // Flags 2 and 3 are 0 and 1 followed by stored codings, whose lengths the fifth
+        // field lists (`br:812,zstd:905,gzip:1010`).
+        let flag = u8::from(compressed) + if self.encoded.is_empty() { 0 } else { 2 };
         out.extend_from_slice(
             format!(
-                "{} {} {} {}\n",
-                self.etag,
-                u8::from(compressed),
-                self.max_age,
-                self.fresh_until
+                "{} {} {} {}",
+                self.etag, flag, self.max_age, self.fresh_until
             )
             .as_bytes(),
         );
+        for (index, (encoding, bytes)) in self.encoded.iter().enumerate() {
+            out.push(if index == 0 { b' ' } else { b',' });
+            out.extend_from_slice(format!("{}:{}", encoding.as_str(), bytes.len()).as_bytes());
+        }
+        out.push(b'\n');
         out.extend_from_slice(&payload);
+        for (_, bytes) in self.encoded.iter() {
+            out.extend_from_slice(bytes);
+        }
         out
     }
 
@@ -104,13 +122,52 @@ impl Entry {
             Some(field) => field.parse().map_err(|_| DecodeError("bad fresh-until"))?,
             None => u64::MAX,
         };
-        let payload = &rest[newline + 1..];
-        let body = match flag {
-            "1" => Bytes::from(
-                lz4_flex::decompress_size_prepended(payload).map_err(|_| DecodeError("bad lz4"))?,
-            ),
-            "0" => bytes.slice_ref(payload),
+        let (lz4, has_codings) = match flag {
+            "0" => (false, false),
+            "1" => (true, false),
+            "2" => (false, true),
+            "3" => (true, true),
             _ => return Err(DecodeError("bad compression flag")),
+        };
+        let mut payload = &rest[newline + 1..];
+        let mut encoded = Encoded::default();
+        if has_codings {
+            let lengths = fields.next().ok_or(DecodeError("no coding lengths"))?;
+            let mut parsed = Vec::with_capacity(3);
+            for member in lengths.split(',') {
+                let (name, length) = member
+                    .split_once(':')
+                    .ok_or(DecodeError("bad coding length"))?;
+                let encoding = ContentEncoding::ALL
+                    .into_iter()
+                    .find(|encoding| encoding.as_str() == name)
+                    .ok_or(DecodeError("unknown coding"))?;
+                let length: usize = length
+                    .parse()
+                    .map_err(|_| DecodeError("bad coding length"))?;
+                parsed.push((encoding, length));
+            }
+            let total = parsed
+                .iter()
+                .try_fold(0usize, |total, (_, length)| total.checked_add(*length))
+                .ok_or(DecodeError("bad coding length"))?;
+            let body_length = payload
+                .len()
+                .checked_sub(total)
+                .ok_or(DecodeError("codings longer than the entry"))?;
+            let mut at = body_length;
+            for (encoding, length) in parsed {
+                encoded.set(encoding, bytes.slice_ref(&payload[at..at + length]));
+                at += length;
+            }
+            payload = &payload[..body_length];
+        }
+        let body = if lz4 {
+            Bytes::from(
+                lz4_flex::decompress_size_prepended(payload).map_err(|_| DecodeError("bad lz4"))?,
+            )
+        } else {
+            bytes.slice_ref(payload)
         };
         Ok(Entry {
             seq,
@@ -119,6 +176,7 @@ impl Entry {
             max_age: max_age.parse().map_err(|_| DecodeError("bad max-age"))?,
             fresh_until,
             body,
+            encoded,
         })
     }
 }
@@ -159,15 +217,39 @@ mod tests {
             max_age: 600,
             fresh_until: 1_700_000_000_123,
             body: Bytes::from(format!("{{\"data\":{}}}", "[1,2,3],".repeat(500))),
+            encoded: Encoded::default(),
         };
-        for threshold in [0, usize::MAX] {
-            let encoded = entry.encode(threshold);
-            assert_eq!(Entry::decode(Bytes::from(encoded)).expect("decodes"), entry);
+        let with_codings = Entry {
+            encoded: Encoded::of(&entry.body, 1024),
+            ..entry.clone()
+        };
+        assert!(!with_codings.encoded.is_empty());
+        for entry in [&entry, &with_codings] {
+            for threshold in [0, usize::MAX] {
+                let encoded = entry.encode(threshold);
+                assert_eq!(
+                    &Entry::decode(Bytes::from(encoded)).expect("decodes"),
+                    entry
+                );
+            }
         }
         assert!(
             entry.encode(0).len() < entry.body.len() / 4,
             "repetitive JSON compresses"
         );
+    }
+
+    #[test]
+    fn entries_with_impossible_coding_lengths_are_refused_not_sliced() {
+        for header in [
+            "2 60 9 br:999999\n{}",
+            "2 60 9 br:18446744073709551615,gzip:2\n{}",
+            "2 60 9 deflate:1\n{}",
+            "2 60 9\n{}",
+        ] {
+            let bytes = Bytes::from(format!("1 Product:1\n\"e\" {header}"));
+            assert!(Entry::decode(bytes).is_err(), "{header}");
+        }
     }
 
     #[test]
@@ -187,6 +269,7 @@ mod tests {
             max_age: 60,
             fresh_until: 10_000,
             body: Bytes::new(),
+            encoded: Encoded::default(),
         };
         assert_eq!(entry.ttl_at(9_000), 1);
         assert_eq!(entry.ttl_at(9_999), 0);

@@ -9,8 +9,9 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 /// Changes whenever what an entry under a key means changes, so no older entry is read (v3:
-/// a private entry carries its owner's token tag, which is what lets it answer unchecked).
-const KEY_VERSION: &str = "v3";
+/// a private entry carries its owner's token tag, which is what lets it answer unchecked;
+/// v4: an entry may carry its body's stored codings, which a v3 reader would take for body).
+const KEY_VERSION: &str = "v4";
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Scope {

@@ -34,6 +34,7 @@ use self::entry::Entry;
 use self::monitor::{Monitor, Outcome};
 use self::storage::{GuardedStorage, Lookup, StorageResult, Watermark};
 use self::tags::{Changes, Tag};
+use crate::compression::Encoded;
 use crate::telemetry::Metrics;
 
 /// What the static analysis of a document says about caching it.
@@ -178,6 +179,9 @@ pub struct Limits {
     pub persisted_documents: usize,
     /// Operations kept in the ranking that `cache warm-up` replays.
     pub ranked_operations: usize,
+    /// Bodies at least this long are stored with their br, zstd and gzip forms beside them
+    /// (`None`: compression is off), so that no hit compresses.
+    pub compress_from_bytes: Option<usize>,
 }
 
 impl Limits {
@@ -186,6 +190,7 @@ impl Limits {
             persisted_document_bytes: config.apq_max_document_bytes,
             persisted_documents: config.apq_max_documents,
             ranked_operations: config.ranked_operations,
+            compress_from_bytes: config.compress_from_bytes(),
         }
     }
 }
@@ -418,6 +423,7 @@ impl ResponseCache {
         tags: &[Tag],
         owner: Option<&str>,
         body: Bytes,
+        encoded: Encoded,
         etag: String,
         policy: Policy,
     ) -> bool {
@@ -445,6 +451,7 @@ impl ResponseCache {
             max_age: policy.max_age,
             fresh_until: entry::now_millis() + ttl.as_millis() as u64,
             body,
+            encoded,
         };
         let stored = self
             .inner
@@ -456,6 +463,26 @@ impl ResponseCache {
             self.inner.metrics.cache_fills.inc();
         }
         stored
+    }
+
+    /// The compressed forms a result of this size is stored with (none below the threshold).
+    /// Compressing a large body takes milliseconds, so it runs off the async workers.
+    async fn encodings(&self, body: &Bytes) -> Encoded {
+        /// Larger bodies are compressed on a blocking thread.
+        const INLINE_MAX_BYTES: usize = 64 * 1024;
+        let Some(min_bytes) = self.inner.limits.compress_from_bytes else {
+            return Encoded::default();
+        };
+        if body.len() < min_bytes {
+            return Encoded::default();
+        }
+        if body.len() <= INLINE_MAX_BYTES {
+            return Encoded::of(body, min_bytes);
+        }
+        let body = body.clone();
+        tokio::task::spawn_blocking(move || Encoded::of(&body, min_bytes))
+            .await
+            .unwrap_or_default()
     }
 
     /// Invalidates everything a committed mutation made stale, before its response is sent,
@@ -646,6 +673,7 @@ impl ResponseCache {
             max_age: ttl.as_secs().min(u64::from(u32::MAX)) as u32,
             fresh_until: entry::now_millis() + ttl.as_millis() as u64,
             body: Bytes::from(token_id.to_string()),
+            encoded: Default::default(),
         };
         let _ = self
             .inner

@@ -42,6 +42,7 @@ use super::monitor::RecordedOperation;
 use super::storage::Watermark;
 use super::tags::Tag;
 use super::{CacheLookup, MAX_FILL_AGE, Policy, ResponseCache};
+use crate::compression::Encoded;
 
 /// Whether the cache answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +96,8 @@ pub struct CacheDetail {
 #[derive(Debug, Clone)]
 pub struct Outcome {
     pub body: Bytes,
+    /// The body's stored compressed forms: a cached result's, made when it was stored.
+    pub encoded: Encoded,
     pub cache: CacheStatus,
     /// `Some` for cacheable query results.
     pub policy: Option<Policy>,
@@ -120,6 +123,7 @@ impl Outcome {
             .unwrap_or_default();
         Outcome {
             body: Bytes::from(body),
+            encoded: Encoded::default(),
             cache: CacheStatus::Bypass,
             policy: None,
             etag: None,
@@ -134,6 +138,7 @@ impl Outcome {
     fn hit(entry: &Entry, policy: Policy) -> Self {
         Outcome {
             body: entry.body.clone(),
+            encoded: entry.encoded.clone(),
             cache: CacheStatus::Hit,
             policy: Some(policy),
             etag: Some(entry.etag.clone()),
@@ -531,6 +536,7 @@ impl ResponseCache {
         let mut outcome = Outcome {
             tags: executed.public_tags(),
             body: executed.outcome_body,
+            encoded: Encoded::default(),
             cache: CacheStatus::Bypass,
             policy: executed.policy,
             etag: executed.etag,
@@ -552,6 +558,7 @@ impl ResponseCache {
             if !fault_delay.is_zero() {
                 tokio::time::sleep(fault_delay).await;
             }
+            outcome.encoded = self.encodings(&outcome.body).await;
             outcome.detail.stored = self
                 .fill(
                     &key,
@@ -559,6 +566,7 @@ impl ResponseCache {
                     &executed.tags,
                     requester.token_hash(),
                     outcome.body.clone(),
+                    outcome.encoded.clone(),
                     etag.clone(),
                     policy,
                 )

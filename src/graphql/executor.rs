@@ -582,6 +582,7 @@ impl IntoUncached for Executed {
         Outcome {
             tags: self.public_tags(),
             body: self.outcome_body,
+            encoded: Default::default(),
             cache: CacheStatus::Bypass,
             policy: self.policy,
             etag: self.etag,

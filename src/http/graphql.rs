@@ -19,12 +19,14 @@ use bytes::{BufMut, Bytes, BytesMut};
 use serde_json::Value;
 use tower_http::request_id::RequestId as TowerRequestId;
 
+use super::encoding::{ResponseEncoding, insert_content_encoding};
 use super::error::{TransportError, insert_rate_limit_headers};
 use super::request_shape::{JsonSyntax, operation_shape};
 use super::state::AppState;
 use super::{RequestId, cache_status, graphiql};
 use crate::auth::Credentials;
 use crate::cache::Policy;
+use crate::compression::{Encoded, base_etag, representation_etag};
 use crate::error::ApiError;
 use crate::graphql::executor::{CacheStatus, Caller, Operation, Outcome, Refusal, Transport};
 use crate::rate_limit::{Client, REFUSED_COST};
@@ -343,6 +345,12 @@ async fn answer(
     } else {
         "application/graphql-response+json; charset=utf-8"
     });
+    let encoding = ResponseEncoding::for_request(headers, state.config.compress_from_bytes());
+    let vary = HeaderValue::from_static(if state.config.compression {
+        "Authorization, Accept, Accept-Encoding"
+    } else {
+        "Authorization, Accept"
+    });
 
     if batch {
         let mut body = BytesMut::new();
@@ -354,6 +362,7 @@ async fn answer(
             body.put_slice(&with_cache_info(outcome, wants_cache_info[index]));
         }
         body.put_u8(b']');
+        let (body, content_encoding) = encoding.encode(body.freeze(), &Encoded::default()).await;
         let status = if outcomes
             .iter()
             .all(|outcome| outcome.cache == CacheStatus::Hit)
@@ -372,9 +381,11 @@ async fn answer(
         } else {
             CacheStatus::Bypass
         };
-        let mut response = Response::new(Body::from(body.freeze()));
+        let mut response = Response::new(Body::from(body));
         let response_headers = response.headers_mut();
         response_headers.insert(header::CONTENT_TYPE, content_type);
+        insert_content_encoding(response_headers, content_encoding);
+        response_headers.insert(header::VARY, vary);
         response_headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         response_headers.insert("x-cache", HeaderValue::from_static(status.as_str()));
         if let Ok(value) = HeaderValue::from_str(&cache_status::batch_cache_status(status)) {
@@ -416,16 +427,23 @@ async fn answer(
     } else {
         StatusCode::OK
     };
-    let body = if not_modified {
-        Bytes::new()
+    // A 304 names the representation the client would have been sent.
+    let (body, content_encoding) = if not_modified {
+        (Bytes::new(), encoding.for_length(outcome.body.len()))
+    } else if wants_cache_info[0] {
+        let spliced = with_cache_info(&outcome, true);
+        encoding.encode(spliced, &Encoded::default()).await
     } else {
-        with_cache_info(&outcome, wants_cache_info[0])
+        encoding
+            .encode(outcome.body.clone(), &outcome.encoded)
+            .await
     };
     let mut response = Response::new(Body::from(body));
     *response.status_mut() = status;
     let response_headers = response.headers_mut();
     if !not_modified {
         response_headers.insert(header::CONTENT_TYPE, content_type);
+        insert_content_encoding(response_headers, content_encoding);
     }
     if let Ok(value) = HeaderValue::from_str(&cache_control) {
         response_headers.insert(header::CACHE_CONTROL, value);
@@ -433,7 +451,7 @@ async fn answer(
     if let Some(etag) = outcome
         .etag
         .as_ref()
-        .and_then(|etag| HeaderValue::from_str(etag).ok())
+        .and_then(|etag| HeaderValue::from_str(&representation_etag(etag, content_encoding)).ok())
     {
         response_headers.insert(header::ETAG, etag);
     }
@@ -446,10 +464,7 @@ async fn answer(
     if let Ok(value) = HeaderValue::from_str(&cache_status::cache_status(&outcome)) {
         response_headers.insert(cache_status::HEADER, value);
     }
-    response_headers.insert(
-        header::VARY,
-        HeaderValue::from_static("Authorization, Accept"),
-    );
+    response_headers.insert(header::VARY, vary);
     response
 }
 
@@ -481,9 +496,10 @@ fn cache_control(policy: Option<Policy>, shared_max_age: u32) -> String {
     }
 }
 
-/// Whether `If-None-Match` names this ETag. Weak comparison (RFC 9110 13.1.2): a proxy that
-/// compresses the body turns our strong ETag into `W/"..."`, and the client sends that back.
-/// `*` never matches: it asks "any representation", and a GraphQL URL's result changes.
+/// Whether `If-None-Match` names this ETag, in any of its codings' forms. Weak comparison
+/// (RFC 9110 13.1.2): a proxy that compresses the body turns our strong ETag into `W/"..."`,
+/// and the client sends that back. `*` never matches: it asks "any representation", and a
+/// GraphQL URL's result changes.
 fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
     headers
         .get_all(header::IF_NONE_MATCH)
@@ -491,7 +507,7 @@ fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
         .map(str::trim)
-        .any(|candidate| candidate.strip_prefix("W/").unwrap_or(candidate) == etag)
+        .any(|candidate| base_etag(candidate.strip_prefix("W/").unwrap_or(candidate)) == etag)
 }
 
 /// Why an operation is not a GraphQL request, if it is not: no document (neither a `query`

@@ -3,6 +3,7 @@
 //! limits and graceful shutdown in `server`.
 
 pub mod cache_status;
+mod encoding;
 pub mod error;
 pub mod graphiql;
 pub mod graphql;
@@ -58,7 +59,7 @@ pub fn router(state: AppState) -> Router {
         routes = routes.route("/metrics", get(metrics));
     }
     routes
-        .merge(graphiql::routes())
+        .merge(graphiql::routes(state.config.compress_from_bytes()))
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))

@@ -13,6 +13,7 @@ mod cache;
 mod categories;
 mod checker;
 mod cluster;
+mod compression;
 mod consistency;
 mod database_outage;
 mod dataloader;

@@ -163,6 +163,7 @@ mod tests {
             max_age: 60,
             fresh_until: u64::MAX,
             body: Bytes::from_static(b"{\"data\":{}}"),
+            encoded: Default::default(),
         }
         .encode(usize::MAX)
     }

@@ -307,6 +307,7 @@ mod tests {
             max_age: 60,
             fresh_until,
             body: bytes::Bytes::from_static(b"{}"),
+            encoded: Default::default(),
         })
     }
 

@@ -1633,6 +1633,7 @@ mod tests {
             max_age: 60,
             fresh_until: u64::MAX,
             body: bytes::Bytes::from_static(b"{}"),
+            encoded: Default::default(),
         });
         let tags = vec!["Product:1".to_owned(), "Categories".to_owned()];
         // Results are nil answers parsed as errors: only what was sent matters here.

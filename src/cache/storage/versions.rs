@@ -90,6 +90,7 @@ mod tests {
             max_age: 60,
             fresh_until: u64::MAX,
             body: bytes::Bytes::new(),
+            encoded: Default::default(),
         }
     }
 
