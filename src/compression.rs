@@ -52,11 +52,10 @@ impl ContentEncoding {
         // Writing into a Vec cannot fail; the codecs' own errors are for their readers.
         let written = match self {
             ContentEncoding::Brotli => {
+                // Quality 4 either way: on a 10 KiB page, 6 and 9 took 1 to 1.5 ms instead of
+                // 0.06 ms for 9 % smaller output (`cargo bench --bench hot_paths -- compression`).
                 let params = brotli::enc::BrotliEncoderParams {
-                    quality: match effort {
-                        Effort::Stored => 6,
-                        Effort::OnTheFly => 4,
-                    },
+                    quality: 4,
                     // A window no larger than the body: a 4 MiB window for a 10 KiB page
                     // costs more to set up than to compress.
                     lgwin: window_bits(body.len()),
@@ -75,7 +74,7 @@ impl ContentEncoding {
             }
             ContentEncoding::Gzip => {
                 let level = match effort {
-                    Effort::Stored => flate2::Compression::best(),
+                    Effort::Stored => flate2::Compression::new(6),
                     Effort::OnTheFly => flate2::Compression::new(5),
                 };
                 let mut encoder = flate2::write::GzEncoder::new(&mut out, level);
