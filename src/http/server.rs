@@ -1,15 +1,9 @@
-//! The accept loop. Every connection is bounded: in number (a semaphore; past it, new clients
-//! wait in the kernel's listen backlog rather than take descriptors the server needs), in how
-//! long its request headers may take (the header read timeout), in how long it may sit idle,
-//! and in how long a graceful shutdown waits for it. axum::serve has none of these knobs, so
-//! hyper serves directly.
-//!
-//! HTTP/1.1 and HTTP/2 with prior knowledge (h2c: the client opens with the HTTP/2 preface)
-//! share the port; `protocol` tells them apart under the header read timeout. HTTP/2 keeps the
-//! same bounds: a 32 KiB header list, 100 concurrent streams per connection (RFC 9113 §6.5.2
-//! recommends no fewer), keep-alive pings, GOAWAY after an idle header read timeout and on
-//! shutdown. Upgrading an HTTP/1.1 connection with `Upgrade: h2c` is not implemented: RFC 9113
-//! §3.1 deprecates it as never widely deployed, so such a request is answered over HTTP/1.1.
+//! The accept loop. Every connection is bounded: in number (a semaphore; past it, clients wait
+//! in the listen backlog), in how long its request headers may take, in how long it may sit
+//! idle, and in how long a graceful shutdown waits for it; axum::serve has none of these knobs.
+//! HTTP/2 with prior knowledge (RFC 9113 §3.3) shares the port with HTTP/1.1 and keeps its
+//! bounds, plus [`MAX_CONCURRENT_STREAMS`]. `Upgrade: h2c` is deprecated by RFC 9113 §3.1
+//! ("never widely deployed") and not implemented: such a request is answered over HTTP/1.1.
 
 use std::net::SocketAddr;
 use std::pin::pin;
@@ -47,7 +41,8 @@ pub struct ConnectionLimits {
 pub const MAX_REQUEST_HEAD_BYTES: usize = 32 * 1024;
 
 /// Requests one HTTP/2 connection may have open at once; further streams are refused
-/// (REFUSED_STREAM) until one ends. An HTTP/1.1 connection carries one at a time.
+/// (REFUSED_STREAM) until one ends. An HTTP/1.1 connection carries one at a time. RFC 9113
+/// §6.5.2 recommends no fewer than 100, so as not to limit parallelism needlessly.
 pub const MAX_CONCURRENT_STREAMS: u32 = 100;
 
 /// Serves `router` on `listener` until `stop` turns true, then lets open connections finish
