@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Load benchmark for catalog-api: every workload over HTTP under concurrent load, against
-PostgreSQL and Redis, each reported as a ratio to /healthz of the same server in the same run.
+PostgreSQL and Redis, each reported as a ratio to /healthz of the same server in the same run,
+and to the ceiling: a bare axum server (examples/ceiling.rs) answering W1's body under W1's load.
 
-Run it through scripts/bench.sh (which installs wrk and builds the release binary)."""
+Run it through scripts/bench.sh (which installs wrk and builds the release binaries)."""
 
 import argparse
 import json
@@ -21,6 +22,8 @@ from datetime import datetime, timezone
 
 # The candidate binary; CATALOG_BENCH_BINARY names another build (e.g. a copy kept for a comparison).
 BINARY = os.environ.get("CATALOG_BENCH_BINARY", os.path.join("target", "release", "catalog-api"))
+# The ceiling server (`cargo build --release --example ceiling`).
+CEILING_BINARY = os.environ.get("CATALOG_BENCH_CEILING", os.path.join("target", "release", "examples", "ceiling"))
 
 Q_PRODUCT = "query ProductById($id: ID!) { product(id: $id) { id name price createdAt category { id name } } }"
 Q_LIST = ("query Products($filter: ProductFilter, $first: Int) { products(filter: $filter, first: $first) "
@@ -43,10 +46,15 @@ def sha256(text):
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def w1_request():
+    """W1's POST body: the hot product."""
+    return body(Q_PRODUCT, {"id": "42"}, "ProductById")
+
+
 def workloads(token):
     """name -> (description, wrk Lua script, path)."""
     json_headers = 'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-    w1 = body(Q_PRODUCT, {"id": "42"}, "ProductById")
+    w1 = w1_request()
     w2_template = body(Q_PRODUCT, {"id": "ID_PLACEHOLDER"}, "ProductById").replace("ID_PLACEHOLDER", "%d")
     w3 = body(Q_LIST, {"filter": {"categoryId": "7"}, "first": 100}, "Products")
     w4_template = body(Q_LIST, {"filter": {"categoryId": "7", "minPrice": "MINPRICE"}, "first": 100}, "Products").replace(
@@ -88,23 +96,29 @@ def workloads(token):
 
 
 class Server:
+    ready_path = "/readyz"
+
     def __init__(self, env, port, binary=BINARY):
         self.env = env
         self.port = port
         self.binary = binary
         self.process = None
 
+    def command(self):
+        return [self.binary, "serve"]
+
     def start(self):
-        log = open(os.path.join(tempfile.gettempdir(), f"catalog-bench-server-{self.port}.log"), "w")
-        self.process = subprocess.Popen([self.binary, "serve"], env=self.env, stdout=log, stderr=log)
+        log_path = os.path.join(tempfile.gettempdir(), f"catalog-bench-server-{self.port}.log")
+        log = open(log_path, "w")
+        self.process = subprocess.Popen(self.command(), env=self.env, stdout=log, stderr=log)
         deadline = time.time() + 60
         while time.time() < deadline:
             try:
-                urllib.request.urlopen(self.url("/readyz"), timeout=1).read()
+                urllib.request.urlopen(self.url(self.ready_path), timeout=1).read()
                 return
             except Exception:
                 time.sleep(0.2)
-        raise SystemExit("the server did not become ready; see catalog-bench-server.log")
+        raise SystemExit(f"{self.binary} did not become ready; see {log_path}")
 
     def stop(self):
         if self.process:
@@ -133,10 +147,60 @@ class Server:
         return int(match.group(1)) if match else 0
 
     def post(self, payload, headers=None):
+        status, raw = self.post_raw(payload, headers)
+        return status, json.loads(raw)
+
+    def post_raw(self, payload, headers=None):
+        """The X-Cache header and the body's bytes as sent."""
         request = urllib.request.Request(self.url("/graphql"), data=payload.encode(), method="POST",
                                          headers={"Content-Type": "application/json", **(headers or {})})
         with urllib.request.urlopen(request, timeout=10) as response:
-            return response.headers.get("x-cache"), json.loads(response.read())
+            return response.headers.get("x-cache"), response.read()
+
+
+class CeilingServer(Server):
+    """examples/ceiling.rs: a bare axum server answering every request with `body`, the most any
+    Rust HTTP server does here. It has no database, cache or metrics."""
+    ready_path = "/healthz"
+
+    def __init__(self, port, body_bytes):
+        super().__init__(dict(os.environ, CEILING_BIND=f"127.0.0.1:{port}"), port, CEILING_BINARY)
+        with tempfile.NamedTemporaryFile("wb", suffix=".json", delete=False) as handle:
+            handle.write(body_bytes)
+        self.body_path = handle.name
+
+    def command(self):
+        return [self.binary, self.body_path]
+
+    def stop(self):
+        super().stop()
+        os.unlink(self.body_path)
+
+    def statements(self):
+        return 0
+
+
+# Where the ceiling server listens: past the ports the catalog servers take (port .. port + 3).
+CEILING_PORT_OFFSET = 10
+CEILING_NAME = "ceiling (bare axum, W1 body)"
+
+
+def start_ceiling(source, port):
+    """The ceiling server, answering with the bytes `source` (a primed catalog server) answers W1 with."""
+    status, w1_body = source.post_raw(w1_request())
+    if status != "HIT":
+        raise SystemExit(f"W1 is not cached on the server ({status}): prime it first")
+    ceiling = CeilingServer(port + CEILING_PORT_OFFSET, w1_body)
+    ceiling.start()
+    return ceiling
+
+
+def measure_ceiling(ceiling, args):
+    """W1's load (same script, connections, threads and duration) on the ceiling server."""
+    _, script, path = workloads("")["W1"]
+    result = measure(ceiling, CEILING_NAME, script, path, args)
+    result["description"] = "examples/ceiling.rs answering W1's body"
+    return result
 
 
 # The Redis nodes whose work a request causes (all primaries of a cluster); see `redis_nodes`.
@@ -332,14 +396,18 @@ def seed(env, categories, products, binary=BINARY):
     return time.time() - started
 
 
-def format_table(results, baseline):
-    lines = ["| workload | requests/s | vs /healthz | p50 ms | p99 ms | errors | SQL/req | Redis cmds/req | RSS MiB |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+def format_table(results, baseline, ceiling=0):
+    """`ceiling`: the ceiling server's req/s (0 when not measured); "of ceiling" is req/s over it."""
+    lines = ["| workload | requests/s | vs /healthz | of ceiling | p50 ms | p99 ms | server CPU µs/req | errors | "
+             "SQL/req | Redis cmds/req | RSS MiB |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for result in results:
         ratio = result["rps"] / baseline if baseline else 0
-        lines.append(f"| {result['name']} | {result['rps']:.0f} | {ratio * 100:.1f}% | {result['p50'] or 0:.2f} | "
-                     f"{result['p99'] or 0:.2f} | {result['errors']} | {result['sql_per_request']:.2f} | "
-                     f"{result['redis_per_request']:.2f} | {result['rss_mib']:.0f} |")
+        of_ceiling = f"{result['rps'] / ceiling:.3f}" if ceiling else "-"
+        lines.append(f"| {result['name']} | {result['rps']:.0f} | {ratio * 100:.1f}% | {of_ceiling} | "
+                     f"{result['p50'] or 0:.2f} | {result['p99'] or 0:.2f} | {result['cpu_us']:.0f} | "
+                     f"{result['errors']} | {result['sql_per_request']:.2f} | {result['redis_per_request']:.2f} | "
+                     f"{result['rss_mib']:.0f} |")
     return "\n".join(lines)
 
 
@@ -369,6 +437,10 @@ def main():
                         "through Varnish: its hit rate, purges/s and origin requests/s (scripts/bench_edge.py)")
     parser.add_argument("--replica", action="store_true", help="PostgreSQL primary alone next to primary plus a "
                         "streaming read replica (started by scripts/pg-replica.sh), same binary, same run")
+    parser.add_argument("--ceiling", action=argparse.BooleanOptionalAction, default=True,
+                        help="measure the ceiling first: a bare axum server (examples/ceiling.rs) answering W1's "
+                        "body under W1's load, and report each workload's req/s as a share of it (\"of ceiling\"); "
+                        "side by side, once per round next to the setups. --no-ceiling skips it")
     args = parser.parse_args()
     selected = [name for name in args.only.split(",") if name] or None
     port = 18000 + random.randint(0, 999)
@@ -405,6 +477,14 @@ def main():
     results = []
     try:
         prime(server, token)
+        if args.ceiling:
+            ceiling = start_ceiling(server, port)
+            try:
+                results.append(measure_ceiling(ceiling, args))
+            finally:
+                ceiling.stop()
+            print(f"  ceiling  {results[-1]['rps']:9.0f} req/s  p50 {results[-1]['p50'] or 0:.2f} ms  "
+                  f"p99 {results[-1]['p99'] or 0:.2f} ms", flush=True)
         for name, (description, script, path) in workloads(token).items():
             if selected and name not in selected and name != "healthz":
                 continue
@@ -440,13 +520,14 @@ def main():
                             if wanted else ([], 0))
 
     baseline = next((result["rps"] for result in results if result["name"] == "healthz"), 0)
+    ceiling_rps = next((result["rps"] for result in results if result["name"] == CEILING_NAME), 0)
     print()
     print(f"catalog-api load benchmark, {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}, "
           f"{os.cpu_count()} cores shared by server, PostgreSQL, Redis and wrk; {args.connections} connections, "
           f"{args.duration} s after {args.warmup} s warm-up; {args.products} products"
           + (" ; local tier on" if args.local_tier else ""))
     print()
-    print(format_table(results + scale, baseline))
+    print(format_table(results + scale, baseline, ceiling_rps))
     for result in results:
         if "stale" in result:
             print(f"\nW7 stale reads after the run: {result['stale']} of 1000 products checked")
@@ -471,7 +552,7 @@ def median_result(measured):
         middle = len(values) // 2
         return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
     result = dict(measured[0])
-    for field in ("rps", "p50", "p99", "cpu_us", "redis_cpu_us", "redis_per_request", "sql_per_request"):
+    for field in ("rps", "p50", "p99", "cpu_us", "redis_cpu_us", "redis_per_request", "sql_per_request", "of_ceiling"):
         if field in result:
             result[field] = median([entry.get(field) for entry in measured])
     if "stale" in result:
@@ -512,6 +593,7 @@ def side_by_side(args, env, port, selected):
     global REDIS_NODES
     setups = setups_to_compare(args, env)
     servers, tokens, nodes = {}, {}, {}
+    ceiling, ceilings = None, []
     try:
         # Each setup gets its own copy of the data set (two binaries' migrations may differ), its
         # own token and cache prefix; they share the machine and run one workload at a time.
@@ -538,15 +620,25 @@ def side_by_side(args, env, port, selected):
         results = {label: [] for label in servers}
         for label, server in servers.items():
             prime(server, tokens[label])
+        if args.ceiling:
+            ceiling = start_ceiling(servers[setups[-1][0]], port)
         scripts = {label: workloads(tokens[label]) for label in servers}
         for name in scripts[setups[-1][0]]:
             if selected and name not in selected and name != "healthz":
                 continue
             rounds = {label: [] for label in servers}
             for round_number in range(max(args.rounds, 1)):
-                # ABBA: the setups swap places every round, so neither always runs first.
-                order = list(servers.items())
+                # ABBA: the setups (and the ceiling) swap places every round, so none always runs first.
+                order = ([("ceiling", ceiling)] if ceiling else []) + list(servers.items())
+                round_ceiling = None
                 for label, server in (order if round_number % 2 == 0 else order[::-1]):
+                    if server is ceiling:
+                        round_ceiling = measure_ceiling(ceiling, args)
+                        ceilings.append(round_ceiling)
+                        print(f"  {'ceiling':9} {'W1 load':8} {round_ceiling['rps']:9.0f} req/s  "
+                              f"p50 {round_ceiling['p50'] or 0:.2f} ms  p99 {round_ceiling['p99'] or 0:.2f} ms  "
+                              f"server CPU {round_ceiling['cpu_us']:.0f} µs/req", flush=True)
+                        continue
                     REDIS_NODES = nodes[label]
                     _, script, path = scripts[label][name]
                     result = measure(server, name, script, path, args)
@@ -556,6 +648,10 @@ def side_by_side(args, env, port, selected):
                     print(f"  {label:9} {name:8} {result['rps']:9.0f} req/s  p50 {result['p50'] or 0:.2f} ms  "
                           f"p99 {result['p99'] or 0:.2f} ms  server CPU {result['cpu_us']:.0f} µs/req  "
                           f"Redis CPU {result['redis_cpu_us']:.1f} µs/req", flush=True)
+                # Each setup against the ceiling measured in the same round, moments apart.
+                if round_ceiling and round_ceiling["rps"]:
+                    for label in servers:
+                        rounds[label][-1]["of_ceiling"] = rounds[label][-1]["rps"] / round_ceiling["rps"]
             for label in servers:
                 results[label].append(median_result(rounds[label]))
             # Paired: each round's ratio compares runs made moments apart, so the machine's own
@@ -571,11 +667,18 @@ def side_by_side(args, env, port, selected):
     finally:
         for server in servers.values():
             server.stop()
+        if ceiling:
+            ceiling.stop()
         stop_setups(args)
     # Every setup against the first, and with three, the last two against each other.
     pairs = [(setups[0], other) for other in setups[1:]] + ([(setups[1], setups[2])] if len(setups) > 2 else [])
     for (first, first_binary, _), (second, second_binary, _) in pairs:
         print_pair(args, results, first, first_binary, second, second_binary)
+    if ceilings:
+        measured = sorted(result["rps"] for result in ceilings)
+        print(f"\nceiling ({CEILING_BINARY}, W1's body under W1's load), measured once per round: median "
+              f"{statistics.median(measured):.0f} req/s over {len(measured)} runs ({measured[0]:.0f} to "
+              f"{measured[-1]:.0f}); \"of ceiling\" is the median of each round's req/s over that round's ceiling")
 
 
 def print_pair(args, results, first, first_binary, second, second_binary):
@@ -588,13 +691,17 @@ def print_pair(args, results, first, first_binary, second, second_binary):
     print()
     paired = args.rounds > 1
     print(f"| workload | {first} req/s | {second} req/s | {'ratio (median of per-round ratios)' if paired else 'ratio'} "
-          f"| p50 ms ({first} / {second}) "
+          f"| of ceiling ({first} / {second}) | p50 ms ({first} / {second}) "
           f"| p99 ms | server CPU µs/req | Redis CPU µs/req | Redis calls/req | stale |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+
+    def of_ceiling(result):
+        return f"{result['of_ceiling']:.3f}" if "of_ceiling" in result else "-"
     for base, cand in zip(results[first], results[second]):
         ratio = cand.get("paired", {}).get(first) or (cand["rps"] / base["rps"] if base["rps"] else 0)
         stale = f"{base.get('stale', '-')} / {cand.get('stale', '-')}"
         print(f"| {base['name']} | {base['rps']:.0f} | {cand['rps']:.0f} | {ratio:.3f} | "
+              f"{of_ceiling(base)} / {of_ceiling(cand)} | "
               f"{base['p50'] or 0:.2f} / {cand['p50'] or 0:.2f} | {base['p99'] or 0:.2f} / {cand['p99'] or 0:.2f} | "
               f"{base['cpu_us']:.0f} / {cand['cpu_us']:.0f} | {base['redis_cpu_us']:.1f} / {cand['redis_cpu_us']:.1f} | "
               f"{base['redis_per_request']:.2f} / {cand['redis_per_request']:.2f} | {stale} |")

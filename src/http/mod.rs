@@ -1,12 +1,14 @@
 //! HTTP: the axum router, its layers (request ids, tracing, CORS, panics), health, readiness,
 //! metrics and the shutdown signal. GraphQL transport rules live in `graphql`; connection
-//! limits and graceful shutdown in `server`.
+//! limits and graceful shutdown in `server`; which HTTP version a connection speaks in
+//! `protocol`.
 
 pub mod cache_status;
 mod encoding;
 pub mod error;
 pub mod graphiql;
 pub mod graphql;
+mod protocol;
 mod request_shape;
 pub mod server;
 pub mod state;

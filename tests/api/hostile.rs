@@ -21,7 +21,10 @@ async fn stalled(app: &TestApp, bytes: &[u8]) -> TcpStream {
 
 /// Reads until the server closes the connection (or resets it); `None` if it is still open
 /// at `deadline`. Returns what the server sent before closing.
-async fn read_until_closed(stream: &mut TcpStream, deadline: Duration) -> Option<Vec<u8>> {
+pub(crate) async fn read_until_closed(
+    stream: &mut TcpStream,
+    deadline: Duration,
+) -> Option<Vec<u8>> {
     let mut received = Vec::new();
     let read = tokio::time::timeout(deadline, async {
         let mut buffer = [0u8; 1024];

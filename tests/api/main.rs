@@ -25,6 +25,7 @@ mod graphql_http_audit;
 mod hostile;
 mod hostile_input;
 mod http;
+mod http2;
 mod introspection;
 mod limits;
 mod node_tools;
