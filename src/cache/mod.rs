@@ -349,6 +349,20 @@ impl ResponseCache {
         found
     }
 
+    /// A fresh entry under `key`, or `None` for anything else (a miss, a stale entry, the
+    /// backend away), counted only when it answers: the caller then goes the whole way
+    /// (`read_through`), whose own lookup counts the miss once. The proof of freshness is
+    /// `lookup`'s, so an entry found here may answer exactly when one found there may.
+    pub async fn fresh_entry(&self, key: &key::ResponseKey) -> Option<Arc<Entry>> {
+        match self.look(key).await {
+            (CacheLookup::Hit(entry), _) => {
+                self.record(Outcome::Hit);
+                Some(entry)
+            }
+            _ => None,
+        }
+    }
+
     /// Whether validated tokens are cached (and so revocations reach the cache at once).
     fn caches_validations(&self) -> bool {
         self.inner.token_ttl.is_some()

@@ -114,6 +114,9 @@ pub struct Outcome {
     /// What answering it cost, for rate limits: 1 for a hit or a request error, else the
     /// fields the operation selects (see `Executed::cost`).
     pub cost: u64,
+    /// The public entry that answered or was stored, so the HTTP layer can recognize the
+    /// same request bytes next time (`http::recognized`); `None` for anything else.
+    pub public_key: Option<ResponseKey>,
 }
 
 impl Outcome {
@@ -132,10 +135,12 @@ impl Outcome {
             detail: CacheDetail::default(),
             unavailable: false,
             cost: 1,
+            public_key: None,
         }
     }
 
-    fn hit(entry: &Entry, policy: Policy) -> Self {
+    /// The answer of a fresh entry.
+    pub fn hit(entry: &Entry, policy: Policy) -> Self {
         Outcome {
             body: entry.body.clone(),
             encoded: entry.encoded.clone(),
@@ -154,6 +159,7 @@ impl Outcome {
             },
             unavailable: false,
             cost: 1,
+            public_key: None,
         }
     }
 
@@ -371,7 +377,11 @@ impl ResponseCache {
                         found => found,
                     };
                     match found {
-                        CacheLookup::Hit(entry) => return Some(Outcome::hit(&entry, policy)),
+                        CacheLookup::Hit(entry) => {
+                            let mut outcome = Outcome::hit(&entry, policy);
+                            outcome.public_key = (!policy.private).then_some(key);
+                            return Some(outcome);
+                        }
                         CacheLookup::Miss(mark) | CacheLookup::Stale(_, mark) => (
                             Some((key.as_str().to_owned(), mark.seq)),
                             Ticket::Missed(mark),
@@ -544,6 +554,7 @@ impl ResponseCache {
             detail: CacheDetail::default(),
             unavailable: executed.unavailable,
             cost: executed.cost,
+            public_key: None,
         };
         let Some(policy) = executed.policy else {
             self.record_bypass();
@@ -571,6 +582,9 @@ impl ResponseCache {
                     policy,
                 )
                 .await;
+            if outcome.detail.stored && !policy.private {
+                outcome.public_key = Some(key.clone());
+            }
             if !policy.private {
                 self.record_operation(
                     key.id().to_owned(),

@@ -590,6 +590,7 @@ impl IntoUncached for Executed {
             detail: CacheDetail::default(),
             unavailable: self.unavailable,
             cost: self.cost,
+            public_key: None,
         }
     }
 }

@@ -13,42 +13,34 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use axum::Extension;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, RawQuery, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, header};
 use axum::response::Response;
-use bytes::{BufMut, Bytes, BytesMut};
 use serde_json::Value;
 use tower_http::request_id::RequestId as TowerRequestId;
 
-use super::encoding::{ResponseEncoding, insert_content_encoding};
 use super::error::{TransportError, insert_rate_limit_headers};
+use super::recognized::Fingerprint;
 use super::request_shape::{JsonSyntax, operation_shape};
+use super::response::{GRAPHQL_RESPONSE_JSON, JSON, ResponseShape, accepts};
 use super::state::AppState;
-use super::{RequestId, cache_status, graphiql};
+use super::{RequestId, graphiql};
 use crate::auth::Credentials;
-use crate::cache::Policy;
-use crate::compression::{Encoded, base_etag, representation_etag};
 use crate::error::ApiError;
-use crate::graphql::executor::{CacheStatus, Caller, Operation, Outcome, Refusal, Transport};
-use crate::rate_limit::{Client, REFUSED_COST};
+use crate::graphql::executor::{Caller, Operation, Outcome, Refusal, Transport};
+use crate::rate_limit::{Client, REFUSED_COST, RateLimiter};
 
-const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
-const JSON: &str = "application/json";
+/// One HTTP request's operations, as read from its body or query string.
+struct Received {
+    operations: Vec<Operation>,
+    batch: bool,
+    transport: Transport,
+    /// The raw request's fingerprint, when its answer may be recognized by it next time.
+    fingerprint: Option<Fingerprint>,
+}
 
 pub(super) fn request_id(id: Option<Extension<TowerRequestId>>) -> RequestId {
     let id = id.and_then(|Extension(id)| id.header_value().to_str().ok().map(str::to_owned));
     RequestId(id.unwrap_or_else(|| uuid::Uuid::new_v4().to_string()))
-}
-
-fn accepts(headers: &HeaderMap, media_type: &str) -> bool {
-    headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .any(|value| {
-            value
-                .split(',')
-                .any(|part| part.trim().starts_with(media_type))
-        })
 }
 
 pub async fn get_graphql(
@@ -58,6 +50,14 @@ pub async fn get_graphql(
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     RawQuery(raw): RawQuery,
 ) -> Response {
+    let fingerprint = recognizable(&state, &headers)
+        .then(|| Fingerprint::of(Transport::Get, raw.as_deref().unwrap_or("").as_bytes()));
+    if let Some(fingerprint) = &fingerprint
+        && let Some(response) =
+            answer_recognized(&state, &headers, peer, Transport::Get, fingerprint).await
+    {
+        return response;
+    }
     let params: HashMap<String, String> =
         match serde_urlencoded::from_str(raw.as_deref().unwrap_or("")) {
             Ok(params) => params,
@@ -97,14 +97,18 @@ pub async fn get_graphql(
         variables,
         extensions,
     };
+    let received = Received {
+        operations: vec![operation],
+        batch: false,
+        transport: Transport::Get,
+        fingerprint,
+    };
     respond(
         &state,
         &headers,
         peer_address(peer),
         request_id(id),
-        vec![operation],
-        false,
-        Transport::Get,
+        received,
     )
     .await
 }
@@ -137,6 +141,14 @@ pub async fn post_graphql(
     if !is_json_content_type(&headers) {
         return TransportError::UnsupportedMediaType.counted(&state.metrics);
     }
+    let fingerprint =
+        recognizable(&state, &headers).then(|| Fingerprint::of(Transport::Post, &bytes));
+    if let Some(fingerprint) = &fingerprint
+        && let Some(response) =
+            answer_recognized(&state, &headers, peer, Transport::Post, fingerprint).await
+    {
+        return response;
+    }
     // The common case, one operation, is parsed straight into `Operation`.
     let first_byte = bytes
         .iter()
@@ -145,14 +157,18 @@ pub async fn post_graphql(
     if first_byte == Some(b'{')
         && let Ok(operation) = serde_json::from_slice::<Operation>(&bytes)
     {
+        let received = Received {
+            operations: vec![operation],
+            batch: false,
+            transport: Transport::Post,
+            fingerprint,
+        };
         return respond(
             &state,
             &headers,
             peer_address(peer),
             request_id(id),
-            vec![operation],
-            false,
-            Transport::Post,
+            received,
         )
         .await;
     }
@@ -182,14 +198,19 @@ pub async fn post_graphql(
             }
         }
     }
+    // A batch is never recognized: its parts are answered one by one.
+    let received = Received {
+        operations,
+        batch,
+        transport: Transport::Post,
+        fingerprint: None,
+    };
     respond(
         &state,
         &headers,
         peer_address(peer),
         request_id(id),
-        operations,
-        batch,
-        Transport::Post,
+        received,
     )
     .await
 }
@@ -201,6 +222,71 @@ fn peer_address(peer: Option<Extension<ConnectInfo<SocketAddr>>>) -> IpAddr {
     )
 }
 
+/// Whether a request may be answered by its bytes alone: a cache exists and the request
+/// carries nothing that changes what it is answered with (no credentials, no bypass).
+fn recognizable(state: &AppState, headers: &HeaderMap) -> bool {
+    state.cache.is_some()
+        && !headers.contains_key(header::AUTHORIZATION)
+        && !headers.contains_key("x-bypass-cache")
+}
+
+/// The rate limiter and the client it charges, unless limits are off or the client's
+/// address is exempt.
+fn limited_client<'a>(
+    state: &'a AppState,
+    headers: &HeaderMap,
+    peer: IpAddr,
+    token_hash: Option<&str>,
+) -> Option<(&'a RateLimiter, Client)> {
+    let limiter = state.rate_limiter.as_ref()?;
+    let address = limiter.addresses().client(peer, headers);
+    if limiter.addresses().is_exempt(address) {
+        return None;
+    }
+    let client = Client {
+        address,
+        token_hash: token_hash.map(str::to_owned),
+    };
+    Some((limiter, client))
+}
+
+/// The answer to a request recognized by its bytes (`recognized`), when its entry is fresh;
+/// `None` sends it the whole way. Rate limits apply as to any request (a hit costs 1).
+async fn answer_recognized(
+    state: &AppState,
+    headers: &HeaderMap,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    transport: Transport,
+    fingerprint: &Fingerprint,
+) -> Option<Response> {
+    let recognized = state.recognized.get(fingerprint)?;
+    let started = std::time::Instant::now();
+    let entry = state.cache.as_ref()?.fresh_entry(&recognized.key).await?;
+    let limited = limited_client(state, headers, peer_address(peer), None);
+    if let Some((limiter, client)) = &limited
+        && let Some(verdict) = limiter.check(client)
+    {
+        return Some(TransportError::RateLimited(verdict).counted(&state.metrics));
+    }
+    if let Some(name) = &recognized.operation_name {
+        tracing::Span::current().record("operation", name.as_str());
+    }
+    let outcome = Outcome::hit(&entry, recognized.policy);
+    state.metrics.record_request(
+        recognized.label.clone(),
+        outcome.cache.as_str(),
+        started.elapsed().as_secs_f64(),
+    );
+    let mut response = ResponseShape::for_request(state, headers)
+        .single(state, headers, outcome, transport, false)
+        .await;
+    if let Some((limiter, client)) = limited {
+        let verdict = limiter.charge(&client, 1).await;
+        insert_rate_limit_headers(response.headers_mut(), &verdict);
+    }
+    Some(response)
+}
+
 /// Answers the operations, within the client's rate limit when one applies: a client whose
 /// budget is spent is refused before anything runs, and an answered request is charged its
 /// cost (see `crate::rate_limit`). Exempt addresses, and every request while limits are
@@ -210,56 +296,25 @@ async fn respond(
     headers: &HeaderMap,
     peer: IpAddr,
     request_id: RequestId,
-    operations: Vec<Operation>,
-    batch: bool,
-    transport: Transport,
+    received: Received,
 ) -> Response {
-    if let Some(message) = operations.iter().find_map(malformed) {
+    if let Some(message) = received.operations.iter().find_map(malformed) {
         return TransportError::MalformedOperation(message).counted(&state.metrics);
     }
     let credentials = Credentials::from_header(headers.get(header::AUTHORIZATION));
-    let limiter = state.rate_limiter.as_ref().and_then(|limiter| {
-        let address = limiter.addresses().client(peer, headers);
-        let exempt = limiter.addresses().is_exempt(address);
-        (!exempt).then_some((limiter, address))
-    });
-    let Some((limiter, address)) = limiter else {
+    let token_hash = credentials
+        .as_ref()
+        .ok()
+        .and_then(Credentials::claimed_token_hash);
+    let Some((limiter, client)) = limited_client(state, headers, peer, token_hash) else {
         let mut cost = 0;
-        return answer(
-            state,
-            headers,
-            credentials,
-            request_id,
-            operations,
-            batch,
-            transport,
-            &mut cost,
-        )
-        .await;
-    };
-    let client = Client {
-        address,
-        token_hash: credentials
-            .as_ref()
-            .ok()
-            .and_then(Credentials::claimed_token_hash)
-            .map(str::to_owned),
+        return answer(state, headers, credentials, request_id, received, &mut cost).await;
     };
     if let Some(verdict) = limiter.check(&client) {
         return TransportError::RateLimited(verdict).counted(&state.metrics);
     }
     let mut cost = REFUSED_COST;
-    let mut response = answer(
-        state,
-        headers,
-        credentials,
-        request_id,
-        operations,
-        batch,
-        transport,
-        &mut cost,
-    )
-    .await;
+    let mut response = answer(state, headers, credentials, request_id, received, &mut cost).await;
     let verdict = limiter.charge(&client, cost).await;
     insert_rate_limit_headers(response.headers_mut(), &verdict);
     response
@@ -267,20 +322,20 @@ async fn respond(
 
 /// Executes the operations and writes the response; `cost` becomes what they cost (left as
 /// it is for a request refused before execution).
-#[expect(
-    clippy::too_many_arguments,
-    reason = "one request's parts, each used once"
-)]
 async fn answer(
     state: &AppState,
     headers: &HeaderMap,
     credentials: Result<Credentials, ApiError>,
     request_id: RequestId,
-    operations: Vec<Operation>,
-    batch: bool,
-    transport: Transport,
+    received: Received,
     cost: &mut u64,
 ) -> Response {
+    let Received {
+        operations,
+        batch,
+        transport,
+        fingerprint,
+    } = received;
     let credentials = match credentials {
         Ok(credentials) => credentials,
         Err(error) => return refused_credentials(state, error, &request_id),
@@ -293,6 +348,10 @@ async fn answer(
     if !names.is_empty() {
         span.record("operation", names.join(",").as_str());
     }
+    // Remembered with the answer when it may be recognized next time.
+    let first_name = fingerprint
+        .and(names.first())
+        .map(|name| (*name).to_owned());
     let caller = Caller {
         deadline: tokio::time::Instant::now() + state.config.request_timeout(),
         credentials,
@@ -335,137 +394,27 @@ async fn answer(
             return TransportError::Timeout { timeout_ms }.counted(&state.metrics);
         }
     };
-    let media_type = if accepts(headers, GRAPHQL_RESPONSE_JSON) {
-        GRAPHQL_RESPONSE_JSON
-    } else {
-        JSON
-    };
-    let content_type = HeaderValue::from_static(if media_type == JSON {
-        "application/json"
-    } else {
-        "application/graphql-response+json; charset=utf-8"
-    });
-    let encoding = ResponseEncoding::for_request(headers, state.config.compress_from_bytes());
-    let vary = HeaderValue::from_static(if state.config.compression {
-        "Authorization, Accept, Accept-Encoding"
-    } else {
-        "Authorization, Accept"
-    });
-
+    let shape = ResponseShape::for_request(state, headers);
     if batch {
-        let mut body = BytesMut::new();
-        body.put_u8(b'[');
-        for (index, outcome) in outcomes.iter().enumerate() {
-            if index > 0 {
-                body.put_u8(b',');
-            }
-            body.put_slice(&with_cache_info(outcome, wants_cache_info[index]));
-        }
-        body.put_u8(b']');
-        let (body, content_encoding) = encoding.encode(body.freeze(), &Encoded::default()).await;
-        let status = if outcomes
-            .iter()
-            .all(|outcome| outcome.cache == CacheStatus::Hit)
-        {
-            CacheStatus::Hit
-        } else if outcomes
-            .iter()
-            .any(|outcome| outcome.cache == CacheStatus::Miss)
-        {
-            CacheStatus::Miss
-        } else if outcomes
-            .iter()
-            .any(|outcome| outcome.cache == CacheStatus::Stale)
-        {
-            CacheStatus::Stale
-        } else {
-            CacheStatus::Bypass
-        };
-        let mut response = Response::new(Body::from(body));
-        let response_headers = response.headers_mut();
-        response_headers.insert(header::CONTENT_TYPE, content_type);
-        insert_content_encoding(response_headers, content_encoding);
-        response_headers.insert(header::VARY, vary);
-        response_headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        response_headers.insert("x-cache", HeaderValue::from_static(status.as_str()));
-        if let Ok(value) = HeaderValue::from_str(&cache_status::batch_cache_status(status)) {
-            response_headers.insert(cache_status::HEADER, value);
-        }
-        return response;
+        return shape.batch(&outcomes, &wants_cache_info).await;
     }
-
     let Some(outcome) = outcomes.pop() else {
         return TransportError::NoOperation.counted(&state.metrics);
     };
-    tracing::Span::current().record("cache", outcome.cache.as_str());
-    // With an edge that is purged on commit, shared caches keep a public result for its
-    // whole TTL: a mutation's purge, not time, retires it there.
-    let shared_max_age = match state.edge_purger {
-        Some(_) => u32::MAX,
-        None => state.config.http_shared_max_age_secs,
-    };
-    let cache_control = cache_control(outcome.policy, shared_max_age);
-    // A soft-purged object is stale, not gone: an edge told it may serve stale content would
-    // serve what a mutation purged, so with soft purges no stale directive is sent.
-    let soft_purges = state.edge_purger.is_some() && state.config.edge_soft_purge;
-    let windows = state.freshness.windows_for(&outcome.tags);
-    let stale = cache_status::stale_directives(outcome.policy, windows).filter(|_| !soft_purges);
-    let cache_control = match stale {
-        Some(stale) => format!("{cache_control}, {stale}"),
-        None => cache_control,
-    };
-    // Only a GET is a cacheable request an HTTP cache revalidates; a POST always gets the body.
-    let not_modified = transport == Transport::Get
-        && outcome
-            .etag
-            .as_deref()
-            .is_some_and(|etag| if_none_match(headers, etag));
-    let status = if not_modified {
-        StatusCode::NOT_MODIFIED
-    } else if media_type == GRAPHQL_RESPONSE_JSON && outcome.data_absent {
-        StatusCode::BAD_REQUEST
-    } else {
-        StatusCode::OK
-    };
-    // A 304 names the representation the client would have been sent.
-    let (body, content_encoding) = if not_modified {
-        (Bytes::new(), encoding.for_length(outcome.body.len()))
-    } else if wants_cache_info[0] {
-        let spliced = with_cache_info(&outcome, true);
-        encoding.encode(spliced, &Encoded::default()).await
-    } else {
-        encoding
-            .encode(outcome.body.clone(), &outcome.encoded)
-            .await
-    };
-    let mut response = Response::new(Body::from(body));
-    *response.status_mut() = status;
-    let response_headers = response.headers_mut();
-    if !not_modified {
-        response_headers.insert(header::CONTENT_TYPE, content_type);
-        insert_content_encoding(response_headers, content_encoding);
+    if let (Some(fingerprint), Some(key), Some(policy), false) = (
+        fingerprint,
+        outcome.public_key.as_ref(),
+        outcome.policy,
+        wants_cache_info[0],
+    ) {
+        let label = state.metrics.operation_label(first_name.as_deref());
+        state
+            .recognized
+            .remember(fingerprint, key.clone(), policy, first_name, label);
     }
-    if let Ok(value) = HeaderValue::from_str(&cache_control) {
-        response_headers.insert(header::CACHE_CONTROL, value);
-    }
-    if let Some(etag) = outcome
-        .etag
-        .as_ref()
-        .and_then(|etag| HeaderValue::from_str(&representation_etag(etag, content_encoding)).ok())
-    {
-        response_headers.insert(header::ETAG, etag);
-    }
-    response_headers.insert("x-cache", HeaderValue::from_static(outcome.cache.as_str()));
-    if let Some(surrogate_keys) = &state.surrogate_keys
-        && outcome.policy.is_some_and(|policy| !policy.private)
-    {
-        surrogate_keys.insert(response_headers, &outcome.tags);
-    }
-    if let Ok(value) = HeaderValue::from_str(&cache_status::cache_status(&outcome)) {
-        response_headers.insert(cache_status::HEADER, value);
-    }
-    response_headers.insert(header::VARY, vary);
-    response
+    shape
+        .single(state, headers, outcome, transport, wants_cache_info[0])
+        .await
 }
 
 /// The answer to credentials that did not check out; a database found unavailable trips the
@@ -475,39 +424,6 @@ fn refused_credentials(state: &AppState, error: ApiError, request_id: &RequestId
         state.db_breaker.trip();
     }
     TransportError::from_authentication(error, request_id).counted(&state.metrics)
-}
-
-/// `Cache-Control` for a single result. A public result may be stored anywhere but reused
-/// only after revalidating with its ETag (a 304 costs a cache lookup, not an execution), so no
-/// browser or CDN keeps serving what a mutation has changed; an operator who accepts that
-/// delay lets shared caches reuse it for `shared_max_age` seconds, never beyond its max-age.
-fn cache_control(policy: Option<Policy>, shared_max_age: u32) -> String {
-    match policy {
-        Some(policy) if !policy.private => {
-            let shared_max_age = shared_max_age.min(policy.max_age);
-            if shared_max_age == 0 {
-                "public, max-age=0, must-revalidate".to_owned()
-            } else {
-                format!("public, max-age=0, s-maxage={shared_max_age}, must-revalidate")
-            }
-        }
-        Some(_) => "private, no-store".to_owned(),
-        None => "no-store".to_owned(),
-    }
-}
-
-/// Whether `If-None-Match` names this ETag, in any of its codings' forms. Weak comparison
-/// (RFC 9110 13.1.2): a proxy that compresses the body turns our strong ETag into `W/"..."`,
-/// and the client sends that back. `*` never matches: it asks "any representation", and a
-/// GraphQL URL's result changes.
-fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
-    headers
-        .get_all(header::IF_NONE_MATCH)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .map(str::trim)
-        .any(|candidate| base_etag(candidate.strip_prefix("W/").unwrap_or(candidate)) == etag)
 }
 
 /// Why an operation is not a GraphQL request, if it is not: no document (neither a `query`
@@ -553,28 +469,4 @@ fn is_json_content_type(headers: &HeaderMap) -> bool {
                 || media_type == GRAPHQL_RESPONSE_JSON
                 || media_type == "application/graphql+json"
         })
-}
-
-/// The body, with `extensions.cache` spliced in when the client asked for it.
-fn with_cache_info(outcome: &Outcome, wanted: bool) -> Bytes {
-    if !wanted || outcome.body.last() != Some(&b'}') {
-        return outcome.body.clone();
-    }
-    let info = serde_json::json!({
-        "status": outcome.cache.as_str(),
-        "maxAge": outcome.policy.map(|policy| policy.max_age),
-        "scope": outcome.policy.map(|policy| if policy.private { "PRIVATE" } else { "PUBLIC" }),
-        "cacheStatus": cache_status::cache_status(outcome),
-    });
-    let body = &outcome.body[..outcome.body.len() - 1];
-    let has_members = body.len() > 1;
-    let mut spliced = BytesMut::with_capacity(outcome.body.len() + 96);
-    spliced.put_slice(body);
-    if has_members {
-        spliced.put_u8(b',');
-    }
-    spliced.put_slice(b"\"extensions\":{\"cache\":");
-    spliced.put_slice(info.to_string().as_bytes());
-    spliced.put_slice(b"}}");
-    spliced.freeze()
 }

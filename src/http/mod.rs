@@ -9,7 +9,9 @@ pub mod error;
 pub mod graphiql;
 pub mod graphql;
 mod protocol;
+pub mod recognized;
 mod request_shape;
+mod response;
 pub mod server;
 pub mod state;
 

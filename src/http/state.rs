@@ -70,6 +70,8 @@ pub struct AppState {
     pub freshness: crate::cache::Freshness,
     /// Charges each client's query cost; `None` when rate limits are off.
     pub rate_limiter: Option<RateLimiter>,
+    /// Public queries recognized by their request bytes (see `http::recognized`).
+    pub recognized: Arc<super::recognized::RecognizedRequests>,
 }
 
 impl AppState {
@@ -187,6 +189,7 @@ impl AppState {
             edge_purger,
             freshness,
             rate_limiter,
+            recognized: Arc::default(),
         })
     }
 }

@@ -33,6 +33,7 @@ mod pg_replica;
 mod ports;
 mod products;
 mod rate_limits;
+mod recognized;
 mod redis_cluster;
 mod redis_process;
 mod response_order;
