@@ -321,6 +321,22 @@ impl ResponseCache {
     /// Traced as `cache.lookup` with its outcome (hit, miss, stale or unavailable) and, on a
     /// hit, the entry's tags: recorded only when a trace layer enabled the span.
     pub async fn lookup(&self, key: &key::ResponseKey) -> CacheLookup {
+        self.traced_lookup(key, true).await
+    }
+
+    /// A fresh entry under `key`, or `None` for anything else (a miss, a stale entry, the
+    /// backend away), counted only when it answers: the caller then goes the whole way
+    /// (`read_through`), whose own lookup counts the miss once. The proof of freshness is
+    /// `lookup`'s, so an entry found here may answer exactly when one found there may.
+    pub async fn fresh_entry(&self, key: &key::ResponseKey) -> Option<Arc<Entry>> {
+        match self.traced_lookup(key, false).await {
+            CacheLookup::Hit(entry) => Some(entry),
+            _ => None,
+        }
+    }
+
+    /// `lookup`, counting misses and errors only when `count_misses` (hits always).
+    async fn traced_lookup(&self, key: &key::ResponseKey, count_misses: bool) -> CacheLookup {
         let span = tracing::debug_span!(
             "cache.lookup",
             outcome = tracing::field::Empty,
@@ -333,13 +349,16 @@ impl ResponseCache {
         } else {
             self.look(key).instrument(span.clone()).await
         };
-        self.record(match found {
-            CacheLookup::Hit(_) => Outcome::Hit,
+        match &found {
+            CacheLookup::Hit(_) => self.record(Outcome::Hit),
             // Counted as a miss: only `read_through` knows whether it answers (and counts it
             // in `catalog_cache_stale_*` then).
-            CacheLookup::Miss { .. } | CacheLookup::Stale(..) => Outcome::Miss,
-            CacheLookup::Unavailable => Outcome::Error,
-        });
+            CacheLookup::Miss { .. } | CacheLookup::Stale(..) if count_misses => {
+                self.record(Outcome::Miss)
+            }
+            CacheLookup::Unavailable if count_misses => self.record(Outcome::Error),
+            _ => {}
+        }
         if !span.is_disabled() {
             span.record("outcome", outcome);
             if let CacheLookup::Hit(entry) = &found {
@@ -347,20 +366,6 @@ impl ResponseCache {
             }
         }
         found
-    }
-
-    /// A fresh entry under `key`, or `None` for anything else (a miss, a stale entry, the
-    /// backend away), counted only when it answers: the caller then goes the whole way
-    /// (`read_through`), whose own lookup counts the miss once. The proof of freshness is
-    /// `lookup`'s, so an entry found here may answer exactly when one found there may.
-    pub async fn fresh_entry(&self, key: &key::ResponseKey) -> Option<Arc<Entry>> {
-        match self.look(key).await {
-            (CacheLookup::Hit(entry), _) => {
-                self.record(Outcome::Hit);
-                Some(entry)
-            }
-            _ => None,
-        }
     }
 
     /// Whether validated tokens are cached (and so revocations reach the cache at once).

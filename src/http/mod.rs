@@ -1,10 +1,11 @@
-//! HTTP: the axum router, its layers (request ids, tracing, CORS, panics), health, readiness,
+//! HTTP: the axum router, its layers (`envelope`: request ids, tracing, panics; CORS), health, readiness,
 //! metrics and the shutdown signal. GraphQL transport rules live in `graphql`; connection
 //! limits and graceful shutdown in `server`; which HTTP version a connection speaks in
 //! `protocol`.
 
 pub mod cache_status;
 mod encoding;
+mod envelope;
 pub mod error;
 pub mod graphiql;
 pub mod graphql;
@@ -17,27 +18,17 @@ pub mod state;
 
 use std::time::Duration;
 
-use std::panic::AssertUnwindSafe;
-
 use axum::Router;
-use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderValue, Request, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use futures::FutureExt;
-use tower::ServiceBuilder;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
-use tower_http::request_id::{
-    MakeRequestUuid, PropagateRequestIdLayer, RequestId as TowerRequestId, SetRequestIdLayer,
-};
-use tower_http::trace::TraceLayer;
 
 pub use self::error::TransportError;
 pub use self::state::AppState;
 
-use crate::telemetry::Metrics;
 pub use crate::telemetry::RequestId;
 
 /// The API. `/metrics` is part of it unless a separate metrics address is configured.
@@ -64,87 +55,14 @@ pub fn router(state: AppState) -> Router {
     }
     routes
         .merge(graphiql::routes(state.config.compress_from_bytes()))
-        .layer(
-            ServiceBuilder::new()
-                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
-                .layer(
-                    TraceLayer::new_for_http()
-                        .make_span_with(move |request: &Request<_>| {
-                            let request_id = request
-                                .extensions()
-                                .get::<TowerRequestId>()
-                                .and_then(|id| id.header_value().to_str().ok())
-                                .unwrap_or("-");
-                            let span = tracing::info_span!(
-                                "request",
-                                method = %request.method(),
-                                path = %request.uri().path(),
-                                request_id,
-                                operation = tracing::field::Empty,
-                                cache = tracing::field::Empty,
-                            );
-                            // A client's `traceparent` makes this span a child in its trace.
-                            if traces {
-                                crate::telemetry::traces::continue_client_trace(
-                                    &span,
-                                    request.headers(),
-                                );
-                            }
-                            span
-                        })
-                        .on_request(())
-                        // Not an ERROR line per 5xx: "served" logs every status, an internal
-                        // error is logged with its detail where it happens, and an outage
-                        // once by the breaker (a line per readiness check would flood).
-                        .on_failure(())
-                        .on_response(
-                            |response: &axum::http::Response<_>,
-                             latency: Duration,
-                             _span: &tracing::Span| {
-                                tracing::info!(
-                                    status = response.status().as_u16(),
-                                    latency_ms = latency.as_secs_f64() * 1000.0,
-                                    "served"
-                                );
-                            },
-                        ),
-                )
-                .layer(PropagateRequestIdLayer::x_request_id())
-                // Outside the panic catcher, which clones what it wraps for every request (a
-                // CORS layer's clone allocates), and so a panic's 500 gets CORS headers too.
-                .layer(cors)
-                .layer(middleware::from_fn_with_state(
-                    std::sync::Arc::clone(&state.metrics),
-                    catch_panic,
-                )),
-        )
+        // Inside CORS, so a panic's 500 gets CORS headers too (a preflight, answered by CORS
+        // alone, carries no request id: it reaches no handler).
+        .layer(envelope::EnvelopeLayer::new(
+            std::sync::Arc::clone(&state.metrics),
+            traces,
+        ))
+        .layer(cors)
         .with_state(state)
-}
-
-/// A handler that panics answers an internal error with its request id (and the panic's
-/// message only in the log); the server and the connection go on.
-async fn catch_panic(
-    State(metrics): State<std::sync::Arc<Metrics>>,
-    request: Request<Body>,
-    next: Next,
-) -> Response {
-    let id = request.extensions().get::<TowerRequestId>().cloned();
-    match AssertUnwindSafe(next.run(request)).catch_unwind().await {
-        Ok(response) => response,
-        Err(panic) => {
-            let request_id = graphql::request_id(id.map(axum::Extension));
-            let message = panic
-                .downcast_ref::<&str>()
-                .copied()
-                .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-                .unwrap_or("a panic without a message");
-            TransportError::internal(
-                format_args!("a request handler panicked: {message}"),
-                &request_id,
-            )
-            .counted(&metrics)
-        }
-    }
 }
 
 /// `/metrics` alone, for the metrics address (`CATALOG_METRICS_BIND`), which can stay private.
@@ -295,52 +213,4 @@ pub async fn shutdown_signal() {
         () = terminate => {},
     }
     tracing::info!("shutting down: finishing in-flight requests");
-}
-
-#[cfg(test)]
-mod tests {
-    use std::sync::Arc;
-
-    use axum::http::HeaderValue;
-    use tower::ServiceExt;
-
-    use super::*;
-
-    async fn panicking_handler() -> &'static str {
-        panic!("the handler's secret detail")
-    }
-
-    #[tokio::test]
-    async fn a_panicking_handler_is_answered_with_an_internal_error_that_carries_the_request_id() {
-        let metrics = Arc::new(Metrics::new());
-        let router = Router::new().route("/boom", get(panicking_handler)).layer(
-            middleware::from_fn_with_state(Arc::clone(&metrics), catch_panic),
-        );
-        let mut request = Request::get("/boom")
-            .body(Body::empty())
-            .expect("a request");
-        request
-            .extensions_mut()
-            .insert(TowerRequestId::new(HeaderValue::from_static("req-panic")));
-
-        let response = router.oneshot(request).await.expect("an answer");
-
-        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
-        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-            .await
-            .expect("a body");
-        let body: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON");
-        assert_eq!(
-            body,
-            serde_json::json!({ "errors": [{
-                "message": "internal server error",
-                "extensions": { "code": "INTERNAL_SERVER_ERROR", "requestId": "req-panic" },
-            }] })
-        );
-        let rendered = metrics.render();
-        assert!(
-            rendered.contains("catalog_graphql_errors_total{code=\"INTERNAL_SERVER_ERROR\"} 1"),
-            "counted once: {rendered}"
-        );
-    }
 }
