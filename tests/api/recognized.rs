@@ -82,33 +82,21 @@ async fn a_repeated_anonymous_query_is_recognized_by_its_bytes_and_only_while_fr
 #[tokio::test]
 async fn a_recognized_get_revalidates_with_its_etag() {
     let app = TestApp::spawn().await;
-    let url = app.url("/graphql");
     let query = [("query", PRODUCT_BY_ID), ("variables", r#"{"id":"9"}"#)];
-    let first = app
-        .client
-        .get(&url)
-        .query(&query)
-        .send()
-        .await
-        .expect("GET");
+    let get = |etag: Option<&str>| {
+        let request = app.client.get(app.url("/graphql")).query(&query);
+        let request = match etag {
+            Some(etag) => request.header(IF_NONE_MATCH, etag),
+            None => request,
+        };
+        async move { request.send().await.expect("GET") }
+    };
+    let first = get(None).await;
     let etag = first.headers()[ETAG].to_str().expect("ETag").to_owned();
     assert_eq!(app.state.recognized.len(), 1);
-    let second = app
-        .client
-        .get(&url)
-        .query(&query)
-        .send()
-        .await
-        .expect("GET");
+    let second = get(None).await;
     assert_eq!(second.headers()["x-cache"], "HIT");
-    let revalidated = app
-        .client
-        .get(&url)
-        .query(&query)
-        .header(IF_NONE_MATCH, &etag)
-        .send()
-        .await
-        .expect("GET");
+    let revalidated = get(Some(&etag)).await;
     assert_eq!(revalidated.status(), 304);
     app.stop().await;
 }
