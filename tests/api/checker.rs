@@ -206,6 +206,17 @@ async fn drive(run: &Arc<Run>, deadline: Instant, faults: impl Future<Output = (
     }
     run.final_sweep().await;
     run.tally.print(&run.label());
+    // Anonymous reads repeat their bytes, so some are answered as recognized requests
+    // (`http::recognized`): the run judged that path too.
+    let recognized: Vec<u64> = run
+        .apps
+        .iter()
+        .map(|app| app.state.recognized.len())
+        .collect();
+    eprintln!("  recognized fingerprints per instance {recognized:?}");
+    if recognized.iter().all(|count| *count == 0) {
+        run.violation("no read was answered as a recognized request".to_owned());
+    }
     run.tally.violations.lock().clone()
 }
 
