@@ -244,37 +244,19 @@ impl RateLimiter {
                 .zip(used)
                 .map(|((key, budget, quota), (used, left))| {
                     let reset = Duration::from_millis(left);
-                    if used >= quota {
-                        self.window(&key)
-                            .refused_until_ms
-                            .store(now + left, Ordering::Relaxed);
-                    }
-                    Standing {
-                        budget,
-                        quota,
-                        remaining: quota.saturating_sub(used),
-                        reset,
-                    }
+                    self.standing(|| self.window(&key), budget, quota, used, reset, now)
                 })
                 .collect();
             return self.verdict(standings);
         }
+        let now = self.now_ms();
         let standings = counters
             .into_iter()
             .map(|(key, budget, quota)| {
                 let window = self.window(&key);
                 let used = window.used.fetch_add(cost, Ordering::Relaxed) + cost;
                 let reset = self.inner.window.saturating_sub(window.opened.elapsed());
-                if used >= quota {
-                    let until = self.now_ms() + reset.as_millis() as u64;
-                    window.refused_until_ms.store(until, Ordering::Relaxed);
-                }
-                Standing {
-                    budget,
-                    quota,
-                    remaining: quota.saturating_sub(used),
-                    reset,
-                }
+                self.standing(|| window, budget, quota, used, reset, now)
             })
             .collect();
         self.verdict(standings)
@@ -314,6 +296,30 @@ impl RateLimiter {
                 refused_until_ms: AtomicU64::new(0),
             })
         })
+    }
+
+    /// A counter's standing after a charge of `used` in a window ending in `reset`; a
+    /// counter spent is remembered here (in `window`, looked up only then) as refused until
+    /// then, whoever counted it.
+    fn standing(
+        &self,
+        window: impl FnOnce() -> Arc<Window>,
+        budget: Budget,
+        quota: u64,
+        used: u64,
+        reset: Duration,
+        now: u64,
+    ) -> Standing {
+        if used >= quota {
+            let until = now + reset.as_millis() as u64;
+            window().refused_until_ms.store(until, Ordering::Relaxed);
+        }
+        Standing {
+            budget,
+            quota,
+            remaining: quota.saturating_sub(used),
+            reset,
+        }
     }
 
     fn now_ms(&self) -> u64 {
