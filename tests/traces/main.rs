@@ -67,18 +67,15 @@ async fn request(app: &TestApp, query: &str, traceparent: Option<&str>) -> (Stri
     }
     let response = post.send().await.expect("an answer");
     assert_eq!(response.status(), 200);
-    let request_id = response
-        .headers()
-        .get("x-request-id")
-        .and_then(|value| value.to_str().ok())
-        .expect("a request id")
-        .to_owned();
-    let cache = response
-        .headers()
-        .get("x-cache")
-        .and_then(|value| value.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .map(str::to_owned)
+    };
+    let request_id = header("x-request-id").expect("a request id");
+    let cache = header("x-cache").unwrap_or_default();
     let body: serde_json::Value = response.json().await.expect("JSON");
     assert!(body.get("errors").is_none(), "errors: {body}");
     (request_id, cache)
