@@ -336,16 +336,19 @@ def prime(server, token):
         raise SystemExit(f"W4 check failed: {response}")
 
 
-def measure_invalidation_delay(env, port, token, rounds=50, load_script=None):
-    """Two instances with first tiers on one Redis: after a mutation through A returns, how long
-    until B serves the new price? B is polled back to back; B's entry is re-cached between rounds.
-    With `load_script` (W7's mix) wrk keeps both instances busy with reads and steady writes
-    meanwhile. Returns the sorted delays (ms) and how many first reads after a response were stale."""
-    first = Server(dict(env, CATALOG_CACHE_LOCAL_TIER="true", CATALOG_BIND=f"127.0.0.1:{port + 1}"), port + 1)
-    second = Server(dict(env, CATALOG_CACHE_LOCAL_TIER="true", CATALOG_BIND=f"127.0.0.1:{port + 2}"), port + 2)
+def measure_invalidation_delay(env, port, token, rounds=50, load_script=None, local_tier=True):
+    """Two instances on one Redis (with first tiers unless `local_tier` is false): after a
+    mutation through A returns, how long until B serves the new price? B is polled back to back;
+    B's entry is re-cached between rounds. With `load_script` (W7's mix) wrk keeps both
+    instances busy with reads and steady writes meanwhile. Returns the sorted delays (ms), how
+    many first reads after a response were stale, and the sorted mutation latencies (ms: the
+    price of the first tiers' leases, against the same without first tiers)."""
+    tier = "true" if local_tier else "false"
+    first = Server(dict(env, CATALOG_CACHE_LOCAL_TIER=tier, CATALOG_BIND=f"127.0.0.1:{port + 1}"), port + 1)
+    second = Server(dict(env, CATALOG_CACHE_LOCAL_TIER=tier, CATALOG_BIND=f"127.0.0.1:{port + 2}"), port + 2)
     first.start()
     second.start()
-    delays, stale_first_reads, loads = [], 0, []
+    delays, stale_first_reads, loads, writes = [], 0, [], []
     try:
         if load_script:
             for server in (first, second):
@@ -361,9 +364,11 @@ def measure_invalidation_delay(env, port, token, rounds=50, load_script=None):
             second.post(read)
             second.post(read)
             price = f"{round_number + 1}.{round_number % 100:02d}"
+            sent = time.perf_counter()
             first.post(body(M_PRICE, {"id": "5000", "input": {"price": price}}, "UpdatePrice"),
                        {"Authorization": f"Bearer {token}"})
             committed = time.perf_counter()
+            writes.append((committed - sent) * 1000)
             polls = 0
             while True:
                 _, response = second.post(read)
@@ -382,7 +387,8 @@ def measure_invalidation_delay(env, port, token, rounds=50, load_script=None):
         first.stop()
         second.stop()
     delays.sort()
-    return delays, stale_first_reads
+    writes.sort()
+    return delays, stale_first_reads, writes
 
 
 def psql(admin_url, sql):
@@ -515,9 +521,15 @@ def main():
 
     # `--only delay` measures the first tier's cross-instance delay alone.
     wanted = not selected or "delay" in selected
-    delays, stale_first = measure_invalidation_delay(env, port, token) if wanted else ([], 0)
-    loaded, stale_loaded = (measure_invalidation_delay(env, port, token, load_script=workloads(token)["W7"][1])
-                            if wanted else ([], 0))
+    delay_runs = []
+    if wanted:
+        w7 = workloads(token)["W7"][1]
+        for label, load, local_tier in (("idle", None, True), ("idle", None, False),
+                                        ("under W7 load on both", w7, True),
+                                        ("under W7 load on both", w7, False)):
+            measured, stale, writes = measure_invalidation_delay(env, port, token, load_script=load,
+                                                                 local_tier=local_tier)
+            delay_runs.append((label, local_tier, measured, stale, writes))
 
     baseline = next((result["rps"] for result in results if result["name"] == "healthz"), 0)
     ceiling_rps = next((result["rps"] for result in results if result["name"] == CEILING_NAME), 0)
@@ -531,12 +543,17 @@ def main():
     for result in results:
         if "stale" in result:
             print(f"\nW7 stale reads after the run: {result['stale']} of 1000 products checked")
-    for label, measured, stale in (("idle", delays, stale_first), ("under W7 load on both", loaded, stale_loaded)):
-        if measured:
-            print(f"\ninvalidation delay between two instances with first tiers, {label} (mutation answered -> "
-                  f"other instance fresh, {len(measured)} rounds, includes one polling request): p50 "
-                  f"{measured[len(measured) // 2]:.2f} ms, max {measured[-1]:.2f} ms; first read after the "
-                  f"response stale in {stale} of {len(measured)} rounds")
+    if delay_runs:
+        print("\nA mutation through one instance, then reads of its product through the other, 50 rounds "
+              "(delay: mutation answered -> other instance fresh, including one polling request):")
+        print("| instances | load | mutation p50 ms | mutation p99 ms | delay p50 ms | delay max ms | "
+              "first read after the answer stale |")
+        print("|---|---|---:|---:|---:|---:|---:|")
+        for label, local_tier, measured, stale, writes in delay_runs:
+            p99 = writes[min(len(writes) - 1, int(len(writes) * 0.99))]
+            print(f"| {'first tiers (leased)' if local_tier else 'Redis only'} | {label} | "
+                  f"{writes[len(writes) // 2]:.2f} | {p99:.2f} | {measured[len(measured) // 2]:.2f} | "
+                  f"{measured[-1]:.2f} | {stale} of {len(measured)} |")
     for result in scale:
         base = next((r for r in results if r["name"] == result["name"].split(" ")[0]), None)
         if base and base["p50"] and result["p50"]:

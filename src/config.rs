@@ -150,6 +150,12 @@ settings! {
     /// Longest time an entry stays in the in-process first tier, in seconds (1 to 60).
     cache_local_ttl_secs: u64 = "CATALOG_CACHE_LOCAL_TTL_SECS" [default_value_t = 5],
 
+    /// The first tier's lease, in milliseconds (50 to 10000): an instance serves from its
+    /// first tier only while it holds one, and a mutation answers once every other leased
+    /// instance has heard its invalidation or lost its lease. An instance that stops
+    /// answering costs a writer at most 1.5 leases, once (see docs/cache.md).
+    cache_local_lease_ms: u64 = "CATALOG_CACHE_LOCAL_LEASE_MS" [default_value_t = 500],
+
     /// How long a mutation keeps retrying its cache invalidation before it answers, in
     /// milliseconds. Past it the invalidation is kept and replayed, and this instance stops
     /// reading the cache until it succeeds; other instances could then read stale entries
@@ -526,6 +532,12 @@ impl Config {
                 self.cache_local_ttl_secs,
                 1,
                 60,
+            ),
+            (
+                "CATALOG_CACHE_LOCAL_LEASE_MS",
+                self.cache_local_lease_ms,
+                50,
+                10_000,
             ),
             (
                 "CATALOG_INVALIDATION_DEADLINE_MS",

@@ -127,6 +127,12 @@ pub struct Metrics {
     pub cache_stale_if_error: Counter,
     pub cache_epochs: Counter,
     pub cache_first_tier_gaps: Counter,
+    /// Hits answered from the first tier, with no call to Redis.
+    pub cache_first_tier_hits: Counter,
+    /// How long writers waited for other instances' first tiers to hear an invalidation.
+    pub cache_first_tier_settle_seconds: Histogram,
+    /// First-tier leases writers took away because an invalidation went unacknowledged.
+    pub cache_first_tier_lease_evictions: Counter,
     pub redis_seconds: Histogram,
     pub redis_pool_size: Gauge<i64, AtomicI64>,
     pub redis_pool_available: Gauge<i64, AtomicI64>,
@@ -165,6 +171,9 @@ impl Metrics {
         let cache_stale_if_error = Counter::default();
         let cache_epochs = Counter::default();
         let cache_first_tier_gaps = Counter::default();
+        let cache_first_tier_hits = Counter::default();
+        let cache_first_tier_settle_seconds = latency_histogram();
+        let cache_first_tier_lease_evictions = Counter::default();
         let redis_seconds = latency_histogram();
         let redis_pool_size = Gauge::<i64, AtomicI64>::default();
         let redis_pool_available = Gauge::<i64, AtomicI64>::default();
@@ -256,6 +265,21 @@ impl Metrics {
             cache_first_tier_gaps.clone(),
         );
         registry.register(
+            "catalog_cache_first_tier_hits",
+            "Cache hits answered from this instance's first tier, with no call to Redis",
+            cache_first_tier_hits.clone(),
+        );
+        registry.register(
+            "catalog_cache_first_tier_settle_seconds",
+            "How long a mutation waited for other instances' first tiers to hear its invalidation",
+            cache_first_tier_settle_seconds.clone(),
+        );
+        registry.register(
+            "catalog_cache_first_tier_lease_evictions",
+            "First-tier leases taken away because an instance did not acknowledge an invalidation in time",
+            cache_first_tier_lease_evictions.clone(),
+        );
+        registry.register(
             "catalog_redis_command_seconds",
             "Redis round-trip latency",
             redis_seconds.clone(),
@@ -296,6 +320,9 @@ impl Metrics {
             cache_stale_if_error,
             cache_epochs,
             cache_first_tier_gaps,
+            cache_first_tier_hits,
+            cache_first_tier_settle_seconds,
+            cache_first_tier_lease_evictions,
             redis_seconds,
             redis_pool_size,
             redis_pool_available,

@@ -522,7 +522,8 @@ impl ResponseCache {
         let deadline = tokio::time::Instant::now() + self.inner.invalidation_deadline;
         let mut pause = Duration::from_millis(20);
         loop {
-            if self.inner.storage.invalidate_now(&tags, lsn).await.is_ok() {
+            if let Ok(sequences) = self.inner.storage.invalidate_now(&tags, lsn).await {
+                self.settle(&sequences).await;
                 return true;
             }
             let now = tokio::time::Instant::now();
@@ -543,6 +544,15 @@ impl ResponseCache {
         let mut position = self.inner.pending_position.lock();
         *position = (*position).max(lsn);
         false
+    }
+
+    /// Waits until every other instance's first tier heard invalidations up to `sequences`
+    /// or stopped serving. Only a writer cut off from Redis for longer than its bound answers
+    /// without that (logged): the same exception as a deferred invalidation.
+    async fn settle(&self, sequences: &[u64]) {
+        if let Err(error) = self.inner.storage.settle(sequences).await {
+            tracing::warn!(%error, "answering before every first tier acknowledged the invalidation");
+        }
     }
 
     async fn replay_invalidations(&self) {
@@ -703,10 +713,12 @@ impl ResponseCache {
 
     /// Makes every cached validation of a token stale, in Redis and in every first tier.
     pub async fn forget_token(&self, token_hash: &str) -> StorageResult<()> {
-        self.inner
+        let sequences = self
+            .inner
             .storage
             .invalidate(&[token_tag(token_hash)], None)
             .await?;
+        self.settle(&sequences).await;
         self.inner
             .storage
             .delete(&format!("token:{token_hash}"))
@@ -749,6 +761,7 @@ pub fn from_config(
                     config.redis_command_timeout(),
                     TAG_TTL,
                     config.cache_compress_above,
+                    Duration::from_millis(config.cache_local_lease_ms),
                     Arc::clone(&metrics),
                 )?);
                 let shared = Arc::clone(&redis);

@@ -29,12 +29,12 @@ use crate::redis_process::RedisProcess;
 use crate::tcp_proxy::TcpProxy;
 use crate::varnish_process::{VarnishProcess, reserve_port};
 
-/// With the first tier on, another instance hears of an invalidation through pub/sub: its
-/// reads must reflect a mutation once this long has passed since the mutation's response.
-const PUBSUB_DELAY: Duration = Duration::from_millis(100);
 /// Both instances give up on a Redis command after this long; a stall lasts longer.
 const COMMAND_TIMEOUT_MS: u64 = 100;
 const STALL: Duration = Duration::from_millis(400);
+/// One way, well under the command timeout: the slowed instance keeps using Redis.
+const SLOW_PATH: Duration = Duration::from_millis(15);
+const SLOWED_FOR: Duration = Duration::from_millis(5_000);
 const OUTAGE: Duration = Duration::from_millis(300);
 const FAULT_INTERVAL: Duration = Duration::from_millis(1_200);
 /// On a cluster a killed primary's slots move in about 3 s (1 s node timeout, the election, the
@@ -217,6 +217,35 @@ async fn drive(run: &Arc<Run>, deadline: Instant, faults: impl Future<Output = (
     if recognized.iter().all(|count| *count == 0) {
         run.violation("no read was answered as a recognized request".to_owned());
     }
+    if run.local_tier {
+        // Every read was judged from the mutation's answer on, on both instances: the run
+        // proves the first tiers exact only if they answered some of them.
+        let mut first_tier_hits = Vec::new();
+        for app in &run.apps {
+            let hits = app.metric("catalog_cache_first_tier_hits_total").await;
+            let settled = app
+                .metric("catalog_cache_first_tier_settle_seconds_count")
+                .await;
+            let waited = app
+                .metric("catalog_cache_first_tier_settle_seconds_sum")
+                .await;
+            let evicted = app
+                .metric("catalog_cache_first_tier_lease_evictions_total")
+                .await;
+            eprintln!(
+                "  first tier: {hits} hits, {settled} writes waited {:.1} ms on average, {evicted} leases taken away",
+                if settled > 0.0 {
+                    waited * 1000.0 / settled
+                } else {
+                    0.0
+                }
+            );
+            first_tier_hits.push(hits);
+        }
+        if first_tier_hits.iter().all(|hits| *hits == 0.0) {
+            run.violation("no read was answered from a first tier".to_owned());
+        }
+    }
     run.tally.violations.lock().clone()
 }
 
@@ -267,20 +296,11 @@ struct Record {
 struct Activity {
     in_flight: u32,
     generation: u64,
-    last_acknowledged: [Option<Instant>; INSTANCES],
-}
-
-/// Where and when a read was sent.
-#[derive(Clone, Copy)]
-struct ReadStart {
-    at: Instant,
-    instance: usize,
 }
 
 struct Model {
     products: Mutex<BTreeMap<i32, Record>>,
     activity: Mutex<Activity>,
-    local_tier: bool,
 }
 
 /// A write in progress: the products it touches.
@@ -289,7 +309,7 @@ struct Ticket {
 }
 
 impl Model {
-    fn new(products: BTreeMap<i32, ProductState>, local_tier: bool) -> Model {
+    fn new(products: BTreeMap<i32, ProductState>) -> Model {
         let records = products
             .into_iter()
             .map(|(id, state)| {
@@ -306,20 +326,16 @@ impl Model {
         Model {
             products: Mutex::new(records),
             activity: Mutex::new(Activity::default()),
-            local_tier,
         }
     }
 
-    /// Must a read that started at `read` reflect a mutation acknowledged at `ack`?
-    /// On the writing instance at once; on the other one after the pub/sub delay when the
-    /// first tier is on.
-    fn binds(&self, ack: Acknowledgement, read: ReadStart) -> bool {
+    /// Must a read that started after `ack` reflect its mutation? On every
+    /// instance, from the answer on, with or without first tiers (their leases make the
+    /// writer wait until every other tier heard the invalidation or stopped serving).
+    fn binds(&self, ack: Acknowledgement) -> bool {
         match ack.writer {
-            Writer::Instance(instance) if instance == read.instance => true,
             Writer::Unacknowledged => false,
-            Writer::Instance(_) | Writer::Both => {
-                !self.local_tier || read.at >= ack.at + PUBSUB_DELAY
-            }
+            Writer::Instance(_) | Writer::Both => true,
         }
     }
 
@@ -369,12 +385,6 @@ impl Model {
         }
         activity.in_flight -= 1;
         activity.generation += 1;
-        match writer {
-            Writer::Instance(instance) => activity.last_acknowledged[instance] = Some(now),
-            Writer::Both | Writer::Unacknowledged => {
-                activity.last_acknowledged = [Some(now); INSTANCES];
-            }
-        }
     }
 
     fn record(&self, id: i32) -> Option<Record> {
@@ -404,17 +414,11 @@ impl Model {
         candidates.choose_multiple(rng, count).copied().collect()
     }
 
-    /// A generation to compare after a list read, when no mutation is in flight and none is
-    /// too recent for `read` to be bound by it.
-    fn quiet(&self, read: ReadStart) -> Option<u64> {
+    /// A generation to compare after a list read, when no mutation is in flight (every
+    /// acknowledged one binds a read on any instance).
+    fn quiet(&self) -> Option<u64> {
         let activity = self.activity.lock();
-        let settled = (0..INSTANCES).all(|instance| {
-            activity.last_acknowledged[instance].is_none_or(|at| {
-                let writer = Writer::Instance(instance);
-                self.binds(Acknowledgement { at, writer }, read)
-            })
-        });
-        (activity.in_flight == 0 && settled).then_some(activity.generation)
+        (activity.in_flight == 0).then_some(activity.generation)
     }
 
     /// Waits, up to `limit`, until no write is in flight and none began for 100 ms (a client
@@ -445,16 +449,6 @@ impl Model {
             .iter()
             .filter_map(|(id, record)| record.state.clone().map(|state| (*id, state)))
             .collect()
-    }
-
-    fn latest_acknowledgement(&self) -> Option<Instant> {
-        self.activity
-            .lock()
-            .last_acknowledged
-            .iter()
-            .flatten()
-            .max()
-            .copied()
     }
 }
 
@@ -826,6 +820,9 @@ struct Run {
     tally: Tally,
     /// The Varnish in front of the first instance, in the edge run.
     edge: Option<VarnishProcess>,
+    /// Between the second instance and the one Redis (not on a cluster): slowed now and then,
+    /// so its pub/sub messages arrive late while the first instance's writes do not.
+    second_redis_path: Option<TcpProxy>,
 }
 
 impl Run {
@@ -878,6 +875,14 @@ impl Run {
             products: PRODUCTS,
         };
         let first = TestApp::start(config.clone(), files, Some(plan)).await;
+        let second_redis_path = match url.strip_prefix("redis://") {
+            Some(address) if !cluster => {
+                let proxy = TcpProxy::start(address.to_owned()).await;
+                config.redis_url = Some(format!("redis://{}", proxy.address));
+                Some(proxy)
+            }
+            _ => None,
+        };
         let second = TestApp::start(config, None, None).await;
         let mut tokens = Vec::new();
         for client in 0..CLIENTS {
@@ -916,9 +921,10 @@ impl Run {
             reader,
             revoked,
             categories,
-            model: Model::new(snapshot.products, local_tier),
+            model: Model::new(snapshot.products),
             tally: Tally::default(),
             edge,
+            second_redis_path,
         }
     }
 
@@ -1081,10 +1087,6 @@ impl Run {
     /// After the last fault and write: every product reads as the database holds it, on both
     /// instances, and the database holds exactly what the acknowledged writes said.
     async fn final_sweep(&self) {
-        if let Some(latest) = self.model.latest_acknowledgement() {
-            // The promise allows the pub/sub delay between instances; wait it out once.
-            tokio::time::sleep_until((latest + PUBSUB_DELAY).into()).await;
-        }
         let Some(snapshot) = self.snapshot().await else {
             return;
         };
@@ -1302,13 +1304,10 @@ impl Client<'_> {
     async fn read_product(&self, instance: usize, id: i32) {
         let model = &self.run.model;
         let before = model.record(id);
-        let start = ReadStart {
-            at: Instant::now(),
-            instance,
-        };
+        let started = Instant::now();
         let response = self.run.product_by_id(instance, id).await;
         let after = model.record(id);
-        if self.run.failed_by_cut("read product", start.at, &response) {
+        if self.run.failed_by_cut("read product", started, &response) {
             return;
         }
         let Some(before) = before else {
@@ -1316,9 +1315,7 @@ impl Client<'_> {
         };
         let overlapped = before.writes_in_flight > 0
             || after.is_none_or(|after| after.generation != before.generation);
-        let bound = before
-            .acknowledged
-            .is_none_or(|ack| model.binds(ack, start));
+        let bound = before.acknowledged.is_none_or(|ack| model.binds(ack));
         if overlapped || !bound {
             if let Err(what) = succeeded(&response) {
                 self.run.violation(format!("read product {id}: {what}"));
@@ -1328,7 +1325,7 @@ impl Client<'_> {
         let verdict = product_verdict(before.state.as_ref(), &response).map_err(|what| {
             format!(
                 "product {id} on instance {instance}, {:?} after its write on instance {:?}: {what}",
-                before.acknowledged.map(|ack| start.at - ack.at),
+                before.acknowledged.map(|ack| started - ack.at),
                 before.acknowledged.map(|ack| ack.writer),
             )
         });
@@ -1399,13 +1396,10 @@ impl Client<'_> {
         token: Option<&str>,
         verdict: impl FnOnce(&Snapshot, &GqlResponse) -> Result<(), String>,
     ) -> GqlResponse {
-        let start = ReadStart {
-            at: Instant::now(),
-            instance,
-        };
-        let quiet = self.run.model.quiet(start);
+        let started = Instant::now();
+        let quiet = self.run.model.quiet();
         let response = self.run.send(instance, token, query, variables).await;
-        if self.run.failed_by_cut(operation, start.at, &response) {
+        if self.run.failed_by_cut(operation, started, &response) {
             return response;
         }
         let snapshot = match quiet {
@@ -1599,6 +1593,13 @@ impl Client<'_> {
             expected.category_id = fresh.category_id;
             input.insert("categoryId".into(), json!(fresh.category_id.to_string()));
         }
+        // Half the updates are read back at once on the other instance, which has just read
+        // the product (into its first tier, when it has one): the read its tier must not
+        // answer from before the write.
+        let other_instance = rng.random_bool(0.5).then_some((instance + 1) % INSTANCES);
+        if let Some(other) = other_instance {
+            self.read_product(other, id).await;
+        }
         let token = self.token(rng).to_owned();
         let variables = json!({ "id": id.to_string(), "input": input });
         let ticket = self.run.model.begin(&[id]);
@@ -1618,7 +1619,9 @@ impl Client<'_> {
             &response,
         )
         .await;
-        if rng.random_bool(0.5) {
+        if let Some(other) = other_instance {
+            self.read_product(other, id).await;
+        } else if rng.random_bool(0.5) {
             // Read your write, on either instance, right after the answer.
             self.read_product(rng.random_range(0..INSTANCES), id).await;
         }
@@ -1840,6 +1843,9 @@ enum Fault {
     KillSubscriptions,
     /// Not a fault: a snapshot for a later restore.
     Save,
+    /// The second instance's path to Redis delivers everything `SLOW_PATH` late for a while:
+    /// its pub/sub messages trail the first instance's answers.
+    SlowPath,
 }
 
 impl Fault {
@@ -1851,6 +1857,7 @@ impl Fault {
             Fault::Clear => "cache clear",
             Fault::KillSubscriptions => "kill subscriptions",
             Fault::Save => "save snapshot",
+            Fault::SlowPath => "slow path to the second instance",
         }
     }
 }
@@ -1987,6 +1994,7 @@ async fn inject_faults(run: &Run, redis: &mut RedisProcess, deadline: Instant) {
         Fault::Clear,
         Fault::KillSubscriptions,
         Fault::Save,
+        Fault::SlowPath,
     ];
     let mut schedule = FaultSchedule::new(run.seed, &faults, FAULT_INTERVAL, deadline);
     while let Some(fault) = schedule.next().await {
@@ -2033,6 +2041,13 @@ async fn inject(run: &Run, redis: Option<&mut RedisProcess>, fault: Fault, rng: 
         Fault::Save => {
             if let Err(error) = redis.save().await {
                 eprintln!("checker: SAVE failed: {error}");
+            }
+        }
+        Fault::SlowPath => {
+            if let Some(path) = &run.second_redis_path {
+                path.slow_down(SLOW_PATH);
+                tokio::time::sleep(SLOWED_FOR).await;
+                path.slow_down(Duration::ZERO);
             }
         }
     }

@@ -413,6 +413,7 @@ pub fn redis_view(app: &TestApp) -> Option<catalog_api::cache::storage::redis::R
         std::time::Duration::from_secs(2),
         catalog_api::cache::TAG_TTL,
         app.config.cache_compress_above,
+        std::time::Duration::from_millis(app.config.cache_local_lease_ms),
         std::sync::Arc::new(catalog_api::telemetry::Metrics::new()),
     )
     .ok()

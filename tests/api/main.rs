@@ -20,6 +20,7 @@ mod dataloader;
 mod edge;
 mod errors;
 mod field_errors;
+mod first_tier;
 mod graphiql_browser;
 mod graphql_http_audit;
 mod hostile;

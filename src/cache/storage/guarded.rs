@@ -222,6 +222,22 @@ impl GuardedStorage {
         .await
     }
 
+    /// Waits for other instances' first tiers (`ResponseStore::settle`), which bounds its own
+    /// wait and each of its calls; recorded apart from backend calls.
+    pub async fn settle(&self, sequences: &[u64]) -> StorageResult<u64> {
+        let started = Instant::now();
+        let settled = self.responses.settle(sequences).await;
+        self.metrics
+            .cache_first_tier_settle_seconds
+            .observe(started.elapsed().as_secs_f64());
+        if let Ok(evicted) = &settled {
+            self.metrics
+                .cache_first_tier_lease_evictions
+                .inc_by(*evicted);
+        }
+        settled
+    }
+
     pub async fn establish_position(&self, lsn: u64) -> StorageResult<()> {
         self.guard(
             "backend.establish_position",

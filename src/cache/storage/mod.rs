@@ -7,6 +7,7 @@
 pub mod cluster;
 pub mod guarded;
 pub mod known_tags;
+pub mod leases;
 pub mod memory;
 pub mod redis;
 pub mod replica_acks;
@@ -92,6 +93,13 @@ pub trait ResponseStore: Send + Sync + 'static {
     /// recorded WAL position to `lsn` (atomically with the sequence), in every partition;
     /// returns each partition's new sequence, by partition.
     async fn invalidate(&self, tags: &[String], lsn: Option<u64>) -> StorageResult<Vec<u64>>;
+    /// Returns once every other instance's first tier has heard the invalidations up to
+    /// `sequences` (as `invalidate` returned them) or has stopped serving (`leases.rs`);
+    /// returns how many instances lost their lease meanwhile. Nothing to wait for without
+    /// first tiers.
+    async fn settle(&self, _sequences: &[u64]) -> StorageResult<u64> {
+        Ok(0)
+    }
 
     /// Sets the recorded WAL position when the backend lost it (`Watermark::lsn` is `None`);
     /// `lsn` must have been read from the primary after that watermark was.

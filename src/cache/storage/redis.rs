@@ -21,6 +21,7 @@ use redis::{AsyncCommands, Script};
 
 use super::cluster::{self, Partitions};
 use super::known_tags::{KnownTags, Verdict, judge};
+use super::leases::Leases;
 use super::replica_acks::ReplicaAcks;
 use super::{
     BackendStats, BoundedMember, Lookup, ResponseStore, StorageError, StorageResult, ValueStore,
@@ -341,6 +342,8 @@ pub struct RedisStorage {
     warned_about_eviction: std::sync::atomic::AtomicBool,
     /// The tags of entries this instance stored or served: a hit on them needs no script.
     known_tags: KnownTags,
+    /// First tiers' leases: a writer waits for every leased instance (`leases.rs`).
+    leases: Leases,
 }
 
 /// Where the bookkeeping lives, and the scripts that keep it.
@@ -472,6 +475,7 @@ impl RedisStorage {
         command_timeout: Duration,
         tag_ttl: Duration,
         compress_above: usize,
+        first_tier_lease: Duration,
         metrics: Arc<Metrics>,
     ) -> StorageResult<Self> {
         let pool_config = PoolConfig {
@@ -559,7 +563,33 @@ impl RedisStorage {
             metrics,
             warned_about_eviction: std::sync::atomic::AtomicBool::new(false),
             known_tags: KnownTags::default(),
+            leases: Leases::new(prefix, first_tier_lease, command_timeout),
         })
+    }
+
+    /// The registry of first-tier leases.
+    pub fn leases(&self) -> &Leases {
+        &self.leases
+    }
+
+    /// A connection of its own, outside the shared ones (a first tier's lease: the `WAIT`
+    /// after a renewal blocks the connection it is sent on).
+    pub async fn dedicated_connection(&self) -> StorageResult<Connection> {
+        match &self.topology {
+            Topology::Single(url) => redis::Client::open(url.as_str())
+                .map_err(unavailable)?
+                .get_multiplexed_async_connection()
+                .await
+                .map(Connection::Single)
+                .map_err(unavailable),
+            Topology::Cluster(nodes) => redis::cluster::ClusterClientBuilder::new(nodes.clone())
+                .build()
+                .map_err(unavailable)?
+                .get_async_connection()
+                .await
+                .map(Connection::Cluster)
+                .map_err(unavailable),
+        }
     }
 
     pub fn pool(&self) -> &RedisPool {
@@ -1006,13 +1036,13 @@ impl RedisStorage {
     /// Whether a key is bookkeeping that `clear` keeps: deleting a stamp written after the
     /// clear began could make a newer entry look fresh.
     fn is_bookkeeping(&self, key: &str) -> bool {
-        match &self.layout {
+        (match &self.layout {
             Layout::Single { .. } => {
                 let rest = key.strip_prefix(&self.prefix).unwrap_or_default();
                 rest.starts_with("tag:") || ["seq", "floor", "lsn", "runid"].contains(&rest)
             }
             Layout::Cluster { partitions, .. } => partitions.is_bookkeeping(key),
-        }
+        }) || self.leases.owns(key)
     }
 
     /// Every partition's invalidation on a cluster, in two waves sent at once: the stamp
@@ -1093,9 +1123,19 @@ impl RedisStorage {
         partition: usize,
     ) -> redis::RedisResult<i64> {
         let slot = cluster::slot(partitions.tag(partition).as_bytes());
+        self.wait_for_replica_of(&mut connection.clone(), slot)
+            .await
+    }
+
+    /// `WAIT 1` on the primary of `slot` (the one Redis when not a cluster).
+    pub async fn wait_for_replica_of(
+        &self,
+        connection: &mut Connection,
+        slot: u16,
+    ) -> redis::RedisResult<i64> {
         let mut wait = redis::cmd("WAIT");
         wait.arg(1).arg(self.replica_wait.as_millis().max(1) as u64);
-        match &mut connection.clone() {
+        match connection {
             Connection::Cluster(cluster) => cluster
                 .route_command(
                     wait,
@@ -1308,6 +1348,9 @@ impl ResponseStore for RedisStorage {
                 Ok(sequences)
             }
         }
+    }
+    async fn settle(&self, sequences: &[u64]) -> StorageResult<u64> {
+        self.leases.settle(self, None, sequences).await
     }
     /// Starts a new epoch first, so every entry is unprovable at once, then deletes the
     /// entries. The bookkeeping (sequence, floor, tag stamps) stays: deleting a stamp written
@@ -1614,6 +1657,7 @@ mod tests {
             Duration::from_secs(1),
             Duration::from_secs(3660),
             1024,
+            Duration::from_millis(500),
             Arc::new(Metrics::new()),
         )
         .expect("a cluster storage needs no connection to be built");
@@ -1692,6 +1736,8 @@ mod tests {
         let _ = storage
             .rank_trim("ops:rank", 10, Duration::from_secs(60))
             .await;
+        install();
+        let _ = storage.leases().leave(&storage, "member").await;
         install();
         let _ = storage.delete("token:abc").await;
 

@@ -9,16 +9,21 @@
 //! On a Redis Cluster each partition has its own sequence and sharded channel (SSUBSCRIBE on
 //! the partition's primary): versions and gaps are tracked per partition, and a lost node,
 //! a resubscription or a moved slot starts a new generation for all.
+//!
+//! Exact across instances: the tier serves only while this instance holds its lease
+//! (`leases.rs`), renewed with the sequences it has heard, and a writer answers once every
+//! leased instance has heard its invalidation or lost its lease.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::StreamExt;
 use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
 
-use super::redis::{RedisStorage, Topology};
+use super::leases::Renewal;
+use super::redis::{Connection, RedisStorage, Topology};
 use super::versions::{TagVersions, Verdict};
 use super::{BackendStats, Lookup, ResponseStore, StorageResult, Watermark};
 use crate::cache::entry::{Entry, now_millis};
@@ -48,14 +53,54 @@ struct Coherence {
     subscribed: AtomicBool,
     /// Advanced whenever a message may have been missed.
     generation: AtomicU64,
+    /// By partition: the highest sequence heard (applied, or covered by a new generation).
+    heard: Vec<AtomicU64>,
+    /// Told when `heard` rises, so the lease acknowledges it at once.
+    news: Arc<tokio::sync::Notify>,
+    /// When this instance's lease ends, in nanoseconds after `clock_base` (0: none held).
+    lease_until: AtomicU64,
+    clock_base: Instant,
     metrics: Arc<Metrics>,
 }
 
 impl Coherence {
-    /// The generation lookups may use now, or `None` while the first tier is off.
+    /// The generation lookups may use now, or `None` while the first tier is off (no live
+    /// subscription, or no lease).
     fn current(&self) -> Option<u64> {
         let generation = self.generation.load(Ordering::SeqCst);
-        self.subscribed.load(Ordering::SeqCst).then_some(generation)
+        (self.subscribed.load(Ordering::SeqCst) && self.leased()).then_some(generation)
+    }
+
+    fn leased(&self) -> bool {
+        self.nanos_since_base(Instant::now()) < self.lease_until.load(Ordering::SeqCst)
+    }
+
+    fn nanos_since_base(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.clock_base).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Holds the lease until `granted` after `sent` (when its renewal was sent), less the margin.
+    fn hold_lease(&self, sent: Instant, granted: Duration, margin: Duration) {
+        let until = self.nanos_since_base(sent + granted.saturating_sub(margin));
+        self.lease_until.store(until, Ordering::SeqCst);
+    }
+
+    fn drop_lease(&self) {
+        self.lease_until.store(0, Ordering::SeqCst);
+    }
+
+    /// Records the sequence a partition's subscription starts from (read after subscribing).
+    fn start_from(&self, partition: usize, seq: u64) {
+        if let Some(heard) = self.heard.get(partition) {
+            heard.store(seq, Ordering::SeqCst);
+        }
+    }
+
+    fn heard(&self) -> Vec<u64> {
+        self.heard
+            .iter()
+            .map(|seq| seq.load(Ordering::SeqCst))
+            .collect()
     }
 
     fn gap(&self) {
@@ -84,6 +129,8 @@ impl Coherence {
             self.gap();
         }
         *last = (*last).max(seq);
+        self.start_from(partition, *last);
+        self.news.notify_one();
     }
 }
 
@@ -91,6 +138,8 @@ pub struct TieredStorage {
     remote: Arc<RedisStorage>,
     local: moka::future::Cache<String, LocalEntry>,
     coherence: Arc<Coherence>,
+    /// This instance's name in the lease registry.
+    member: String,
 }
 
 impl TieredStorage {
@@ -121,13 +170,25 @@ impl TieredStorage {
                 .collect(),
             subscribed: AtomicBool::new(false),
             generation: AtomicU64::new(0),
+            heard: (0..partitions).map(|_| AtomicU64::new(0)).collect(),
+            news: Arc::new(tokio::sync::Notify::new()),
+            lease_until: AtomicU64::new(0),
+            clock_base: Instant::now(),
             metrics,
         });
+        let member = uuid::Uuid::new_v4().simple().to_string();
         tokio::spawn(listen(Arc::clone(&remote), Arc::downgrade(&coherence)));
+        tokio::spawn(keep_lease(
+            Arc::clone(&remote),
+            Arc::downgrade(&coherence),
+            Arc::clone(&coherence.news),
+            member.clone(),
+        ));
         Ok(TieredStorage {
             remote,
             local,
             coherence,
+            member,
         })
     }
 }
@@ -188,6 +249,9 @@ async fn follow(remote: &RedisStorage, url: &str, coherence: &std::sync::Weak<Co
     };
     drop(connection);
     let mut last = current.unwrap_or(0);
+    if let Some(coherence) = coherence.upgrade() {
+        coherence.start_from(0, last);
+    }
     if !go_live(coherence) {
         return false;
     }
@@ -216,6 +280,79 @@ async fn follow(remote: &RedisStorage, url: &str, coherence: &std::sync::Weak<Co
         "lost the cache invalidation subscription; the first tier is off until it returns"
     );
     true
+}
+
+/// Holds this instance's lease while its subscription is live: renews it every heartbeat and
+/// whenever a heard sequence rises (one renewal in flight at a time, so a burst of
+/// invalidations costs one), gives it up when the subscription ends, and joins again with a
+/// new generation when a writer took it away. Ends when the storage is dropped.
+async fn keep_lease(
+    remote: Arc<RedisStorage>,
+    coherence: std::sync::Weak<Coherence>,
+    news: Arc<tokio::sync::Notify>,
+    member: String,
+) {
+    let leases = remote.leases();
+    let mut connection: Option<Connection> = None;
+    let mut joined = false;
+    let mut heartbeat = tokio::time::interval(leases.heartbeat());
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = news.notified() => {}
+            _ = heartbeat.tick() => {}
+        }
+        let Some(strong) = coherence.upgrade() else {
+            if joined {
+                let _ = leases.leave(&remote, &member).await;
+            }
+            return;
+        };
+        if !strong.subscribed.load(Ordering::SeqCst) {
+            strong.drop_lease();
+            drop(strong);
+            if joined && leases.leave(&remote, &member).await.is_ok() {
+                joined = false;
+            }
+            continue;
+        }
+        if !joined {
+            // Whatever the tier holds may predate invalidations that no longer wait for us.
+            strong.drop_lease();
+            strong.gap();
+        }
+        let heard = strong.heard();
+        drop(strong);
+        if connection.is_none() {
+            let opened =
+                tokio::time::timeout(leases.connect_timeout(), remote.dedicated_connection()).await;
+            connection = opened.ok().and_then(Result::ok);
+        }
+        let Some(open) = connection.as_mut() else {
+            continue;
+        };
+        let sent = Instant::now();
+        let renewal = leases.renew(&remote, open, &member, !joined, &heard).await;
+        let Some(strong) = coherence.upgrade() else {
+            continue;
+        };
+        match renewal {
+            Ok(Renewal::Granted(granted)) => {
+                strong.hold_lease(sent, granted, leases.margin());
+                joined = true;
+            }
+            Ok(Renewal::Refused) => {
+                strong.drop_lease();
+                joined = false;
+                tracing::warn!(
+                    "this instance's first-tier lease was taken away (an invalidation went unacknowledged); rejoining with an empty tier"
+                );
+                news.notify_one();
+            }
+            // The lease lapses by itself; a new connection next time.
+            Err(_) => connection = None,
+        }
+    }
 }
 
 /// Follows every partition's sharded channel on a cluster (RESP3: messages arrive as pushes
@@ -252,6 +389,11 @@ async fn follow_cluster(
             return false;
         };
         last.push(current.unwrap_or(0));
+    }
+    if let Some(coherence) = coherence.upgrade() {
+        for (partition, seq) in last.iter().enumerate() {
+            coherence.start_from(partition, *seq);
+        }
     }
     if !go_live(coherence) {
         return false;
@@ -320,6 +462,7 @@ impl ResponseStore for TieredStorage {
                 && self.coherence.versions[self.remote.partition_of(key)].verdict(&local.entry)
                     == Verdict::Fresh
             {
+                self.coherence.metrics.cache_first_tier_hits.inc();
                 return Ok(Lookup::Hit(local.entry));
             }
             self.local.invalidate(key).await;
@@ -347,6 +490,12 @@ impl ResponseStore for TieredStorage {
                 .await;
         }
         Ok(())
+    }
+    async fn settle(&self, sequences: &[u64]) -> StorageResult<u64> {
+        self.remote
+            .leases()
+            .settle(&self.remote, Some(&self.member), sequences)
+            .await
     }
     async fn invalidate(&self, tags: &[String], lsn: Option<u64>) -> StorageResult<Vec<u64>> {
         let sequences = self.remote.invalidate(tags, lsn).await?;
