@@ -138,6 +138,12 @@ pub struct Metrics {
     pub redis_pool_available: Gauge<i64, AtomicI64>,
     /// Clients the in-process rate limiter tracks (bounded by `CATALOG_RATE_LIMIT_MAX_CLIENTS`).
     pub rate_limit_clients: Gauge<i64, AtomicI64>,
+    /// 1 while the database breaker is open (the database is known to be unreachable).
+    pub database_unreachable: Gauge<i64, AtomicI64>,
+    /// 1 while the cache backend's breaker is open (requests skip the cache).
+    pub cache_backend_unreachable: Gauge<i64, AtomicI64>,
+    /// Invalidated tags kept for replay because the cache backend did not acknowledge them.
+    pub cache_invalidations_deferred: Gauge<i64, AtomicI64>,
     pub edge: EdgeMetrics,
     known_operations: Mutex<HashSet<String>>,
 }
@@ -178,6 +184,9 @@ impl Metrics {
         let redis_pool_size = Gauge::<i64, AtomicI64>::default();
         let redis_pool_available = Gauge::<i64, AtomicI64>::default();
         let rate_limit_clients = Gauge::<i64, AtomicI64>::default();
+        let database_unreachable = Gauge::<i64, AtomicI64>::default();
+        let cache_backend_unreachable = Gauge::<i64, AtomicI64>::default();
+        let cache_invalidations_deferred = Gauge::<i64, AtomicI64>::default();
 
         registry.register(
             "catalog_graphql_requests",
@@ -299,6 +308,22 @@ impl Metrics {
             "Client addresses and tokens the in-process rate limiter tracks",
             rate_limit_clients.clone(),
         );
+        // The three states below are read from the app state at each scrape (`/metrics`).
+        registry.register(
+            "catalog_database_unreachable",
+            "1 while the database is known to be unreachable (its breaker is open: requests that need it fail at once), else 0",
+            database_unreachable.clone(),
+        );
+        registry.register(
+            "catalog_cache_backend_unreachable",
+            "1 while the cache backend is considered down (its breaker is open: requests are answered from the database), else 0",
+            cache_backend_unreachable.clone(),
+        );
+        registry.register(
+            "catalog_cache_invalidations_deferred",
+            "Invalidated tags waiting for the cache backend to acknowledge them; while above 0 this instance reads no cached entries",
+            cache_invalidations_deferred.clone(),
+        );
 
         let edge = EdgeMetrics::registered(&mut registry);
         Metrics {
@@ -327,6 +352,9 @@ impl Metrics {
             redis_pool_size,
             redis_pool_available,
             rate_limit_clients,
+            database_unreachable,
+            cache_backend_unreachable,
+            cache_invalidations_deferred,
             edge,
             known_operations: Mutex::new(HashSet::new()),
         }

@@ -318,6 +318,11 @@ impl ResponseCache {
         self.inner.pending_invalidations.lock().is_empty()
     }
 
+    /// Invalidated tags kept for replay (see `invalidate`); reads resume when none are left.
+    pub fn deferred_invalidations(&self) -> usize {
+        self.inner.pending_invalidations.lock().len()
+    }
+
     /// Traced as `cache.lookup` with its outcome (hit, miss, stale or unavailable) and, on a
     /// hit, the entry's tags: recorded only when a trace layer enabled the span.
     pub async fn lookup(&self, key: &key::ResponseKey) -> CacheLookup {

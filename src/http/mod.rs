@@ -169,6 +169,18 @@ async fn readyz(State(state): State<std::sync::Arc<AppState>>) -> Response {
 }
 
 async fn metrics(State(state): State<std::sync::Arc<AppState>>) -> Response {
+    state
+        .metrics
+        .database_unreachable
+        .set(i64::from(state.db_breaker.is_open()));
+    if let Some(cache) = state.cache.as_ref() {
+        state
+            .metrics
+            .cache_backend_unreachable
+            .set(i64::from(cache.storage().is_down()));
+        let deferred = i64::try_from(cache.deferred_invalidations()).unwrap_or(i64::MAX);
+        state.metrics.cache_invalidations_deferred.set(deferred);
+    }
     if let Some(limiter) = state.rate_limiter.as_ref() {
         let clients = i64::try_from(limiter.tracked_clients()).unwrap_or(i64::MAX);
         state.metrics.rate_limit_clients.set(clients);
