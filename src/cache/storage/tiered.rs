@@ -224,6 +224,8 @@ fn go_live(coherence: &std::sync::Weak<Coherence>) -> bool {
     };
     coherence.gap();
     coherence.subscribed.store(true, Ordering::SeqCst);
+    // The lease follows at once, not at the next heartbeat.
+    coherence.news.notify_one();
     true
 }
 
