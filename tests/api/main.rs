@@ -17,6 +17,7 @@ mod compression;
 mod consistency;
 mod database_outage;
 mod dataloader;
+mod docs;
 mod edge;
 mod errors;
 mod field_errors;
