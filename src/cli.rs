@@ -314,7 +314,10 @@ async fn warm_up(state: &AppState, top: usize, token: Option<String>) -> Result<
     };
     let mut operations: Vec<(Operation, Principal)> = Vec::new();
     if let Some(path) = &state.config.persisted_only {
-        for query in crate::app::load_manifest(path)?.into_values() {
+        for query in crate::graphql::manifest::load_manifest(path)
+            .map_err(StartupError::from)?
+            .into_values()
+        {
             operations.push((
                 Operation {
                     query: Some(query),

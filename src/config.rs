@@ -11,7 +11,7 @@ use clap::{ArgAction, Args, ValueEnum};
 
 /// The longest a validated token may be cached: the cache's longest TTL, so a cached
 /// validation never outlives the tag stamp a revocation leaves (stamps live a little longer).
-/// `crate::revocations` checks at compile time that this stays within the cache's bound.
+/// `crate::auth::revocations` checks at compile time that this stays within the cache's bound.
 pub const MAX_TOKEN_CACHE_SECS: u64 = 3600;
 
 /// The longest stale window (`CATALOG_CACHE_STALE_WHILE_REVALIDATE_SECS`,

@@ -21,7 +21,6 @@ pub mod error;
 pub mod graphql;
 pub mod http;
 pub mod rate_limit;
-pub mod revocations;
 pub mod telemetry;
 
 pub use app::{App, AppState};

@@ -1,5 +1,5 @@
 // graphql-codegen's schema-ast plugin against a live catalog-api: the SDL a client's codegen
-// builds on. tests/api/schema_tooling.rs sets the two variables and compares the output with
+// builds on. tests/api/schema_file_matches_client_tools.rs sets the two variables and compares the output with
 // the checked-in schema.graphql.
 const introspection = require("./introspection-options.cjs");
 

@@ -5,7 +5,7 @@
 //   definitions of the built-in directives ("any built-in directive may be omitted for
 //   brevity") and a `schema { ... }` block without description or directives that names the
 //   default root types. Their descriptions are not a client's to see through codegen; the
-//   Inspector diff and the schema_introspection test compare them.
+//   Inspector diff and the schema_file_matches_introspection test compare them.
 // Every type, field, argument, default value, directive use and description stays, in the
 // order the file gives it. Usage: node print-sdl.mjs FILE
 import { readFileSync } from "node:fs";

@@ -261,7 +261,7 @@ impl<T: Announce> Announce for Vec<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::products::now;
+    use crate::catalog::clock::now;
     use crate::entities::product;
 
     /// Whether the change `describe` announces stamps at least one of the `kept` tags, so that

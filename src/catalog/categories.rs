@@ -8,7 +8,7 @@ use sea_orm::{
 };
 
 use super::CategoryName;
-use super::products::now;
+use super::clock::now;
 use super::search_key::search_key;
 use crate::entities::{category, product};
 use crate::error::{ApiError, ApiResult};

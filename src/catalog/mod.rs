@@ -4,6 +4,7 @@
 //! SQL. Every function takes a connection (or transaction), so mutations compose atomically.
 
 pub mod categories;
+pub mod clock;
 pub mod ids;
 pub mod names;
 pub mod pagination;

@@ -14,6 +14,7 @@ use sea_orm::{
     Iterable, Order, QueryFilter, QueryOrder, QuerySelect, Set,
 };
 
+use super::clock::now;
 use super::pagination::{Cursor, PageSize, ProductOrder};
 use super::search_key::search_key;
 use super::{Price, ProductName, categories, find_by_ids};
@@ -79,12 +80,6 @@ impl ProductWrite {
             product,
         }
     }
-}
-
-/// Now, truncated to microseconds so that every backend stores and returns the same instant.
-pub fn now() -> DateTime<Utc> {
-    let now = Utc::now();
-    DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now)
 }
 
 fn like_pattern(search: &str) -> LikeExpr {

@@ -10,7 +10,7 @@ use sea_orm::{
     QueryFilter, QueryOrder, QuerySelect, Set,
 };
 
-use crate::catalog::products::now;
+use crate::catalog::clock::now;
 use crate::entities::edge_purge;
 
 /// Records `tags` (edge names) to purge; run inside the mutation's transaction.

@@ -292,7 +292,7 @@ impl Worker {
                 return;
             }
             self.report_backlog().await;
-            let cutoff = crate::catalog::products::now()
+            let cutoff = crate::catalog::clock::now()
                 - chrono::Duration::from_std(orphaned_after).unwrap_or_default();
             let rows = match outbox::overdue(&self.outbox, cutoff, RETRY_ROWS).await {
                 Ok(rows) if !rows.is_empty() => rows,
@@ -330,7 +330,7 @@ impl Worker {
                 .outbox
                 .set(i64::try_from(count).unwrap_or(i64::MAX));
             let age = oldest.map_or(0.0, |oldest| {
-                (crate::catalog::products::now() - oldest)
+                (crate::catalog::clock::now() - oldest)
                     .num_milliseconds()
                     .max(0) as f64
                     / 1000.0

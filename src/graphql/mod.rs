@@ -6,6 +6,7 @@ pub mod document_cost;
 pub mod executor;
 pub mod field_errors;
 pub mod loaders;
+pub mod manifest;
 pub mod mutation;
 pub mod query;
 pub mod response_body;

@@ -59,7 +59,6 @@ impl Schemas {
             max_depth: limits.max_depth.max(INTROSPECTION_MAX_DEPTH),
             ..limits
         };
-        super::field_errors::prepare();
         Schemas {
             api: attach(builder(limits)).finish(),
             introspection: attach(builder(introspection_limits)).finish(),

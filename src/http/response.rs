@@ -12,7 +12,7 @@ use super::cache_status;
 use super::encoding::{ResponseEncoding, insert_content_encoding};
 use super::state::AppState;
 use crate::cache::Policy;
-use crate::compression::{Encoded, base_etag, representation_etag};
+use crate::compression::{Encoded, names_etag, representation_etag};
 use crate::graphql::executor::{CacheStatus, Outcome, Transport};
 
 pub(super) const GRAPHQL_RESPONSE_JSON: &str = "application/graphql-response+json";
@@ -226,7 +226,7 @@ fn if_none_match(headers: &HeaderMap, etag: &str) -> bool {
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(','))
         .map(str::trim)
-        .any(|candidate| base_etag(candidate.strip_prefix("W/").unwrap_or(candidate)) == etag)
+        .any(|candidate| names_etag(candidate.strip_prefix("W/").unwrap_or(candidate), etag))
 }
 
 /// The body, with `extensions.cache` spliced in when the client asked for it.

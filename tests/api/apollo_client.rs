@@ -7,8 +7,8 @@
 
 use serde_json::Value;
 
-use crate::helpers::TestApp;
-use crate::node_tools::NodeTools;
+use crate::support::helpers::TestApp;
+use crate::support::node_tools::NodeTools;
 
 #[tokio::test]
 async fn apollo_client_caches_reads_partial_errors_mutations_and_persisted_queries() {

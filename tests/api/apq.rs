@@ -3,7 +3,7 @@
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::helpers::{PRODUCT_BY_ID, TestApp, test_config};
+use crate::support::helpers::{PRODUCT_BY_ID, TestApp, test_config};
 
 fn sha256(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
@@ -141,7 +141,7 @@ async fn safelist_mode_runs_only_manifest_operations() {
 }
 
 /// Asks for a persisted query by its hash alone, over GET, as a CDN-friendly client does.
-async fn get_by_hash(app: &TestApp, hash: &str) -> crate::helpers::GqlResponse {
+async fn get_by_hash(app: &TestApp, hash: &str) -> crate::support::helpers::GqlResponse {
     let response = app
         .client
         .get(app.url("/graphql"))

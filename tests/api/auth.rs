@@ -10,7 +10,9 @@ use catalog_api::entities::api_token;
 use sea_orm::EntityTrait;
 use serde_json::json;
 
-use crate::helpers::{CATEGORIES, GqlResponse, PRODUCTS, TestApp, eventually, redis_configured};
+use crate::support::helpers::{
+    CATEGORIES, GqlResponse, PRODUCTS, TestApp, eventually, redis_configured,
+};
 
 const CREATE_CATEGORY: &str =
     "mutation Create($name: String!) { createCategory(input: { name: $name }) { id name } }";
@@ -317,7 +319,7 @@ async fn the_database_stores_only_the_sha256_of_a_token() {
 }
 
 async fn catalog_api(args: &[&str], env: &[(&str, &str)]) -> Output {
-    crate::helpers::run_binary(args, env).await
+    crate::support::helpers::run_binary(args, env).await
 }
 
 fn text(bytes: &[u8]) -> String {

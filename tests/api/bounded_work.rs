@@ -4,7 +4,7 @@
 
 use serde_json::json;
 
-use crate::helpers::{TestApp, redis_configured, redis_view};
+use crate::support::helpers::{TestApp, redis_configured, redis_view};
 
 const BULK_PRICES: &str =
     "mutation Bulk($updates: [PriceUpdateInput!]!) { bulkUpdatePrices(updates: $updates) { id } }";

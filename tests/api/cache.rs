@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{GqlResponse, PRODUCT_BY_ID, TestApp, eventually, seeded_price, test_config};
-use crate::redis_process::RedisProcess;
+use crate::support::helpers::{
+    GqlResponse, PRODUCT_BY_ID, TestApp, eventually, seeded_price, test_config,
+};
+use crate::support::redis_process::RedisProcess;
 
 const CATEGORY_LIST: &str = "query CategoryProducts($id: ID!) { products(filter: { categoryId: $id }, first: 100) { totalCount edges { node { id name price } } } }";
 const ALL_PRODUCTS: &str = "query AllProducts { products(first: 5, orderBy: PRICE_DESC) { totalCount edges { node { id price } } } }";
@@ -647,7 +649,7 @@ async fn two_instances_on_one_redis_never_read_stale_after_a_mutation() {
 
 /// Runs the real binary against `app`'s database and Redis, as an operator would.
 async fn catalog_api(app: &TestApp, args: &[&str]) -> std::process::Output {
-    crate::helpers::run_binary(
+    crate::support::helpers::run_binary(
         args,
         &[
             ("DATABASE_URL", &app.config.database_url),

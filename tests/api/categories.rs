@@ -8,7 +8,7 @@ use catalog_api::db::seed::{product_category_id, product_price_cents};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
-use crate::helpers::{CATEGORIES, PRODUCT_BY_ID, PRODUCTS, TestApp, page_ids};
+use crate::support::helpers::{CATEGORIES, PRODUCT_BY_ID, PRODUCTS, TestApp, page_ids};
 
 const CATEGORY: &str = "query Category($id: ID!, $first: Int, $after: String) {
     category(id: $id) {

@@ -23,11 +23,11 @@ use rust_decimal::prelude::ToPrimitive;
 use sea_orm::{ColumnTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter};
 use serde_json::{Value, json};
 
-use crate::helpers::{GqlResponse, PRODUCT_BY_ID, TestApp, test_config};
-use crate::redis_cluster::RedisCluster;
-use crate::redis_process::RedisProcess;
-use crate::tcp_proxy::TcpProxy;
-use crate::varnish_process::{VarnishProcess, reserve_port};
+use crate::support::helpers::{GqlResponse, PRODUCT_BY_ID, TestApp, test_config};
+use crate::support::redis_cluster::RedisCluster;
+use crate::support::redis_process::RedisProcess;
+use crate::support::tcp_proxy::TcpProxy;
+use crate::support::varnish_process::{VarnishProcess, reserve_port};
 
 /// Both instances give up on a Redis command after this long; a stall lasts longer.
 const COMMAND_TIMEOUT_MS: u64 = 100;
@@ -1933,7 +1933,7 @@ async fn cut_the_database(run: &Run, deadline: Instant) {
         // The fault's length: entries expire while it lasts.
         tokio::time::sleep(CUT).await;
         proxy.restore();
-        let back = crate::helpers::eventually(Duration::from_secs(10), || async {
+        let back = crate::support::helpers::eventually(Duration::from_secs(10), || async {
             let mut ready = true;
             for app in &run.apps {
                 let answer = app.client.get(app.url("/readyz")).send().await;

@@ -1,4 +1,4 @@
-//! The cache on a real Redis Cluster (3 primaries, 3 replicas, `redis_cluster.rs`): reads hit
+//! The cache on a real Redis Cluster (3 primaries, 3 replicas, `support/redis_cluster.rs`): reads hit
 //! and mutations invalidate with the bookkeeping partitioned over every primary, two instances
 //! hear each other's invalidations through sharded pub/sub, management commands reach every
 //! primary, and a primary killed with `kill -9` or switched with `CLUSTER FAILOVER` under load
@@ -12,8 +12,8 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use serde_json::json;
 
-use crate::helpers::{PRODUCT_BY_ID, TestApp, eventually, redis_view, test_config};
-use crate::redis_cluster::RedisCluster;
+use crate::support::helpers::{PRODUCT_BY_ID, TestApp, eventually, redis_view, test_config};
+use crate::support::redis_cluster::RedisCluster;
 
 const UPDATE_PRICE: &str = "mutation Update($id: ID!, $price: Decimal!) { updateProduct(id: $id, input: { price: $price }) { id price } }";
 

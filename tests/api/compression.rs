@@ -9,7 +9,7 @@ use catalog_api::compression::{ContentEncoding, Effort};
 use reqwest::header::{ACCEPT_ENCODING, CONTENT_ENCODING, ETAG, IF_NONE_MATCH, VARY};
 use serde_json::{Value, json};
 
-use crate::helpers::{PRODUCT_BY_ID, TestApp};
+use crate::support::helpers::{PRODUCT_BY_ID, TestApp};
 
 const PAGE: &str = "query Page($id: ID!) { products(filter: { categoryId: $id }, first: 100) { totalCount edges { node { id name price } } } }";
 

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::helpers::{PRODUCT_BY_ID, TestApp, eventually, test_config};
-use crate::redis_process::RedisProcess;
+use crate::support::helpers::{PRODUCT_BY_ID, TestApp, eventually, test_config};
+use crate::support::redis_process::RedisProcess;
 
 const CREATE_PRODUCT: &str =
     "mutation Create($input: CreateProductInput!) { createProduct(input: $input) { id } }";

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::helpers::{PRODUCT_BY_ID, TestApp, eventually, test_config};
-use crate::tcp_proxy::TcpProxy;
+use crate::support::helpers::{PRODUCT_BY_ID, TestApp, eventually, test_config};
+use crate::support::tcp_proxy::TcpProxy;
 
 const CREATE_CATEGORY: &str =
     "mutation Create($name: String!) { createCategory(input: { name: $name }) { id } }";

@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{CATEGORIES, GqlResponse, PRODUCTS, TestApp};
+use crate::support::helpers::{CATEGORIES, GqlResponse, PRODUCTS, TestApp};
 
 async fn spawn_without_cache() -> TestApp {
     TestApp::spawn_on_primary(|config| config.allow_cache_bypass = true).await

@@ -17,9 +17,11 @@ use serde_json::{Value, json};
 
 use catalog_api::db::seed::SeedPlan;
 
-use crate::helpers::{CATEGORIES, GqlResponse, PRODUCTS, TestApp, eventually, test_config};
-use crate::tcp_proxy::TcpProxy;
-use crate::varnish_process::{VarnishProcess, reserve_port};
+use crate::support::helpers::{
+    CATEGORIES, GqlResponse, PRODUCTS, TestApp, eventually, test_config,
+};
+use crate::support::tcp_proxy::TcpProxy;
+use crate::support::varnish_process::{VarnishProcess, reserve_port};
 
 const PRODUCT: &str = "query Product($id: ID!) { product(id: $id) { id name price } }";
 const CATEGORY_PAGE: &str = "query Page($category: ID!) { products(filter: {categoryId: $category}, first: 100) { totalCount edges { node { id price } } } }";
@@ -674,7 +676,7 @@ async fn a_purge_left_by_a_stopped_instance_is_delivered_by_another() {
 /// deployment's `all` tag, which every tagged response carries).
 #[tokio::test]
 async fn cache_clear_also_purges_every_edge_copy() {
-    if !crate::helpers::redis_configured() {
+    if !crate::support::helpers::redis_configured() {
         eprintln!("cache commands need the shared cache: set CATALOG_TEST_REDIS_URL");
         return;
     }
@@ -689,7 +691,7 @@ async fn cache_clear_also_purges_every_edge_copy() {
     assert!(tags.split(' ').any(|tag| tag == "clear.all"), "{tags}");
     let config = &app.config;
     let api_url = format!("http://{address}");
-    let output = crate::helpers::run_binary(
+    let output = crate::support::helpers::run_binary(
         &["cache", "clear"],
         &[
             ("DATABASE_URL", config.database_url.as_str()),

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{GqlResponse, TestApp};
+use crate::support::helpers::{GqlResponse, TestApp};
 
 /// Words that would betray the server's internals if they reached a client.
 const INTERNALS: [&str; 4] = ["SELECT", "sqlx", "sea_orm", "panicked"];

@@ -5,7 +5,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{GqlResponse, TestApp};
+use crate::support::helpers::{GqlResponse, TestApp};
 
 #[track_caller]
 fn assert_null_member(object: &Value, key: &str) {

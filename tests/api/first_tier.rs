@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::helpers::{PRODUCT_BY_ID, TestApp, redis_view, test_config};
-use crate::redis_process::RedisProcess;
-use crate::tcp_proxy::TcpProxy;
+use crate::support::helpers::{PRODUCT_BY_ID, TestApp, redis_view, test_config};
+use crate::support::redis_process::RedisProcess;
+use crate::support::tcp_proxy::TcpProxy;
 
 const UPDATE_PRICE: &str = "mutation Update($id: ID!, $input: UpdateProductInput!) { updateProduct(id: $id, input: $input) { id price } }";
 const LEASE_MS: u64 = 500;

@@ -4,8 +4,8 @@
 
 use serde_json::Value;
 
-use crate::helpers::TestApp;
-use crate::node_tools::NodeTools;
+use crate::support::helpers::TestApp;
+use crate::support::node_tools::NodeTools;
 
 #[tokio::test]
 async fn the_graphql_over_http_audit_passes_without_warnings_or_errors() {

@@ -5,7 +5,7 @@ use reqwest::Url;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, IF_NONE_MATCH, ORIGIN};
 use serde_json::json;
 
-use crate::helpers::{GqlResponse, PRODUCT_BY_ID, TestApp};
+use crate::support::helpers::{GqlResponse, PRODUCT_BY_ID, TestApp};
 
 const PRODUCT_NAME: &str = "query Name($id: ID!) { product(id: $id) { name } }";
 
@@ -563,10 +563,11 @@ async fn shutting_down_lets_in_flight_requests_finish() {
             )
         })
     };
-    let executing = crate::helpers::eventually(std::time::Duration::from_secs(5), || async {
-        app.statements() > before
-    })
-    .await;
+    let executing =
+        crate::support::helpers::eventually(std::time::Duration::from_secs(5), || async {
+            app.statements() > before
+        })
+        .await;
     assert!(executing, "the request reached the database");
     let address = app.address;
     app.stop().await;
@@ -637,7 +638,7 @@ async fn a_request_past_its_timeout_gets_a_coded_error_and_the_work_still_comple
     slow.assert_error("TIMEOUT");
     assert!(slow.body.get("data").is_none());
     // The execution went on in the background and filled the cache.
-    let filled = crate::helpers::eventually(std::time::Duration::from_secs(5), || async {
+    let filled = crate::support::helpers::eventually(std::time::Duration::from_secs(5), || async {
         app.gql(PRODUCT_BY_ID, json!({ "id": "9" })).await.x_cache() == "HIT"
     })
     .await;

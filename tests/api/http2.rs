@@ -13,8 +13,8 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::helpers::{GqlResponse, PRODUCT_BY_ID, TestApp};
-use crate::hostile::read_until_closed;
+use crate::slow_connections::read_until_closed;
+use crate::support::helpers::{GqlResponse, PRODUCT_BY_ID, TestApp};
 
 /// The bound the server advertises in its SETTINGS (`server::MAX_CONCURRENT_STREAMS`).
 const MAX_CONCURRENT_STREAMS: usize = 100;

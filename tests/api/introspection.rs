@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::helpers::TestApp;
+use crate::support::helpers::TestApp;
 
 /// The options of graphql-js 16's `getIntrospectionQuery` (its text, built the same way).
 #[derive(Clone, Copy)]

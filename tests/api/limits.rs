@@ -8,7 +8,7 @@ use catalog_api::cache::monitor::{OPERATION_MAX_BYTES, RANKING_KEY, SAMPLES_KEPT
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::helpers::{PRODUCT_BY_ID, TestApp, redis_configured, redis_view};
+use crate::support::helpers::{PRODUCT_BY_ID, TestApp, redis_configured, redis_view};
 
 const MAX_DOCUMENTS: usize = 40;
 const MAX_DOCUMENT_BYTES: usize = 2048;

@@ -3,7 +3,7 @@
 //! when `CATALOG_TEST_DATABASE_URL` is set) and its own cache (in-process, or a Redis key
 //! prefix of its own when `CATALOG_TEST_REDIS_URL` is set), and talks to it over HTTP.
 
-mod helpers;
+mod support;
 
 mod apollo_client;
 mod apq;
@@ -17,34 +17,28 @@ mod compression;
 mod consistency;
 mod database_outage;
 mod dataloader;
+mod docs;
 mod edge;
 mod errors;
 mod field_errors;
 mod first_tier;
 mod graphiql_browser;
 mod graphql_http_audit;
-mod hostile;
-mod hostile_input;
+mod hostile_requests;
 mod http;
 mod http2;
 mod introspection;
 mod limits;
-mod node_tools;
 mod pg_replica;
-mod ports;
 mod products;
 mod prometheus;
-mod prometheus_process;
 mod promql_names;
 mod rate_limits;
 mod recognized;
-mod redis_cluster;
-mod redis_process;
 mod response_order;
-mod schema_file;
-mod schema_introspection;
-mod schema_tooling;
+mod schema_file_is_current;
+mod schema_file_matches_client_tools;
+mod schema_file_matches_introspection;
+mod slow_connections;
 mod stale;
-mod tcp_proxy;
 mod transport_errors;
-mod varnish_process;

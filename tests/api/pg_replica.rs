@@ -14,8 +14,8 @@ use catalog_api::telemetry::DatabaseLabels;
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, eventually};
-use crate::ports::restartable_port;
+use crate::support::helpers::{TestApp, eventually};
+use crate::support::ports::restartable_port;
 
 const PRODUCT_PRICE: &str = "query Price($id: ID!) { product(id: $id) { id name price } }";
 const PRODUCT_LIST: &str = "query List { products(first: 20) { edges { node { id price } } } }";

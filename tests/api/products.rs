@@ -8,7 +8,9 @@ use catalog_api::db::seed::{product_category_id, product_price_cents};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
-use crate::helpers::{CATEGORIES, PRODUCT_BY_ID, PRODUCTS, TestApp, page_ids, seeded_price};
+use crate::support::helpers::{
+    CATEGORIES, PRODUCT_BY_ID, PRODUCTS, TestApp, page_ids, seeded_price,
+};
 
 const PAGE: &str =
     "query Page($filter: ProductFilter, $orderBy: ProductOrder, $first: Int, $after: String) {

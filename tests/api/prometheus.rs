@@ -14,11 +14,11 @@ use catalog_api::config::EdgePurgeBackend;
 use serde_json::{Value, json};
 use yaml_rust2::{Yaml, YamlLoader};
 
-use crate::helpers::{PRODUCT_BY_ID, TestApp, eventually};
-use crate::ports::restartable_port;
-use crate::prometheus_process::{self, JOB, PrometheusProcess};
 use crate::promql_names::{exported_names, label_values_names, metric_names};
-use crate::redis_process::RedisProcess;
+use crate::support::helpers::{PRODUCT_BY_ID, TestApp, eventually};
+use crate::support::ports::restartable_port;
+use crate::support::prometheus_process::{self, JOB, PrometheusProcess};
+use crate::support::redis_process::RedisProcess;
 
 const DASHBOARD: &str = include_str!("../../deploy/grafana/catalog-api.json");
 const RULES: &str = include_str!("../../deploy/prometheus/alerts.yml");
@@ -672,7 +672,7 @@ async fn the_cache_backend_gauges_follow_a_redis_stall() {
     let Some(redis) = RedisProcess::start().await else {
         return;
     };
-    let (mut config, files) = crate::helpers::test_config().await;
+    let (mut config, files) = crate::support::helpers::test_config().await;
     config.redis_url = Some(redis.url());
     config.redis_command_timeout_ms = 100;
     config.redis_connect_timeout_ms = 200;

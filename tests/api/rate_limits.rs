@@ -9,8 +9,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use serde_json::{Value, json};
 
-use crate::helpers::{GqlResponse, PRODUCT_BY_ID, TestApp, redis_configured};
-use crate::redis_process::RedisProcess;
+use crate::support::helpers::{GqlResponse, PRODUCT_BY_ID, TestApp, redis_configured};
+use crate::support::redis_process::RedisProcess;
 
 const WINDOW_SECS: u64 = 60;
 

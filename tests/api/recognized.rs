@@ -5,12 +5,12 @@
 use reqwest::header::{ETAG, IF_NONE_MATCH};
 use serde_json::json;
 
-use crate::helpers::{PRODUCT_BY_ID, TestApp};
+use crate::support::helpers::{PRODUCT_BY_ID, TestApp};
 
 const UPDATE_PRICE: &str = "mutation($id: ID!, $price: Decimal!) { updateProduct(id: $id, input: { price: $price }) { id price } }";
 
 /// The headers a client can tell apart, in order.
-fn visible(response: &crate::helpers::GqlResponse) -> Vec<(String, Option<String>)> {
+fn visible(response: &crate::support::helpers::GqlResponse) -> Vec<(String, Option<String>)> {
     [
         "content-type",
         "cache-control",

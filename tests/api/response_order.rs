@@ -6,7 +6,7 @@
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::json;
 
-use crate::helpers::TestApp;
+use crate::support::helpers::TestApp;
 
 /// A JSON value that remembers the order of its object keys.
 #[derive(Debug)]

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use sea_orm::ConnectionTrait;
 use serde_json::{Value, json};
 
-use crate::helpers::{GqlResponse, PRODUCT_BY_ID, TestApp, eventually};
+use crate::support::helpers::{GqlResponse, PRODUCT_BY_ID, TestApp, eventually};
 
 const UPDATE_NAME: &str = "mutation Rename($id: ID!, $name: String!) { updateProduct(id: $id, input: { name: $name }) { id name } }";
 const TTL: Duration = Duration::from_secs(1);

@@ -6,7 +6,7 @@ use reqwest::Method;
 use sea_orm::ConnectionTrait;
 use serde_json::{Value, json};
 
-use crate::helpers::{GqlResponse, TestApp};
+use crate::support::helpers::{GqlResponse, TestApp};
 
 /// One refusal: how to provoke it, and what the client must see.
 struct Refusal {

@@ -6,15 +6,17 @@
 //! span) or by the trace id it sent. The `api` binary's servers run with no subscriber at
 //! all, as the cost promise is about that case.
 
-#[path = "../api/helpers.rs"]
-mod helpers;
 mod receiver;
-#[path = "../api/tcp_proxy.rs"]
-#[expect(
-    dead_code,
-    reason = "the shared helpers name it; these tests cut no database"
-)]
-mod tcp_proxy;
+/// The `api` binary's harness, the part these tests need, at the same paths.
+#[path = "../api/support"]
+mod support {
+    pub mod helpers;
+    #[expect(
+        dead_code,
+        reason = "the shared helpers name it; these tests cut no database"
+    )]
+    pub mod tcp_proxy;
+}
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -23,8 +25,8 @@ use catalog_api::config::Config;
 use catalog_api::telemetry::Tracing;
 use serde_json::json;
 
-use self::helpers::TestApp;
 use self::receiver::{CollectedSpan, Receiver};
+use self::support::helpers::{self, TestApp};
 
 const PAGE: &str =
     "query Page { products(first: 100) { edges { node { id name category { name } } } } }";

@@ -23,8 +23,9 @@
 //! A response key's placement is the hash of the operation without its scope, so the public
 //! and private entries of one operation, and the sequence read on its first sight, share a
 //! partition (sequences of different partitions are never compared).
-
-use super::redis::lookup_script;
+//!
+//! The scripts that keep this layout are `redis/lua/cluster/*.lua`; this file only names the
+//! keys they touch.
 
 /// Hash slots in a Redis Cluster.
 pub const SLOTS: u16 = 16384;
@@ -145,104 +146,6 @@ impl Partitions {
 pub fn values_tag(prefix: &str) -> String {
     format!("{{{prefix}values}}")
 }
-
-// Every cluster script starts with this. KEYS[1] = the partition's hash; ARGV[1] = clock (µs),
-// ARGV[2] = the partition's channel. As on a single Redis (see `redis::EPOCH`), but the floor
-// also checks the node: the run id recorded beside the data must be this process's, else the
-// node restarted or is a promoted replica whose copy may lack writes (replication is
-// asynchronous) and a new epoch starts. A hit does not run this (it is defined after the hit
-// path); every fill, sequence read and invalidation does.
-pub const EPOCH: &str = r#"
-local function text(number) return string.format('%.0f', number) end
-local function position() return redis.call('HGET', KEYS[1], '#lsn') or '' end
-local function new_epoch()
-  local start = math.max(tonumber(redis.call('HGET', KEYS[1], '#seq') or '0'), tonumber(ARGV[1])) + 1
-  redis.call('HSET', KEYS[1], '#seq', text(start), '#floor', text(start))
-  redis.call('HDEL', KEYS[1], '#lsn')
-  redis.call('SPUBLISH', ARGV[2], text(start) .. ' *')
-  return start
-end
-local function floor()
-  local recorded = redis.call('HMGET', KEYS[1], '#floor', '#runid')
-  local node = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
-  if recorded[1] and recorded[2] == node then return tonumber(recorded[1]) end
-  local start = new_epoch()
-  redis.call('HSET', KEYS[1], '#runid', node)
-  return start
-end
-"#;
-
-// KEYS[2] = entry. The hit path: the entry, then one HMGET of the floor and its tags' stamps
-// (tags never start with '#', so they cannot collide with the bookkeeping fields). Returns as
-// `redis::LOOKUP` does.
-pub const LOOKUP: &str = lookup_script!(
-    entry: "KEYS[2]",
-    floor: "'#floor'",
-    stamp: "word",
-    read: "redis.call('HMGET', KEYS[1], unpack(names))"
-);
-
-pub const LOOKUP_MISS: &str = r#"
-local lowest = floor()
-return {unprovable and 2 or 0, redis.call('HGET', KEYS[1], '#seq') or text(lowest), position()}
-"#;
-
-pub const SEQUENCE: &str = r#"
-local lowest = floor()
-return {redis.call('HGET', KEYS[1], '#seq') or text(lowest), position()}
-"#;
-
-// KEYS[2] = entry; ARGV[3] = fill sequence, ARGV[4] = encoded entry, ARGV[5] = TTL (s).
-pub const STORE: &str = r#"
-if tonumber(ARGV[3]) < floor() then return 0 end
-redis.call('SET', KEYS[2], ARGV[4], 'EX', tonumber(ARGV[5]))
-return 1
-"#;
-
-// KEYS[2] = the stamped set; ARGV[3] = stamp TTL (s), ARGV[4..n-1] = tags, ARGV[n] = WAL
-// position ('' for none). Returns {seq, replicas in sync} (a replica still loading its first
-// copy cannot acknowledge anything yet). A stamp older than the stamp TTL
-// can retire no entry (no entry outlives it, see `MAX_FILL_AGE`), so each call forgets up to
-// 256 of those, more than the 68 tags one call may add: the hash holds the tags stamped
-// within the stamp TTL plus a backlog that only shrinks.
-pub const INVALIDATE: &str = r#"
-floor()
-local seq = redis.call('HINCRBY', KEYS[1], '#seq', 1)
-local now = redis.call('TIME')
-local millis = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-local last = #ARGV - 1
-for i = 4, last do
-  redis.call('HSET', KEYS[1], ARGV[i], text(seq))
-  redis.call('ZADD', KEYS[2], millis, ARGV[i])
-end
-local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', millis - tonumber(ARGV[3]) * 1000, 'LIMIT', 0, 256)
-if #expired > 0 then
-  redis.call('HDEL', KEYS[1], unpack(expired))
-  redis.call('ZREM', KEYS[2], unpack(expired))
-end
-local lsn = ARGV[#ARGV]
-if lsn ~= '' then
-  local current = position()
-  if current == '' or #lsn > #current or (#lsn == #current and lsn > current) then
-    redis.call('HSET', KEYS[1], '#lsn', lsn)
-  end
-end
-redis.call('SPUBLISH', ARGV[2], text(seq) .. ' ' .. table.concat(ARGV, ' ', 4, last))
-local replicas = 0
-for _ in string.gmatch(redis.call('INFO', 'replication'), 'state=online') do replicas = replicas + 1 end
-return {text(seq), replicas}
-"#;
-
-pub const ESTABLISH_POSITION: &str = r#"
-floor()
-if position() == '' then redis.call('HSET', KEYS[1], '#lsn', ARGV[3]) end
-return 1
-"#;
-
-pub const NEW_EPOCH: &str = r#"
-floor()
-return text(new_epoch())
-"#;
 
 #[cfg(test)]
 mod tests {

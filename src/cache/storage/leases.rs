@@ -25,80 +25,12 @@ fn registry_tag(prefix: &str) -> String {
     format!("{{{prefix}first-tier}}")
 }
 
-// Shared by the scripts: Redis's clock in milliseconds, and a list of sequences from text.
-const PRELUDE: &str = r#"
-local clock = redis.call('TIME')
-local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
-local function sequences(text)
-  local list = {}
-  for word in string.gmatch(text or '', '[^,]+') do list[#list + 1] = tonumber(word) end
-  return list
-end
-"#;
-
-// KEYS[1] = members, KEYS[2] = heard; ARGV[1] = member, ARGV[2] = lease (ms), ARGV[3] = heard
-// sequences, ARGV[4] = 'join' to (re)join. A renewal of a lease that ended or was taken away
-// is refused (0): the member must drop its tier and join again. Returns {granted lease (ms),
-// replicas in sync}.
-const RENEW: &str = r#"
-if ARGV[4] ~= 'join' then
-  local ends = redis.call('ZSCORE', KEYS[1], ARGV[1])
-  if not ends or tonumber(ends) < now then return {0, 0} end
-end
-local lease = tonumber(ARGV[2])
-redis.call('ZADD', KEYS[1], now + lease, ARGV[1])
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
-redis.call('PEXPIRE', KEYS[1], lease * 20)
-redis.call('PEXPIRE', KEYS[2], lease * 20)
-local replicas = 0
-for _ in string.gmatch(redis.call('INFO', 'replication'), 'state=online') do replicas = replicas + 1 end
-return {lease, replicas}
-"#;
-
-// KEYS as RENEW; ARGV[1] = member.
-const LEAVE: &str = r#"
-redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('HDEL', KEYS[2], ARGV[1])
-return 1
-"#;
-
-// KEYS as RENEW; ARGV[1] = the asking member ('' for none), ARGV[2] = the sequences every
-// other member must have heard, ARGV[3] = 'evict' to take the lease of members that have not.
-// Forgets members whose lease ended. Returns {now, members still behind, members evicted by
-// this call, the latest end of their leases (0 for none)}.
-const PENDING: &str = r#"
-local ended = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. now)
-for _, member in ipairs(ended) do
-  redis.call('ZREM', KEYS[1], member)
-  redis.call('HDEL', KEYS[2], member)
-end
-local required = sequences(ARGV[2])
-local members = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
-local behind = 0
-local evicted = 0
-local evicted_until = 0
-for i = 1, #members, 2 do
-  local member = members[i]
-  if member ~= ARGV[1] then
-    local heard = sequences(redis.call('HGET', KEYS[2], member))
-    local late = false
-    for partition, seq in ipairs(required) do
-      if (heard[partition] or 0) < seq then late = true end
-    end
-    if late then
-      if ARGV[3] == 'evict' then
-        redis.call('ZREM', KEYS[1], member)
-        redis.call('HDEL', KEYS[2], member)
-        evicted = evicted + 1
-        evicted_until = math.max(evicted_until, tonumber(members[i + 1]))
-      else
-        behind = behind + 1
-      end
-    end
-  end
-end
-return {now, behind, evicted, evicted_until}
-"#;
+// The scripts are files of their own (`leases/`): `prelude.lua` (Redis's clock and a list of
+// sequences from text) starts `renew.lua` and `pending.lua`.
+const PRELUDE: &str = include_str!("leases/prelude.lua");
+const RENEW: &str = include_str!("leases/renew.lua");
+const LEAVE: &str = include_str!("leases/leave.lua");
+const PENDING: &str = include_str!("leases/pending.lua");
 
 /// How a renewal went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

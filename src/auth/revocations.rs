@@ -13,7 +13,7 @@ use sea_orm::DatabaseConnection;
 use tokio::time::MissedTickBehavior;
 
 use crate::cache::{MAX_TTL, ResponseCache, TAG_TTL};
-use crate::catalog::products::now;
+use crate::catalog::clock::now;
 use crate::config::MAX_TOKEN_CACHE_SECS;
 
 // A cached validation must expire before the stamp its revocation leaves on its tag.

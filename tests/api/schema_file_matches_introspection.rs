@@ -13,8 +13,8 @@ use async_graphql::parser::types::{
 use async_graphql::{Positioned, Value as ConstValue};
 use serde_json::{Value, json};
 
-use crate::helpers::TestApp;
 use crate::introspection::{EVERY_OPTION, introspection_query};
+use crate::support::helpers::TestApp;
 
 const BUILT_IN_SCALARS: [&str; 5] = ["String", "Int", "Float", "Boolean", "ID"];
 const BUILT_IN_DIRECTIVES: [&str; 5] = ["include", "skip", "deprecated", "specifiedBy", "oneOf"];

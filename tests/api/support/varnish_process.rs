@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::helpers::eventually;
-use crate::ports::restartable_port;
+use crate::support::helpers::eventually;
+use crate::support::ports::restartable_port;
 
 pub struct VarnishProcess {
     child: Option<Child>,
@@ -18,7 +18,7 @@ pub struct VarnishProcess {
     workdir: tempfile::TempDir,
 }
 
-const SHIPPED_VCL: &str = include_str!("../../deploy/varnish/default.vcl");
+const SHIPPED_VCL: &str = include_str!("../../../deploy/varnish/default.vcl");
 
 pub fn installed() -> bool {
     let varnishd = Command::new("varnishd")

@@ -151,6 +151,24 @@ pub fn redis_configured() -> bool {
     std::env::var("CATALOG_TEST_REDIS_URL").is_ok_and(|url| !url.is_empty())
 }
 
+/// With `TEST_LOG=1` (or `true`), the servers' logs (`RUST_LOG` filters them, `info` by default) go to
+/// the test harness's output, which shows them for a test that fails; installed once for the
+/// whole binary. Without it the tests run silent, as the server installs no subscriber itself.
+fn install_test_log() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    if std::env::var("TEST_LOG").is_ok_and(|value| matches!(value.as_str(), "1" | "true")) {
+        INSTALLED.call_once(|| {
+            let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+            // Another subscriber may already be installed: then that one keeps the logs.
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_test_writer()
+                .try_init();
+        });
+    }
+}
+
 impl TestApp {
     /// A server over the standard test data set.
     pub async fn spawn() -> TestApp {
@@ -186,9 +204,9 @@ impl TestApp {
     /// database (a replica would go on serving reads, which is what replicas are for).
     pub async fn spawn_behind_database_proxy(
         adjust: impl FnOnce(&mut Config),
-    ) -> (TestApp, crate::tcp_proxy::TcpProxy) {
+    ) -> (TestApp, crate::support::tcp_proxy::TcpProxy) {
         let (mut config, files) = test_config().await;
-        let proxy = crate::tcp_proxy::TcpProxy::in_front_of_database(&mut config).await;
+        let proxy = crate::support::tcp_proxy::TcpProxy::in_front_of_database(&mut config).await;
         config.database_replica_urls.clear();
         adjust(&mut config);
         let plan = SeedPlan {
@@ -204,6 +222,7 @@ impl TestApp {
         files: Option<tempfile::TempDir>,
         seed_plan: Option<SeedPlan>,
     ) -> TestApp {
+        install_test_log();
         let app = App::build(config.clone()).await.expect("the app starts");
         if let Some(plan) = seed_plan {
             seed::seed(&app.state().db, plan).await.expect("seed");

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::helpers::eventually;
-use crate::ports::restartable_port;
+use crate::support::helpers::eventually;
+use crate::support::ports::restartable_port;
 
 /// The job name the shipped alert rules expect (`deploy/prometheus/prometheus.yml`).
 pub const JOB: &str = "catalog-api";

@@ -3,6 +3,8 @@
 //! A token is 256 random bits from the operating system's CSPRNG, shown once. Only its
 //! SHA-256 is stored or cached, so neither the database nor the cache can leak a token.
 
+pub mod revocations;
+
 use std::sync::Arc;
 
 use async_graphql::{Context, Guard};
@@ -16,7 +18,7 @@ use sea_orm::{
 use sha2::{Digest, Sha256};
 
 use crate::cache::TokenLookup;
-use crate::catalog::products::now;
+use crate::catalog::clock::now;
 use crate::entities::api_token;
 use crate::error::ApiError;
 

@@ -6,8 +6,8 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::helpers::eventually;
-use crate::ports::restartable_port;
+use crate::support::helpers::eventually;
+use crate::support::ports::restartable_port;
 
 pub struct RedisProcess {
     child: Option<Child>,

@@ -8,7 +8,7 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::helpers::TestApp;
+use crate::support::helpers::TestApp;
 
 const HALF_HEADERS: &[u8] = b"POST /graphql HTTP/1.1\r\nHost: catalog\r\nContent-";
 

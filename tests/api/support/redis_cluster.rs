@@ -7,9 +7,9 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::helpers::eventually;
-use crate::ports::restartable_port;
-use crate::redis_process::installed;
+use crate::support::helpers::eventually;
+use crate::support::ports::restartable_port;
+use crate::support::redis_process::installed;
 
 const PRIMARIES: usize = 3;
 

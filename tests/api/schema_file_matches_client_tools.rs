@@ -7,8 +7,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use crate::helpers::TestApp;
-use crate::node_tools::NodeTools;
+use crate::support::helpers::TestApp;
+use crate::support::node_tools::NodeTools;
 
 fn checked_in_schema() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/schema.graphql"))

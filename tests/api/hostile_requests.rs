@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::helpers::{GqlResponse, TestApp};
+use crate::support::helpers::{GqlResponse, TestApp};
 
 /// What a hostile request must get back.
 struct Expected {

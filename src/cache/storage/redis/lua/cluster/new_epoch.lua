@@ -1,0 +1,2 @@
+floor()
+return text(new_epoch())

@@ -1,0 +1,2 @@
+-- Starts a new epoch now (`cache clear`).
+return text(new_epoch())
