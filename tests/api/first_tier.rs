@@ -210,14 +210,14 @@ async fn an_instance_that_renews_without_hearing_invalidations_is_evicted_and_wa
         .expect("joined");
     assert!(matches!(
         granted,
-        catalog_api::cache::storage::leases::Renewal::Granted(_)
+        catalog_api::cache::storage::redis::leases::Renewal::Granted(_)
     ));
     let renewing = tokio::spawn(async move {
         let mut refused_after = None;
         let started = Instant::now();
         while started.elapsed() < Duration::from_secs(3) {
             let renewal = leases_renew(&view, &mut connection).await;
-            if renewal == Some(catalog_api::cache::storage::leases::Renewal::Refused) {
+            if renewal == Some(catalog_api::cache::storage::redis::leases::Renewal::Refused) {
                 refused_after = Some(started.elapsed());
                 break;
             }
@@ -264,7 +264,7 @@ async fn an_instance_that_renews_without_hearing_invalidations_is_evicted_and_wa
 async fn leases_renew(
     view: &catalog_api::cache::storage::redis::RedisStorage,
     connection: &mut catalog_api::cache::storage::redis::Connection,
-) -> Option<catalog_api::cache::storage::leases::Renewal> {
+) -> Option<catalog_api::cache::storage::redis::leases::Renewal> {
     view.leases()
         .renew(view, connection, "deaf", false, &[0])
         .await

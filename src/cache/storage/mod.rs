@@ -7,7 +7,6 @@
 pub mod cluster;
 pub mod guarded;
 pub mod known_tags;
-pub mod leases;
 pub mod memory;
 pub mod redis;
 pub mod replica_acks;

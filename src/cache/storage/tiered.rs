@@ -22,7 +22,7 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
 
-use super::leases::Renewal;
+use super::redis::leases::Renewal;
 use super::redis::{Connection, RedisStorage, Topology};
 use super::versions::{TagVersions, Verdict};
 use super::{BackendStats, Lookup, ResponseStore, StorageResult, Watermark};

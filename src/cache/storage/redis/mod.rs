@@ -18,6 +18,7 @@
 mod admin;
 mod connection;
 mod invalidation;
+pub mod leases;
 mod scripts;
 #[cfg(test)]
 mod tests;
@@ -40,11 +41,11 @@ use scripts::{
 
 use super::cluster::{self, Partitions};
 use super::known_tags::{KnownTags, Verdict, judge};
-use super::leases::Leases;
 use super::replica_acks::ReplicaAcks;
 use super::{BackendStats, Lookup, ResponseStore, StorageError, StorageResult, Watermark};
 use crate::cache::entry::{Entry, now_millis};
 use crate::telemetry::Metrics;
+use leases::Leases;
 
 pub struct RedisStorage {
     compress_above: usize,

@@ -17,8 +17,9 @@ use std::time::Duration;
 
 use redis::Script;
 
-use super::redis::{Connection, RedisStorage};
-use super::{StorageError, StorageResult};
+use super::{Connection, RedisStorage};
+use crate::cache::storage::cluster;
+use crate::cache::storage::{StorageError, StorageResult};
 
 /// The registry's keys, on one hash slot: `{<prefix>first-tier}members` and `...heard`.
 fn registry_tag(prefix: &str) -> String {
@@ -27,10 +28,10 @@ fn registry_tag(prefix: &str) -> String {
 
 // The scripts are files of their own (`leases/`): `prelude.lua` (Redis's clock and a list of
 // sequences from text) starts `renew.lua` and `pending.lua`.
-const PRELUDE: &str = include_str!("leases/prelude.lua");
-const RENEW: &str = include_str!("leases/renew.lua");
-const LEAVE: &str = include_str!("leases/leave.lua");
-const PENDING: &str = include_str!("leases/pending.lua");
+const PRELUDE: &str = include_str!("lua/leases/prelude.lua");
+const RENEW: &str = include_str!("lua/leases/renew.lua");
+const LEAVE: &str = include_str!("lua/leases/leave.lua");
+const PENDING: &str = include_str!("lua/leases/pending.lua");
 
 /// How a renewal went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,7 +89,7 @@ impl Leases {
 
     /// The hash slot of the registry (a `WAIT` after a renewal goes to its primary).
     pub fn slot(&self) -> u16 {
-        super::cluster::slot(self.members.as_bytes())
+        cluster::slot(self.members.as_bytes())
     }
 
     /// True for the registry's keys (kept by `cache clear`, like the rest of the bookkeeping).
@@ -239,8 +240,8 @@ mod tests {
             Duration::from_secs(1),
         );
         assert_eq!(
-            super::super::cluster::slot(leases.members.as_bytes()),
-            super::super::cluster::slot(leases.heard.as_bytes())
+            cluster::slot(leases.members.as_bytes()),
+            cluster::slot(leases.heard.as_bytes())
         );
         assert!(leases.owns("{catalog:first-tier}members"));
         assert!(!leases.owns("catalog:seq"));
