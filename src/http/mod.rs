@@ -198,7 +198,13 @@ async fn metrics(State(state): State<std::sync::Arc<AppState>>) -> Response {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        state.metrics.render(),
+        state.metrics.render_with(
+            state
+                .cache
+                .as_ref()
+                .map(|cache| cache.insights().registry())
+                .as_ref(),
+        ),
     )
         .into_response()
 }

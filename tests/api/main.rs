@@ -27,6 +27,7 @@ mod hostile;
 mod hostile_input;
 mod http;
 mod http2;
+mod insights;
 mod introspection;
 mod limits;
 mod node_tools;
