@@ -15,6 +15,7 @@ mod checker;
 mod cluster;
 mod compression;
 mod consistency;
+mod dashboard_browser;
 mod database_outage;
 mod dataloader;
 mod edge;
