@@ -6,7 +6,8 @@
 //! trip for it): one short lock per request plus, on a miss, a lookup in two bounded maps.
 //! Bounded however many operations clients invent: `MAX_OPERATIONS` operations (the least
 //! requested one is dropped for a newcomer), `MAX_MUTATIONS` mutations, `REMEMBERED_FILLS_BYTES`
-//! of fill records and `REMEMBERED_TAGS` invalidated tags; `MEMORY_BOUND_BYTES` in all.
+//! of fill records, `REMEMBERED_TAGS` invalidated tags and `LEARNED_NAMES` documents' names;
+//! `MEMORY_BOUND_BYTES` (about 7.3 MiB) in all.
 //!
 //! A miss's reason (`MissReason`) is decided where the cache knows it (`read_through`):
 //! - `Expired`: the storage found an entry past its freshness that it did not serve, or this
@@ -62,7 +63,7 @@ const TAG_RECORD_BYTES: u64 = 160;
 const OPERATION_BYTES: usize = 800;
 /// Bytes one tracked mutation takes at most (counters and its remembered operations).
 const MUTATION_BYTES: usize = 800;
-/// What all of the insights may hold, in bytes (about 7.5 MiB).
+/// What all of the insights may hold, in bytes (about 7.3 MiB).
 pub const MEMORY_BOUND_BYTES: u64 = REMEMBERED_FILLS_BYTES
     + REMEMBERED_TAGS * TAG_RECORD_BYTES
     + (MAX_OPERATIONS * OPERATION_BYTES) as u64
