@@ -343,6 +343,60 @@ fn cached_hit(criterion: &mut Criterion, fixture: &Fixture, workloads: &[Workloa
     group.finish();
 }
 
+/// What the cache insights add to each request: one `record` (a hit, or a miss with its
+/// reason) among a full table of 100 tracked operations.
+fn insights(criterion: &mut Criterion) {
+    use catalog_api::cache::insights::{DocumentId, Insights, MAX_OPERATIONS, MissReason};
+    use catalog_api::cache::read_through::CacheStatus;
+    let insights = Insights::new();
+    let documents: Vec<DocumentId> = (0..MAX_OPERATIONS)
+        .map(|n| DocumentId::of_hash(&format!("{n:012x}")))
+        .collect();
+    for (n, document) in documents.iter().enumerate() {
+        insights.record(
+            &format!("Operation{n}"),
+            *document,
+            CacheStatus::Hit,
+            None,
+            1.0,
+        );
+    }
+    let mut group = criterion.benchmark_group("insights");
+    group.bench_function(BenchmarkId::new("record", "hit"), |bencher| {
+        bencher.iter(|| {
+            insights.record(
+                black_box("Operation42"),
+                black_box(documents[42]),
+                CacheStatus::Hit,
+                None,
+                black_box(0.3),
+            )
+        });
+    });
+    group.bench_function(BenchmarkId::new("record", "miss"), |bencher| {
+        bencher.iter(|| {
+            insights.record(
+                black_box("Operation42"),
+                black_box(documents[42]),
+                CacheStatus::Miss,
+                Some(MissReason::Expired),
+                black_box(3.0),
+            )
+        });
+    });
+    group.bench_function(BenchmarkId::new("miss_reason", "unknown key"), |bencher| {
+        bencher.iter(|| {
+            insights.miss_reason(
+                black_box("r:v1:public:0123456789abcdef"),
+                false,
+                "Operation42",
+                documents[42],
+            )
+        });
+    });
+    group.finish();
+}
+
 fn hot_paths(criterion: &mut Criterion) {
     let fixture = Fixture::build();
     let product_by_id = Workload::product_by_id();
@@ -360,6 +414,7 @@ fn hot_paths(criterion: &mut Criterion) {
     ];
 
     cache_key(criterion);
+    insights(criterion);
     entry_codec(criterion, &entry);
     compression(criterion, &entry.body);
     response_serialization(criterion, &responses);

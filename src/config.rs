@@ -186,6 +186,10 @@ settings! {
     /// Cached values larger than this many bytes are compressed (lz4).
     cache_compress_above: usize = "CATALOG_CACHE_COMPRESS_ABOVE" [default_value_t = 1024],
 
+    /// Query results longer than this many bytes are answered but never stored in the cache
+    /// (counted as `too_large` misses in the cache insights).
+    cache_max_entry_bytes: usize = "CATALOG_CACHE_MAX_ENTRY_BYTES" [default_value_t = 8 * 1024 * 1024],
+
     /// Persisted-query documents longer than this many bytes are answered but not registered
     /// (the client keeps sending the full text). Real clients' operations are a few KiB.
     apq_max_document_bytes: usize = "CATALOG_APQ_MAX_DOCUMENT_BYTES" [default_value_t = 64 * 1024],
@@ -489,6 +493,7 @@ impl Config {
             ),
             ("CATALOG_APQ_MAX_DOCUMENTS", self.apq_max_documents),
             ("CATALOG_RANKED_OPERATIONS", self.ranked_operations),
+            ("CATALOG_CACHE_MAX_ENTRY_BYTES", self.cache_max_entry_bytes),
             (
                 "CATALOG_RATE_LIMIT_COST_PER_ADDRESS",
                 usize::try_from(self.rate_limit_cost_per_address).unwrap_or(usize::MAX),

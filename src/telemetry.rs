@@ -396,8 +396,18 @@ impl Metrics {
     }
 
     pub fn render(&self) -> String {
+        self.render_with(None)
+    }
+
+    /// The registry's metrics and `extra`'s (metrics made at the scrape, such as the cache
+    /// insights'), before the one end-of-exposition line.
+    pub fn render_with(&self, extra: Option<&Registry>) -> String {
+        use prometheus_client::encoding::text::{encode_eof, encode_registry};
         let mut text = String::new();
-        if prometheus_client::encoding::text::encode(&mut text, &self.registry).is_err() {
+        let encoded = encode_registry(&mut text, &self.registry)
+            .and_then(|()| extra.map_or(Ok(()), |extra| encode_registry(&mut text, extra)))
+            .and_then(|()| encode_eof(&mut text));
+        if encoded.is_err() {
             tracing::error!("could not encode metrics");
         }
         text

@@ -15,6 +15,7 @@
 //! stale one may answer. An entry a tag stamp retired is never served, fresh or stale.
 
 pub mod entry;
+pub mod insights;
 pub mod key;
 pub mod monitor;
 pub mod read_through;
@@ -31,6 +32,7 @@ use parking_lot::Mutex;
 use tracing::Instrument;
 
 use self::entry::Entry;
+use self::insights::Insights;
 use self::monitor::{Monitor, Outcome};
 use self::storage::{GuardedStorage, Lookup, StorageResult, Watermark};
 use self::tags::{Changes, Tag};
@@ -182,6 +184,8 @@ pub struct Limits {
     /// Bodies at least this long are stored with their br, zstd and gzip forms beside them
     /// (`None`: compression is off), so that no hit compresses.
     pub compress_from_bytes: Option<usize>,
+    /// Results longer than this many bytes are answered but never stored.
+    pub max_entry_bytes: usize,
 }
 
 impl Limits {
@@ -191,6 +195,7 @@ impl Limits {
             persisted_documents: config.apq_max_documents,
             ranked_operations: config.ranked_operations,
             compress_from_bytes: config.compress_from_bytes(),
+            max_entry_bytes: config.cache_max_entry_bytes,
         }
     }
 }
@@ -203,6 +208,8 @@ struct Inner {
     persisted_documents: moka::sync::Cache<String, Arc<str>>,
     metrics: Arc<Metrics>,
     monitor: Monitor,
+    /// Per-operation hit rates and miss reasons, in process (see `insights`).
+    insights: Insights,
     limits: Limits,
     token_ttl: Option<Duration>,
     invalidation_deadline: Duration,
@@ -247,6 +254,7 @@ impl ResponseCache {
                     .build(),
                 metrics,
                 monitor: Monitor::new(limits.ranked_operations),
+                insights: Insights::new(),
                 limits,
                 token_ttl,
                 invalidation_deadline,
@@ -299,6 +307,10 @@ impl ResponseCache {
 
     pub fn monitor(&self) -> &Monitor {
         &self.inner.monitor
+    }
+
+    pub fn insights(&self) -> &Insights {
+        &self.inner.insights
     }
 
     pub fn policy(&self, document: &str, operation_name: Option<&str>) -> Option<Policy> {
@@ -435,7 +447,8 @@ impl ResponseCache {
     }
 
     /// Stores a successful result, fresh for its max-age (capped) from now; errors are
-    /// logged by the storage guard and ignored (`false`). A private result (one with an
+    /// logged by the storage guard and ignored (`false`). A stored entry is remembered by the
+    /// insights with `observed_at`, when its sequence was read, to explain its next miss. A private result (one with an
     /// `owner`) also carries its owner's token tag, so revoking the token retires it, and
     /// lives no longer than a cached validation; only a public one is kept for the stale
     /// windows after its freshness.
@@ -444,6 +457,7 @@ impl ResponseCache {
         &self,
         key: &key::ResponseKey,
         seq: u64,
+        observed_at: u64,
         tags: &[Tag],
         owner: Option<&str>,
         body: Bytes,
@@ -468,23 +482,27 @@ impl ResponseCache {
             ttl + freshness.longest_window(&entry_tags)
         };
         entry_tags.extend(owner.map(token_tag));
-        let entry = Entry {
+        let fresh_until = entry::now_millis() + ttl.as_millis() as u64;
+        let entry = Arc::new(Entry {
             seq,
             tags: entry_tags,
             etag,
             max_age: policy.max_age,
-            fresh_until: entry::now_millis() + ttl.as_millis() as u64,
+            fresh_until,
             body,
             encoded,
-        };
+        });
         let stored = self
             .inner
             .storage
-            .store(key.as_str(), Arc::new(entry), kept)
+            .store(key.as_str(), Arc::clone(&entry), kept)
             .await
             .is_ok();
         if stored {
             self.inner.metrics.cache_fills.inc();
+            self.inner
+                .insights
+                .filled(key.as_str(), observed_at, fresh_until, &entry.tags);
         }
         stored
     }
@@ -514,12 +532,14 @@ impl ResponseCache {
     /// A failed attempt is retried (past the circuit breaker) until the invalidation deadline;
     /// only then does the mutation answer with the invalidation kept for replay, and this
     /// instance stops reading the cache until the replay succeeds. Returns whether the backend
-    /// acknowledged it (false: deferred).
-    pub async fn invalidate(&self, changes: &Changes, lsn: Option<u64>) -> bool {
+    /// acknowledged it (false: deferred). `mutation` (the mutation field's name) is what the
+    /// insights attribute the misses it causes to.
+    pub async fn invalidate(&self, changes: &Changes, lsn: Option<u64>, mutation: &str) -> bool {
         if changes.is_empty() {
             return true;
         }
         let tags: Vec<String> = changes.tags().iter().map(Tag::key).collect();
+        self.inner.insights.invalidated(mutation, &tags);
         self.inner
             .metrics
             .cache_invalidations

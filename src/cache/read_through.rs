@@ -26,6 +26,9 @@
 //!    flight); stale-if-error answers when the execution found the database unavailable or
 //!    the request's deadline passed. A refill stores a new entry with its own freshness; the
 //!    stale entry is never stored again.
+//!
+//! Each answer says why the cache did not serve it (`Outcome::miss`, see `insights`): the
+//! reason is decided here, where the lookup's result is known, and costs no round trip.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -37,6 +40,7 @@ use serde_json::Value;
 
 use super::entry::Entry;
 use super::entry::now_millis;
+use super::insights::{DocumentId, MissReason};
 use super::key::{ResponseKey, Scope};
 use super::monitor::RecordedOperation;
 use super::storage::Watermark;
@@ -117,6 +121,11 @@ pub struct Outcome {
     /// The public entry that answered or was stored, so the HTTP layer can recognize the
     /// same request bytes next time (`http::recognized`); `None` for anything else.
     pub public_key: Option<ResponseKey>,
+    /// Why a query was not answered from the cache (`None` for hits, and for anything that
+    /// is not a query: mutations, request errors).
+    pub miss: Option<MissReason>,
+    /// The document the executor ran, for the cache insights and recognized requests.
+    pub document: Option<DocumentId>,
 }
 
 impl Outcome {
@@ -136,6 +145,8 @@ impl Outcome {
             unavailable: false,
             cost: 1,
             public_key: None,
+            miss: None,
+            document: None,
         }
     }
 
@@ -160,6 +171,8 @@ impl Outcome {
             unavailable: false,
             cost: 1,
             public_key: None,
+            miss: None,
+            document: None,
         }
     }
 
@@ -184,6 +197,8 @@ pub struct Identity {
     pub document: String,
     pub operation_name: Option<String>,
     pub variables: Value,
+    /// The operation's label in `/metrics` (bounded), for the insights.
+    pub label: String,
 }
 
 impl Identity {
@@ -341,12 +356,18 @@ impl ResponseCache {
         Running: Future<Output = Executed> + Send + 'static,
     {
         let policy = self.policy(&identity.document, identity.operation_name.as_deref());
+        let observed_at = now_millis();
         // A stale entry that may answer if the execution finds the database unavailable.
         let mut if_error = None;
+        // Why the cache does not answer, if it does not (an execution may learn better).
+        let mut reason = MissReason::Cold;
         let (flight, ticket) = match policy {
             Some(policy) => match requester.scope(policy) {
                 // A private document without a token is refused by its guard: run it uncached.
-                None => (None, Ticket::Unproven),
+                None => {
+                    reason = MissReason::TokenScoped;
+                    (None, Ticket::Unproven)
+                }
                 Some(scope) => {
                     let (key, found) = match earlier.filter(|earlier| earlier.scope == scope) {
                         Some(earlier) => (earlier.key, earlier.found),
@@ -370,9 +391,13 @@ impl ResponseCache {
                             }
                             Some(StaleReason::IfError) => {
                                 if_error = Some((entry, policy));
+                                reason = MissReason::Expired;
                                 CacheLookup::Miss(mark)
                             }
-                            None => CacheLookup::Miss(mark),
+                            None => {
+                                reason = MissReason::Expired;
+                                CacheLookup::Miss(mark)
+                            }
                         },
                         found => found,
                     };
@@ -382,11 +407,24 @@ impl ResponseCache {
                             outcome.public_key = (!policy.private).then_some(key);
                             return Some(outcome);
                         }
-                        CacheLookup::Miss(mark) | CacheLookup::Stale(_, mark) => (
-                            Some((key.as_str().to_owned(), mark.seq)),
-                            Ticket::Missed(mark),
-                        ),
-                        CacheLookup::Unavailable => (None, Ticket::Unproven),
+                        CacheLookup::Miss(mark) | CacheLookup::Stale(_, mark) => {
+                            if reason != MissReason::Expired {
+                                reason = self.inner.insights.miss_reason(
+                                    key.as_str(),
+                                    policy.private,
+                                    &identity.label,
+                                    DocumentId::of_hash(&identity.document),
+                                );
+                            }
+                            (
+                                Some((key.as_str().to_owned(), mark.seq)),
+                                Ticket::Missed(mark),
+                            )
+                        }
+                        CacheLookup::Unavailable => {
+                            reason = MissReason::BackendError;
+                            (None, Ticket::Unproven)
+                        }
                     }
                 }
             },
@@ -401,7 +439,10 @@ impl ResponseCache {
                         Some((format!("first:{}", key.as_str()), mark.seq)),
                         Ticket::FirstSight(mark),
                     ),
-                    None => (None, Ticket::Unproven),
+                    None => {
+                        reason = MissReason::BackendError;
+                        (None, Ticket::Unproven)
+                    }
                 }
             }
         };
@@ -411,8 +452,12 @@ impl ResponseCache {
         // and copied that much each time a layer moves it.
         let execute: BoxedExecution = Box::new(move |required| Box::pin(execute(required)));
         let work = Box::pin(async move {
+            let missed = Missed {
+                reason,
+                observed_at,
+            };
             cache
-                .execute_and_fill(identity, requester, ticket, execute)
+                .execute_and_fill(identity, requester, ticket, missed, execute)
                 .await
         });
         let Some((flight_key, observed)) = flight else {
@@ -503,8 +548,13 @@ impl ResponseCache {
             let work = {
                 let cache = cache.clone();
                 async move {
+                    let missed = Missed {
+                        reason: MissReason::Expired,
+                        observed_at: now_millis(),
+                    };
+                    let ticket = Ticket::Missed(mark);
                     cache
-                        .execute_and_fill(identity, requester, Ticket::Missed(mark), execute)
+                        .execute_and_fill(identity, requester, ticket, missed, execute)
                         .await
                 }
             };
@@ -518,9 +568,11 @@ impl ResponseCache {
         identity: Arc<Identity>,
         requester: Requester,
         ticket: Ticket,
+        missed: Missed,
         execute: BoxedExecution,
     ) -> Outcome {
         let fill_started = Instant::now();
+        let first_sight = matches!(ticket, Ticket::FirstSight(_));
         let mark = match ticket {
             Ticket::Unproven => None,
             Ticket::FirstSight(mark) => {
@@ -543,6 +595,10 @@ impl ResponseCache {
         let seq = mark.map(|mark| mark.seq);
         let executed = execute(required).await;
         self.record_execution(&executed.timed_as, executed.elapsed_ms);
+        if identity.operation_name.is_none() {
+            let document = DocumentId::of_hash(&identity.document);
+            self.inner.insights.learn_name(document, &executed.timed_as);
+        }
         let mut outcome = Outcome {
             tags: executed.public_tags(),
             body: executed.outcome_body,
@@ -555,16 +611,35 @@ impl ResponseCache {
             unavailable: executed.unavailable,
             cost: executed.cost,
             public_key: None,
+            miss: Some(missed.reason),
+            document: None,
         };
         let Some(policy) = executed.policy else {
             self.record_bypass();
+            outcome.miss = Some(MissReason::Uncacheable);
             return outcome;
         };
+        if first_sight && policy.private {
+            outcome.miss = Some(MissReason::TokenScoped);
+        }
+        if requester.scope(policy).is_none() {
+            outcome.miss = Some(MissReason::TokenScoped);
+        }
         let seq = seq.filter(|_| fill_started.elapsed() < MAX_FILL_AGE);
         if let (Some(scope), Some(seq), Some(etag)) = (requester.scope(policy), seq, &outcome.etag)
         {
             outcome.cache = CacheStatus::Miss;
             let key = identity.key(&scope);
+            if outcome.body.len() > self.inner.limits.max_entry_bytes {
+                self.inner.insights.too_large(key.as_str());
+                outcome.miss = Some(MissReason::TooLarge);
+                self.learn_policy(
+                    &identity.document,
+                    identity.operation_name.as_deref(),
+                    policy,
+                );
+                return outcome;
+            }
             let fault_delay = self.inner.fault_fill_delay;
             if !fault_delay.is_zero() {
                 tokio::time::sleep(fault_delay).await;
@@ -574,6 +649,7 @@ impl ResponseCache {
                 .fill(
                     &key,
                     seq,
+                    missed.observed_at,
                     &executed.tags,
                     requester.token_hash(),
                     outcome.body.clone(),
@@ -605,6 +681,13 @@ impl ResponseCache {
         );
         outcome
     }
+}
+
+/// Why a request that reaches an execution was not answered from the cache, as far as its
+/// lookup could tell, and when it read its sequence (the time its fill is remembered with).
+struct Missed {
+    reason: MissReason,
+    observed_at: u64,
 }
 
 /// Forgets a refill that stored nothing when it ends, however it ends (a panic included), so

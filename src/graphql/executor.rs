@@ -29,6 +29,7 @@ use super::response_body::{self, EncodedResponse};
 use super::response_order::ResponseOrder;
 use super::schema::Schemas;
 use crate::auth::{Authenticator, Credentials, Principal};
+use crate::cache::insights::{DocumentId, MissReason};
 use crate::cache::key::document_hash;
 use crate::cache::read_through::{
     Executed, Identity, NO_REQUIRED_POSITION, PrivateLook, Requester, RequiredPosition,
@@ -217,22 +218,38 @@ impl Executor {
         let label = self
             .metrics
             .operation_label(operation.operation_name.as_deref());
-        let outcome = self.execute_inner(operation, caller, &label).await;
-        if let Ok(outcome) = &outcome {
-            self.metrics.record_request(
-                label,
-                outcome.cache.as_str(),
-                started.elapsed().as_secs_f64(),
-            );
+        let mut document = None;
+        let mut outcome = self
+            .execute_inner(operation, caller, &label, &mut document)
+            .await;
+        if let Ok(outcome) = &mut outcome {
+            let seconds = started.elapsed().as_secs_f64();
+            outcome.document = document;
+            // Queries only: anything else has no reason to have missed.
+            if let (Some(cache), Some(document)) = (&self.cache, document)
+                && (outcome.cache != CacheStatus::Bypass || outcome.miss.is_some())
+            {
+                cache.insights().record(
+                    &label,
+                    document,
+                    outcome.cache,
+                    outcome.miss,
+                    seconds * 1000.0,
+                );
+            }
+            self.metrics
+                .record_request(label, outcome.cache.as_str(), seconds);
         }
         outcome
     }
 
+    /// `document` is set to the document's id once it is known.
     async fn execute_inner(
         &self,
         operation: Operation,
         caller: &Caller,
         label: &str,
+        document: &mut Option<DocumentId>,
     ) -> Result<Outcome, Refusal> {
         let resolved = match self.resolve(&operation).await {
             Ok(resolved) => resolved,
@@ -243,6 +260,7 @@ impl Executor {
                 return Ok(error_outcome(error));
             }
         };
+        *document = Some(DocumentId::of_hash(&resolved.document));
         let operation_name = operation
             .operation_name
             .clone()
@@ -305,6 +323,7 @@ impl Executor {
             document: resolved.document,
             operation_name,
             variables,
+            label: label.to_owned(),
         });
         let earlier = match (
             cache.filter(|_| is_query),
@@ -362,8 +381,17 @@ impl Executor {
             if let Some(cache) = &self.cache {
                 cache.record_bypass();
                 cache.record_execution(&executed.timed_as, executed.elapsed_ms);
+                if identity.operation_name.is_none() {
+                    let document = DocumentId::of_hash(&identity.document);
+                    cache.insights().learn_name(document, &executed.timed_as);
+                }
             }
-            return Ok(executed.into_uncached());
+            let mut outcome = executed.into_uncached();
+            // A query that skipped the cache did so because the client asked.
+            if is_query && self.cache.is_some() {
+                outcome.miss = Some(MissReason::Bypassed);
+            }
+            return Ok(outcome);
         };
         let span = tracing::Span::current();
         cache
@@ -591,6 +619,8 @@ impl IntoUncached for Executed {
             unavailable: self.unavailable,
             cost: self.cost,
             public_key: None,
+            miss: None,
+            document: None,
         }
     }
 }

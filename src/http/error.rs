@@ -54,8 +54,8 @@ pub enum TransportError {
     Timeout { timeout_ms: u128 },
     #[error("mutations are not allowed over GET; use POST")]
     MutationOverGet,
-    /// A name under `/graphiql/` that is not one of the vendored assets.
-    #[error("no GraphiQL asset is named `{0}`")]
+    /// A name under `/graphiql/` or `/dashboard/` that is not one of its files.
+    #[error("no asset is named `{0}`")]
     AssetNotFound(String),
     /// The client's query-cost budget is spent until its window ends.
     #[error("rate limit exceeded: retry in {} s", .0.retry_after_secs())]

@@ -272,11 +272,17 @@ async fn answer_recognized(
         tracing::Span::current().record("operation", name.as_str());
     }
     let outcome = Outcome::hit(&entry, recognized.policy);
-    state.metrics.record_request(
-        recognized.label.clone(),
-        outcome.cache.as_str(),
-        started.elapsed().as_secs_f64(),
-    );
+    let seconds = started.elapsed().as_secs_f64();
+    if let (Some(cache), Some(document)) = (state.cache.as_ref(), recognized.document) {
+        let label = &recognized.label;
+        let milliseconds = seconds * 1000.0;
+        cache
+            .insights()
+            .record(label, document, outcome.cache, None, milliseconds);
+    }
+    state
+        .metrics
+        .record_request(recognized.label.clone(), outcome.cache.as_str(), seconds);
     let mut response = ResponseShape::for_request(state, headers)
         .single(state, headers, outcome, transport, false)
         .await;
@@ -408,9 +414,14 @@ async fn answer(
         wants_cache_info[0],
     ) {
         let label = state.metrics.operation_label(first_name.as_deref());
-        state
-            .recognized
-            .remember(fingerprint, key.clone(), policy, first_name, label);
+        state.recognized.remember(
+            fingerprint,
+            key.clone(),
+            policy,
+            first_name,
+            label,
+            outcome.document,
+        );
     }
     shape
         .single(state, headers, outcome, transport, wants_cache_info[0])

@@ -4,6 +4,7 @@
 //! `protocol`.
 
 pub mod cache_status;
+pub mod dashboard;
 mod encoding;
 mod envelope;
 pub mod error;
@@ -55,6 +56,7 @@ pub fn router(state: AppState) -> Router {
     }
     routes
         .merge(graphiql::routes(state.config.compress_from_bytes()))
+        .merge(dashboard::routes())
         // Inside CORS, so a panic's 500 gets CORS headers too (a preflight, answered by CORS
         // alone, carries no request id: it reaches no handler).
         .layer(envelope::EnvelopeLayer::new(
@@ -198,7 +200,13 @@ async fn metrics(State(state): State<std::sync::Arc<AppState>>) -> Response {
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        state.metrics.render(),
+        state.metrics.render_with(
+            state
+                .cache
+                .as_ref()
+                .map(|cache| cache.insights().registry())
+                .as_ref(),
+        ),
     )
         .into_response()
 }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 use crate::cache::Policy;
+use crate::cache::insights::DocumentId;
 use crate::cache::key::ResponseKey;
 use crate::graphql::executor::Transport;
 
@@ -40,6 +41,8 @@ pub struct Recognized {
     pub operation_name: Option<String>,
     /// The operation's label in `/metrics`.
     pub label: String,
+    /// The document it runs, for the cache insights.
+    pub document: Option<DocumentId>,
 }
 
 pub struct RecognizedRequests {
@@ -70,6 +73,7 @@ impl RecognizedRequests {
         policy: Policy,
         operation_name: Option<String>,
         label: String,
+        document: Option<DocumentId>,
     ) {
         if policy.private || self.known.contains_key(&fingerprint) {
             return;
@@ -79,6 +83,7 @@ impl RecognizedRequests {
             policy,
             operation_name,
             label,
+            document,
         };
         self.known.insert(fingerprint, Arc::new(recognized));
     }
@@ -116,7 +121,14 @@ mod tests {
         for n in 0..3 * RecognizedRequests::CAPACITY {
             let body = format!("{{\"query\":\"{{ product(id: {n}) {{ id }} }}\"}}");
             let fingerprint = Fingerprint::of(Transport::Post, body.as_bytes());
-            recognized.remember(fingerprint, key.clone(), policy, None, "anonymous".into());
+            recognized.remember(
+                fingerprint,
+                key.clone(),
+                policy,
+                None,
+                "anonymous".into(),
+                None,
+            );
         }
         assert!(recognized.len() <= RecognizedRequests::CAPACITY);
         assert!(recognized.len() > RecognizedRequests::CAPACITY / 2);
@@ -131,7 +143,7 @@ mod tests {
             max_age: 60,
             private: true,
         };
-        recognized.remember(fingerprint, key, private, None, "anonymous".into());
+        recognized.remember(fingerprint, key, private, None, "anonymous".into(), None);
         assert!(recognized.get(&fingerprint).is_none());
         assert_ne!(fingerprint, Fingerprint::of(Transport::Get, b"query=x"));
     }

@@ -3,6 +3,7 @@
 //! lists `Query.products` in the docs explorer, offers `products` when `{ prod` is typed,
 //! and shows the result of a query it runs. Skipped with a message when Chromium or
 //! chromedriver is not installed (`apt-get install -y chromium chromium-driver`; .ci/run does).
+//! The dashboard's test (`dashboard_browser`) drives the browser with the same `Browser`.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -11,8 +12,8 @@ use serde_json::{Value, json};
 
 use crate::support::helpers::TestApp;
 
-const CHROMIUM: &str = "/usr/bin/chromium";
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+pub(crate) const CHROMIUM: &str = "/usr/bin/chromium";
+pub(crate) const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 /// How long the browser gets for each step (start-up, schema load, a query's result).
 const STEP_DEADLINE: Duration = Duration::from_secs(30);
 
@@ -20,7 +21,7 @@ const STEP_DEADLINE: Duration = Duration::from_secs(30);
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 /// One WebDriver session, spoken to over HTTP.
-struct Browser {
+pub(crate) struct Browser {
     client: reqwest::Client,
     session: String,
 }
@@ -51,7 +52,7 @@ impl Browser {
         Ok(body["value"].clone())
     }
 
-    async fn start(driver: &str, profile: &Path) -> Result<Browser, String> {
+    pub(crate) async fn start(driver: &str, profile: &Path) -> Result<Browser, String> {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
             .build()
@@ -100,12 +101,12 @@ impl Browser {
         .await
     }
 
-    async fn open(&self, url: &str) -> Result<(), String> {
+    pub(crate) async fn open(&self, url: &str) -> Result<(), String> {
         self.post("/url", json!({ "url": url })).await.map(drop)
     }
 
     /// Runs `script` (a function body; `arguments` as in WebDriver) in the page.
-    async fn script(&self, script: &str, arguments: Value) -> Result<Value, String> {
+    pub(crate) async fn script(&self, script: &str, arguments: Value) -> Result<Value, String> {
         self.post(
             "/execute/sync",
             json!({ "script": script, "args": arguments }),
@@ -114,7 +115,12 @@ impl Browser {
     }
 
     /// Runs `script` until it returns something other than null/false, or the deadline.
-    async fn wait_for(&self, what: &str, script: &str, arguments: Value) -> Result<Value, String> {
+    pub(crate) async fn wait_for(
+        &self,
+        what: &str,
+        script: &str,
+        arguments: Value,
+    ) -> Result<Value, String> {
         let started = Instant::now();
         loop {
             let value = self.script(script, arguments.clone()).await?;
@@ -150,13 +156,29 @@ impl Browser {
             .map(drop)
     }
 
-    async fn close(self) {
+    /// A PNG of the window as it is drawn now.
+    pub(crate) async fn screenshot(&self) -> Result<Vec<u8>, String> {
+        use base64::Engine as _;
+        let encoded = Self::command(
+            &self.client,
+            reqwest::Method::GET,
+            format!("{}/screenshot", self.session),
+            None,
+        )
+        .await?;
+        let encoded = encoded.as_str().ok_or("the screenshot is not a string")?;
+        base64::engine::general_purpose::STANDARD
+            .decode(encoded)
+            .map_err(|error| format!("the screenshot is not base64: {error}"))
+    }
+
+    pub(crate) async fn close(self) {
         let _ = Self::command(&self.client, reqwest::Method::DELETE, self.session, None).await;
     }
 }
 
 /// Starts chromedriver on a free port and waits until it is ready.
-async fn start_chromedriver() -> Result<(tokio::process::Child, String), String> {
+pub(crate) async fn start_chromedriver() -> Result<(tokio::process::Child, String), String> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .map_err(|error| error.to_string())?

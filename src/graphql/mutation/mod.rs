@@ -143,7 +143,11 @@ pub(crate) async fn commit(
     let invalidated = match ctx.data_opt::<ResponseCache>() {
         Some(cache) => {
             cache
-                .invalidate(&changes, position.as_ref().ok().copied().flatten())
+                .invalidate(
+                    &changes,
+                    position.as_ref().ok().copied().flatten(),
+                    ctx.item.node.name.node.as_str(),
+                )
                 .await
         }
         None => true,

@@ -1,11 +1,13 @@
 //! `cacheStats` and `performanceStats`: what the cache monitor recorded across the fleet,
-//! for token holders.
+//! for token holders; `cacheInsights`: this instance's per-operation hit rates, miss reasons
+//! and top invalidators (`cache::insights`).
 
 use async_graphql::{Context, Object, Scalar, ScalarType, SimpleObject};
 use chrono::{NaiveDate, Utc};
 
 use crate::auth::RequireToken;
 use crate::cache::ResponseCache;
+use crate::cache::insights::{InsightsSnapshot, MAX_OPERATIONS};
 use crate::cache::monitor::{Summary, summarize};
 use crate::error::ApiError;
 
@@ -94,6 +96,26 @@ impl CacheQuery {
                 0.0
             },
         })
+    }
+
+    /// This instance's cache insights: its `first` most requested operations (1 to 100) with
+    /// hit rates, miss reasons and latency, and the mutations whose invalidations caused
+    /// misses. Per instance and in process: every instance answers for itself.
+    #[graphql(guard = "RequireToken", cache_control(no_cache))]
+    async fn cache_insights(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 20)] first: i32,
+    ) -> async_graphql::Result<InsightsSnapshot> {
+        let first = usize::try_from(first)
+            .ok()
+            .filter(|first| (1..=MAX_OPERATIONS).contains(first))
+            .ok_or_else(|| {
+                ApiError::bad_input(format!(
+                    "`first` must be between 1 and {MAX_OPERATIONS}, got {first}"
+                ))
+            })?;
+        Ok(cache(ctx)?.insights().snapshot(first))
     }
 
     /// Latency statistics of an operation (by operation name; `anonymous` for unnamed ones).
