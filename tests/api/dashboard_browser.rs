@@ -10,8 +10,8 @@ use std::path::Path;
 use serde_json::{Value, json};
 
 use crate::graphiql_browser::{Browser, CHROMEDRIVER, CHROMIUM, start_chromedriver};
-use crate::helpers::TestApp;
 use crate::insights::{metrics_text, sample};
+use crate::support::helpers::TestApp;
 
 const PRODUCT: &str = "query OneProduct($id: ID!) { product(id: $id) { id name } }";
 const PAGE: &str = "query FirstPage { products(first: 5) { edges { node { id name } } } }";

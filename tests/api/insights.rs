@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{GqlResponse, TestApp};
+use crate::support::helpers::{GqlResponse, TestApp};
 
 const INSIGHTS: &str = "query Insights($first: Int) { cacheInsights(first: $first) {
     trackedOperations operationCapacity memoryBoundBytes
