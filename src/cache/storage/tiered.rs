@@ -89,8 +89,9 @@ impl Coherence {
         self.lease_until.store(0, Ordering::SeqCst);
     }
 
-    /// Records the sequence a partition's subscription starts from (read after subscribing).
-    fn start_from(&self, partition: usize, seq: u64) {
+    /// Records the highest sequence a partition's subscription has heard (at first, the one read
+    /// right after subscribing).
+    fn record_heard(&self, partition: usize, seq: u64) {
         if let Some(heard) = self.heard.get(partition) {
             heard.store(seq, Ordering::SeqCst);
         }
@@ -129,7 +130,7 @@ impl Coherence {
             self.gap();
         }
         *last = (*last).max(seq);
-        self.start_from(partition, *last);
+        self.record_heard(partition, *last);
         self.news.notify_one();
     }
 }
@@ -252,7 +253,7 @@ async fn follow(remote: &RedisStorage, url: &str, coherence: &std::sync::Weak<Co
     drop(connection);
     let mut last = current.unwrap_or(0);
     if let Some(coherence) = coherence.upgrade() {
-        coherence.start_from(0, last);
+        coherence.record_heard(0, last);
     }
     if !go_live(coherence) {
         return false;
@@ -394,7 +395,7 @@ async fn follow_cluster(
     }
     if let Some(coherence) = coherence.upgrade() {
         for (partition, seq) in last.iter().enumerate() {
-            coherence.start_from(partition, *seq);
+            coherence.record_heard(partition, *seq);
         }
     }
     if !go_live(coherence) {

@@ -137,10 +137,7 @@ impl Leases {
             Ok(Renewal::Granted(Duration::from_millis(granted)))
         };
         // Two calls: the script, then perhaps a `WAIT`.
-        let bound = self.command_timeout * 2;
-        tokio::time::timeout(bound, renewal)
-            .await
-            .map_err(|_| StorageError::Timeout(bound))?
+        within(self.command_timeout * 2, renewal).await
     }
 
     /// The time a connection for renewals may take to open.
@@ -153,9 +150,7 @@ impl Leases {
     pub async fn leave(&self, storage: &RedisStorage, member: &str) -> StorageResult<()> {
         let mut invocation = self.leave.prepare_invoke();
         invocation.key(&self.members).key(&self.heard).arg(member);
-        tokio::time::timeout(self.command_timeout, storage.invoke::<i64>(&invocation))
-            .await
-            .map_err(|_| StorageError::Timeout(self.command_timeout))??;
+        within(self.command_timeout, storage.invoke::<i64>(&invocation)).await?;
         Ok(())
     }
 
@@ -183,14 +178,13 @@ impl Leases {
                 .arg(asking.unwrap_or_default())
                 .arg(&required)
                 .arg(if evict { "evict" } else { "wait" });
-            let answer = tokio::time::timeout(
+            let answer = within(
                 self.command_timeout,
                 storage.invoke::<(u64, u64, u64, u64)>(&invocation),
             )
-            .await
-            .map_err(|_| StorageError::Timeout(self.command_timeout))
-            .and_then(|answer| answer);
-            match answer {
+            .await;
+            // What to report if the bound passes now: the last error, or the members' silence.
+            let gave_up = match answer {
                 Ok((now, behind, evicted_now, until)) => {
                     evicted += evicted_now;
                     evicted_until = evicted_until.max(until);
@@ -201,20 +195,30 @@ impl Leases {
                         // The evicted leases end on Redis's clock; look again just after.
                         pause = Duration::from_millis(evicted_until - now + 1);
                     }
+                    StorageError::Unavailable(format!(
+                        "first tiers did not settle within {:?}",
+                        self.writer_bound()
+                    ))
                 }
-                Err(error) if started.elapsed() >= self.writer_bound() => return Err(error),
-                Err(_) => {}
-            }
+                Err(error) => error,
+            };
             if started.elapsed() >= self.writer_bound() {
-                return Err(StorageError::Unavailable(format!(
-                    "first tiers did not settle within {:?}",
-                    self.writer_bound()
-                )));
+                return Err(gave_up);
             }
             tokio::time::sleep(pause).await;
             pause = Duration::from_millis(1);
         }
     }
+}
+
+/// `future`, or a timeout error once `bound` has passed.
+async fn within<T>(
+    bound: Duration,
+    future: impl Future<Output = StorageResult<T>>,
+) -> StorageResult<T> {
+    tokio::time::timeout(bound, future)
+        .await
+        .map_err(|_| StorageError::Timeout(bound))?
 }
 
 fn join_sequences(sequences: &[u64]) -> String {
